@@ -1,0 +1,176 @@
+"""Conditioning layers: ways to feed a condition c to a network.
+
+A condition is either integer class labels `[B]` (turned into one-hot vectors
+of `num_classes`) or a float vector `[B, K]` (attributes, codes), see
+`condition_vector`. Every layer works for any H, W and channel count.
+
+- `Concat`: [x, c] for dense inputs (Mirza & Osindero 2014).
+- `Vectorize`: c tiled over H x W, stacked as extra channels (Reed et al. 2016).
+- `FiLM`: per-channel gamma(c) * x + beta(c) (Perez et al. 2018), identity at
+  initialisation.
+- `EmbedChannel`: learned embedding of c -> Dense(H*W) -> one extra channel.
+- `Projection`: <embed(c), phi(x)>, the projection discriminator term
+  (Miyato & Koyama 2018).
+- `FiLMConvStack`: (conv -> norm -> FiLM -> activation) x N.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+CONDITIONINGS = ("vectorize", "film", "embed_channel")
+
+
+def condition_vector(c, num_classes: int):
+  """Integer labels -> float one-hot `[B, num_classes]`; float vectors as is."""
+  c = jnp.asarray(c)
+  if jnp.issubdtype(c.dtype, jnp.integer):
+    return jax.nn.one_hot(c, num_classes, dtype=jnp.float32)
+  if c.ndim != 2 or c.shape[-1] != num_classes:
+    raise ValueError(f"A float condition must have shape [batch, {num_classes}]"
+                     f"; got {c.shape}.")
+  return c
+
+
+class Concat(nn.Module):
+  """Flattens x and appends the condition vector: [B, ...] -> [B, D + K]."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, c):
+    c = condition_vector(c, self.num_classes)
+    return jnp.concatenate([x.reshape(x.shape[0], -1), c.astype(x.dtype)], -1)
+
+
+class Vectorize(nn.Module):
+  """Tiles the condition over H x W as K extra channels: [B,H,W,C+K]."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, c):
+    c = condition_vector(c, self.num_classes).astype(x.dtype)
+    b, h, w, _ = x.shape
+    maps = jnp.broadcast_to(c[:, None, None, :], (b, h, w, c.shape[-1]))
+    return jnp.concatenate([x, maps], axis=-1)
+
+
+class FiLM(nn.Module):
+  """y = gamma(c) * x + beta(c), per channel; gamma = 1 and beta = 0 at init.
+
+  Perez et al. 2018, "FiLM: Visual Reasoning with a General Conditioning
+  Layer". gamma and beta come from one Dense layer on the condition whose
+  kernel starts at zero and bias at (1, 0), so the layer starts as identity.
+  """
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, c):
+    c = condition_vector(c, self.num_classes)
+    channels = x.shape[-1]
+
+    def bias_init(key, shape, dtype=jnp.float32):
+      del key
+      return jnp.concatenate([jnp.ones(shape[0] // 2, dtype),
+                              jnp.zeros(shape[0] // 2, dtype)])
+
+    gamma_beta = nn.Dense(2 * channels, kernel_init=nn.initializers.zeros,
+                          bias_init=bias_init, name="gamma_beta")(c)
+    gamma, beta = jnp.split(gamma_beta.astype(x.dtype), 2, axis=-1)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
+    return gamma.reshape(shape) * x + beta.reshape(shape)
+
+
+class EmbedChannel(nn.Module):
+  """A learned class embedding projected to one extra image channel.
+
+  c -> embedding (size `embed_dim`, default 50) -> Dense(H*W) -> [B, H, W, 1],
+  concatenated to x: [B, H, W, C] -> [B, H, W, C + 1].
+  """
+  num_classes: int
+  embed_dim: int = 50
+
+  @nn.compact
+  def __call__(self, x, c):
+    c = jnp.asarray(c)
+    if jnp.issubdtype(c.dtype, jnp.integer):
+      e = nn.Embed(self.num_classes, self.embed_dim, name="embed")(c)
+    else:  # a float condition vector: a bias-free Dense is the same map.
+      e = nn.Dense(self.embed_dim, use_bias=False, name="embed")(
+          condition_vector(c, self.num_classes))
+    b, h, w, _ = x.shape
+    channel = nn.Dense(h * w, name="to_channel")(e).reshape(b, h, w, 1)
+    return jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
+
+
+class Projection(nn.Module):
+  """The projection term <embed(c), features> of Miyato & Koyama 2018.
+
+  Added to an unconditional discriminator logit: D(x, c) = psi(phi(x)) +
+  <embed(c), phi(x)>. Returns `[B]`.
+  """
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, features, c):
+    c = condition_vector(c, self.num_classes)
+    e = nn.Dense(features.shape[-1], use_bias=False, name="embed")(c)
+    return jnp.sum(e.astype(features.dtype) * features, axis=-1)
+
+
+def image_conditioning(name: str, num_classes: int) -> nn.Module:
+  """The input-side conditioning layer named `name` (not FiLM, which acts
+  inside a conv stack)."""
+  if name == "vectorize":
+    return Vectorize(num_classes)
+  if name == "embed_channel":
+    return EmbedChannel(num_classes)
+  raise ValueError(f"Unknown input conditioning {name!r}; expected "
+                   "'vectorize' or 'embed_channel'.")
+
+
+class FiLMConvStack(nn.Module):
+  """(Conv -> norm -> FiLM(c) -> activation) for each entry of `features`.
+
+  norm: 'batch' (needs `train` and the `batch_stats` collection), 'layer'
+  (stateless) or 'none'. Norm layers have no affine parameters of their own:
+  FiLM supplies the scale and shift.
+  """
+  num_classes: int
+  features: Sequence[int]
+  strides: Sequence[int] | None = None
+  kernel_size: int = 3
+  norm: str = "layer"
+  activation: Callable = nn.relu
+  transpose: bool = False
+
+  @nn.compact
+  def __call__(self, x, c, *, train: bool = False):
+    strides = self.strides or (1,) * len(self.features)
+    if len(strides) != len(self.features):
+      raise ValueError("strides and features must have the same length.")
+    conv_cls = nn.ConvTranspose if self.transpose else nn.Conv
+    for i, (f, s) in enumerate(zip(self.features, strides)):
+      x = conv_cls(f, (self.kernel_size,) * 2, strides=(s, s), padding="SAME",
+                   use_bias=self.norm == "none", name=f"conv{i}")(x)
+      x = normalization(self.norm, train, name=f"norm{i}")(x)
+      x = FiLM(self.num_classes, name=f"film{i}")(x, c)
+      x = self.activation(x)
+    return x
+
+
+def normalization(kind: str, train: bool, name: str | None = None,
+                  affine: bool = False):
+  """A normalisation layer by name: 'batch', 'layer' or 'none'."""
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, use_scale=affine,
+                        use_bias=affine, momentum=0.9, name=name)
+  if kind == "layer":
+    return nn.LayerNorm(use_scale=affine, use_bias=affine, name=name)
+  if kind == "none":
+    return lambda x: x
+  raise ValueError(f"Unknown norm {kind!r}; expected 'batch', 'layer' or "
+                   "'none'.")
