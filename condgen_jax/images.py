@@ -1,0 +1,51 @@
+"""Sample grids: one row per class, written as PNG."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+
+def make_grid(images, num_rows: int, padding: int = 1,
+              pad_value: float = 1.0) -> np.ndarray:
+  """[N, H, W, C] in [0, 1] -> one [rows*(H+p)+p, cols*(W+p)+p, C] image.
+
+  Images fill the grid row by row, so `num_rows` classes with N/num_rows
+  samples each, in class order, give one row per class.
+  """
+  images = np.asarray(images, np.float32)
+  n, h, w, c = images.shape
+  if n % num_rows:
+    raise ValueError(f"{n} images do not fill {num_rows} rows evenly.")
+  cols = n // num_rows
+  grid = np.full((num_rows * (h + padding) + padding,
+                  cols * (w + padding) + padding, c), pad_value, np.float32)
+  for i in range(n):
+    r, col = divmod(i, cols)
+    top, left = padding + r * (h + padding), padding + col * (w + padding)
+    grid[top:top + h, left:left + w] = images[i]
+  return grid
+
+
+def save_grid(images, path, num_rows: int, min_size: int = 280) -> None:
+  """Writes `make_grid(images, num_rows)` to `path` as PNG, upscaled (nearest)
+  so that small images such as 8x8 digits stay legible."""
+  grid = make_grid(images, num_rows)
+  array = (np.clip(grid, 0.0, 1.0) * 255).round().astype(np.uint8)
+  if array.shape[-1] == 1:
+    array = array[..., 0]
+  image = Image.fromarray(array)
+  scale = max(1, int(np.ceil(min_size / max(image.size))))
+  if scale > 1:
+    image = image.resize((image.size[0] * scale, image.size[1] * scale),
+                         Image.NEAREST)
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  image.save(path)
+
+
+def class_rows(num_classes: int, per_class: int) -> np.ndarray:
+  """Labels 0,0,..,1,1,.. (`per_class` each, class order) as int32."""
+  return np.repeat(np.arange(num_classes, dtype=np.int32), per_class)

@@ -1,0 +1,23 @@
+"""Config keys shared by every model's config."""
+
+import ml_collections
+
+
+def base_config(model: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = model
+  c.dataset = "mnist"  # 'digits' | 'mnist' | 'fashion_mnist'
+  c.data_dir = ""  # folder with <dataset>/ IDX files; '' = $CONDGEN_DATA_DIR
+  c.tfds_dir = ""  # TFDS data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.download = False  # let tensorflow-datasets download when nothing is local
+  c.seed = 0
+  c.num_steps = 10_000
+  c.batch_size = 64
+  c.steps_per_call = 1  # training steps fused into one compiled call
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.sample_every = 1000
+  c.eval_every = 0  # 0 = only at the end via experiments.evaluate
+  c.samples_per_class = 10  # columns of the sample grid
+  c.max_to_keep = 2
+  return c

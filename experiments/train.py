@@ -1,0 +1,34 @@
+r"""Trains (or resumes) a model.
+
+  python -m experiments.train --config=experiments/configs/cvae.py \
+      --workdir=/tmp/cvae [--config.dataset=digits] [--config.num_steps=500]
+
+Running the same command again on the same workdir resumes from its latest
+checkpoint and continues exactly.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from condgen_jax import runtime
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.set_default_xla_flags()
+  runtime.quiet_logs()
+  from condgen_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  parallel.maybe_initialize_distributed()
+  with runtime.user_errors():
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
