@@ -1,0 +1,392 @@
+"""Sample-quality metrics for conditional generators, in JAX.
+
+Every metric works on classifier outputs (logits or penultimate features of
+the `classifier.ReferenceClassifier`, the domain-classifier protocol) or on raw
+vectors, and is batched so that ~10k x 10k comparisons fit in memory.
+
+- `class_accuracy`, `per_class_accuracy`: how often the classifier assigns a
+  sample generated for class c to c.
+- `frechet_distance`, `gaussian_statistics`, `fid`: FID (Heusel et al. 2017).
+- `per_class_fid`, `intra_fid`: FID within each class, averaged (Miyato &
+  Koyama 2018).
+- `inception_score`: exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016).
+- `precision_recall`: k-NN manifold precision / recall (Kynkaanniemi et al.
+  2019).
+- `parzen_log_likelihood`, `select_parzen_sigma`: Gaussian Parzen-window
+  log-likelihood (Goodfellow et al. 2014; Mirza & Osindero 2014).
+- `evaluate_samples`: all classifier-based metrics at once, with the sample
+  counts behind each.
+
+Matrix products use `Precision.HIGHEST`, so results do not depend on an
+accelerator's reduced-precision matmul defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HIGHEST = jax.lax.Precision.HIGHEST
+_matmul = functools.partial(jnp.matmul, precision=HIGHEST)
+
+
+def _as_float(x):
+  x = jnp.asarray(x)
+  return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------
+# Class accuracy.
+
+
+def per_class_accuracy(classifier_logits, requested_labels,
+                       num_classes: int | None = None):
+  """acc_c = #{i : y_i = c, argmax logits_i = c} / #{i : y_i = c}, `[K]`.
+
+  `requested_labels` `[N]` are the classes the samples were generated for;
+  classes without samples give NaN. K defaults to `logits.shape[-1]`.
+  """
+  logits = jnp.asarray(classifier_logits)
+  labels = jnp.asarray(requested_labels)
+  k = num_classes or logits.shape[-1]
+  onehot = jax.nn.one_hot(labels, k)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  counts = onehot.sum(0)
+  return jnp.where(counts > 0, correct @ onehot / jnp.maximum(counts, 1),
+                   jnp.nan)
+
+
+def class_accuracy(classifier_logits, requested_labels):
+  """Fraction of all samples the classifier assigns to their requested class:
+  mean_i [argmax logits_i == y_i]."""
+  logits = jnp.asarray(classifier_logits)
+  labels = jnp.asarray(requested_labels)
+  if logits.shape[:-1] != labels.shape:
+    raise ValueError(f"logits {logits.shape} and labels {labels.shape} "
+                     "disagree on the number of samples.")
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+# ----------------------------------------------------------------------------
+# Frechet distance, FID and intra-FID.
+
+
+def gaussian_statistics(features):
+  """(mu `[D]`, sigma `[D, D]`): mean and unbiased covariance (ddof=1, as
+  `np.cov`) of `features` `[N, D]`."""
+  x = _as_float(features)
+  if x.ndim != 2 or x.shape[0] < 2:
+    raise ValueError(f"features must be [N, D] with N >= 2; got {x.shape}.")
+  mu = jnp.mean(x, axis=0)
+  xc = x - mu
+  return mu, _matmul(xc.T, xc) / (x.shape[0] - 1)
+
+
+def _psd_sqrt(sigma):
+  """Symmetric PSD square root via eigh, negative eigenvalues clipped."""
+  sigma = 0.5 * (sigma + sigma.T)
+  w, v = jnp.linalg.eigh(sigma)
+  return _matmul(v * jnp.sqrt(jnp.clip(w, 0.0)), v.T)
+
+
+@jax.jit
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+  """d^2 = ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)).
+
+  The Frechet (2-Wasserstein) distance between N(mu1, S1) and N(mu2, S2),
+  Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge
+  to a Local Nash Equilibrium". Tr (S1 S2)^(1/2) equals the trace of
+  (S1^(1/2) S2 S1^(1/2))^(1/2), whose eigenvalues are the squared singular
+  values of A = S1^(1/2) S2^(1/2); so it is computed as the nuclear norm of A
+  (two symmetric `eigh` with tiny negative eigenvalues clipped, then one SVD).
+  Unlike sqrt(eigvalsh(...)), this keeps rounding errors at O(eps ||S||)
+  instead of O(sqrt(eps) ||S||) for the (many) near-zero directions.
+  """
+  mu1, mu2 = _as_float(mu1), _as_float(mu2)
+  sigma1, sigma2 = _as_float(sigma1), _as_float(sigma2)
+  a = _matmul(_psd_sqrt(sigma1), _psd_sqrt(sigma2))
+  tr_covmean = jnp.sum(jnp.linalg.svd(a, compute_uv=False))
+  diff = mu1 - mu2
+  return (jnp.dot(diff, diff, precision=HIGHEST) + jnp.trace(sigma1)
+          + jnp.trace(sigma2) - 2.0 * tr_covmean)
+
+
+def fid(real_features, fake_features):
+  """FID between two feature sets `[N, D]`, `[M, D]` (Heusel et al. 2017)."""
+  return frechet_distance(*gaussian_statistics(real_features),
+                          *gaussian_statistics(fake_features))
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _class_statistics(features, labels, num_classes: int):
+  """Per-class (mu `[K, D]`, sigma `[K, D, D]`) with ddof=1, shape-static."""
+  x = _as_float(features)
+  w = jax.nn.one_hot(labels, num_classes, dtype=x.dtype)  # [N, K]
+  counts = w.sum(0)
+  mus = _matmul(w.T, x) / jnp.maximum(counts, 1.0)[:, None]
+
+  def cov(mu, wc, n):
+    xc = x - mu
+    return _matmul((xc * wc[:, None]).T, xc) / jnp.maximum(n - 1.0, 1.0)
+
+  return mus, jax.vmap(cov, in_axes=(0, 1, 0))(mus, w, counts)
+
+
+def _check_class_counts(labels, num_classes: int, what: str) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"{what} labels must lie in [0, {num_classes}); got "
+                     f"values in [{labels.min()}, {labels.max()}].")
+  counts = np.bincount(labels, minlength=num_classes)
+  if (counts < 2).any():
+    missing = np.flatnonzero(counts < 2).tolist()
+    raise ValueError(f"Intra-FID needs >= 2 {what} samples per class; classes "
+                     f"{missing} have {counts[missing].tolist()}.")
+  return counts
+
+
+def per_class_fid(real_features, real_labels, fake_features, fake_labels,
+                  num_classes: int):
+  """`[K]`: FID_c between the real and the fake features of class c."""
+  _check_class_counts(real_labels, num_classes, "real")
+  _check_class_counts(fake_labels, num_classes, "fake")
+  mr, sr = _class_statistics(real_features, jnp.asarray(real_labels),
+                             num_classes)
+  mf, sf = _class_statistics(fake_features, jnp.asarray(fake_labels),
+                             num_classes)
+  return jax.vmap(frechet_distance)(mr, sr, mf, sf)
+
+
+def intra_fid(real_features, real_labels, fake_features, fake_labels,
+              num_classes: int):
+  """(1/K) sum_c FID(real | y=c, fake | y=c), Miyato & Koyama 2018, "cGANs
+  with Projection Discriminator". Every class needs >= 2 samples in both
+  sets (ValueError otherwise)."""
+  return jnp.mean(per_class_fid(real_features, real_labels, fake_features,
+                                fake_labels, num_classes))
+
+
+# ----------------------------------------------------------------------------
+# Inception Score.
+
+
+def inception_score_per_split(logits, splits: int = 1):
+  """`[splits]` scores exp(E_x KL(p(y|x) || p(y))), p(y) = the split's mean
+  prediction, on `splits` consecutive equal parts (remainder dropped, as in
+  the reference implementation of Salimans et al. 2016)."""
+  logits = _as_float(logits)
+  n = logits.shape[0]
+  if not 1 <= splits <= n:
+    raise ValueError(f"splits must be in [1, {n}] (the number of samples); "
+                     f"got {splits}.")
+  per = n // splits
+  log_p = jax.nn.log_softmax(logits[:splits * per], axis=-1)
+  log_p = log_p.reshape(splits, per, -1)
+  log_py = jax.nn.logsumexp(log_p, axis=1, keepdims=True) - jnp.log(per)
+  kl = jnp.sum(jnp.exp(log_p) * (log_p - log_py), axis=-1)  # [splits, per]
+  return jnp.exp(jnp.mean(kl, axis=1))
+
+
+def inception_score(logits, splits: int = 1):
+  """IS = exp(E_x KL(p(y|x) || p(y))), Salimans et al. 2016, "Improved
+  Techniques for Training GANs"; here p(y|x) = softmax of the reference
+  classifier's `logits` `[N, K]`. Between 1 (all predictions identical) and
+  K (confident and balanced). With `splits` > 1, the mean over splits (the
+  spread is `inception_score_per_split(...).std()`)."""
+  return jnp.mean(inception_score_per_split(logits, splits))
+
+
+# ----------------------------------------------------------------------------
+# Batched pairwise distances.
+
+
+def _row_chunks(x, batch_size: int):
+  """[N, D] -> ([C, batch_size, D], N), zero-padded."""
+  n = x.shape[0]
+  chunks = -(-n // batch_size)
+  x = jnp.pad(x, ((0, chunks * batch_size - n), (0, 0)))
+  return x.reshape(chunks, batch_size, x.shape[-1]), n
+
+
+def _sq_dists(a, b, b_sq):
+  """Squared Euclidean distances `[len(a), len(b)]` (clipped at 0)."""
+  a_sq = jnp.sum(a * a, axis=-1)
+  return jnp.maximum(a_sq[:, None] + b_sq[None, :]
+                     - 2.0 * _matmul(a, b.T), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "batch_size"))
+def knn_radii(x, k: int, batch_size: int = 1000):
+  """Squared distance of each row of `x` `[N, D]` to its k-th nearest other
+  row, `[N]` (batched over rows; memory `batch_size x N`)."""
+  x = _as_float(x)
+  x_sq = jnp.sum(x * x, axis=-1)
+  chunks, n = _row_chunks(x, batch_size)
+
+  def one(rows):
+    d = _sq_dists(rows, x, x_sq)
+    return -jax.lax.top_k(-d, k + 1)[0][:, k]  # index 0 is the row itself
+
+  return jax.lax.map(one, chunks).reshape(-1)[:n]
+
+
+@functools.partial(jax.jit, static_argnames="batch_size")
+def in_manifold(queries, support, support_radii, batch_size: int = 1000):
+  """`[M]` bool: is query j within some ball B(support_i, r_i)? (`radii` are
+  squared, as from `knn_radii`)."""
+  queries, support = _as_float(queries), _as_float(support)
+  s_sq = jnp.sum(support * support, axis=-1)
+  chunks, m = _row_chunks(queries, batch_size)
+
+  def one(rows):
+    return jnp.any(_sq_dists(rows, support, s_sq) <= support_radii[None, :],
+                   axis=1)
+
+  return jax.lax.map(one, chunks).reshape(-1)[:m]
+
+
+def precision_recall(real_features, fake_features, k: int = 3,
+                     batch_size: int = 1000):
+  """Improved precision and recall, Kynkaanniemi et al. 2019.
+
+  The real (fake) manifold is the union of balls around each real (fake)
+  feature vector with radius the distance to its k-th nearest neighbour in
+  the same set. precision = fraction of fake samples inside the real
+  manifold; recall = fraction of real samples inside the fake manifold.
+  Distances are computed `batch_size` rows at a time. Returns two scalars.
+  """
+  real, fake = _as_float(real_features), _as_float(fake_features)
+  for name, x in (("real", real), ("fake", fake)):
+    if x.ndim != 2 or x.shape[0] <= k:
+      raise ValueError(f"{name}_features must be [N, D] with N > k={k}; got "
+                       f"{x.shape}.")
+  if k < 1:
+    raise ValueError(f"k must be >= 1; got {k}.")
+  real_radii = knn_radii(real, k, batch_size)
+  fake_radii = knn_radii(fake, k, batch_size)
+  precision = jnp.mean(in_manifold(fake, real, real_radii, batch_size))
+  recall = jnp.mean(in_manifold(real, fake, fake_radii, batch_size))
+  return precision, recall
+
+
+# ----------------------------------------------------------------------------
+# Parzen-window log-likelihood.
+
+
+@functools.partial(jax.jit, static_argnames="batch_size")
+def parzen_log_densities(samples, test, sigma, batch_size: int = 100):
+  """`[M]`: log p(x_j) under a Gaussian Parzen window on `samples`.
+
+  log p(x) = logsumexp_i[-||x - s_i||^2 / (2 sigma^2)] - log n
+             - (d / 2) log(2 pi sigma^2),
+  with n samples `[n, ...]` and test points `[M, ...]` flattened to d values
+  (Goodfellow et al. 2014, Mirza & Osindero 2014; Breuleux et al. 2011).
+  Both sets are centred on the samples' mean before the distance expansion
+  to limit float32 cancellation.
+  """
+  s = _as_float(samples).reshape(samples.shape[0], -1)
+  x = _as_float(test).reshape(test.shape[0], -1)
+  if s.shape[1] != x.shape[1]:
+    raise ValueError(f"samples have {s.shape[1]} values each, test points "
+                     f"{x.shape[1]}.")
+  center = jnp.mean(s, axis=0)
+  s, x = s - center, x - center
+  s_sq = jnp.sum(s * s, axis=-1)
+  n, d = s.shape
+  sigma = jnp.asarray(sigma, s.dtype)
+  chunks, m = _row_chunks(x, batch_size)
+
+  def one(rows):
+    return jax.nn.logsumexp(-_sq_dists(rows, s, s_sq) / (2 * sigma**2), 1)
+
+  lse = jax.lax.map(one, chunks).reshape(-1)[:m]
+  return lse - jnp.log(n) - 0.5 * d * jnp.log(2 * jnp.pi * sigma**2)
+
+
+def parzen_log_likelihood(samples, test, sigma, batch_size: int = 100):
+  """(mean, standard error) of `parzen_log_densities` over the test points;
+  standard error = std (ddof=1) / sqrt(M). In nats."""
+  ll = parzen_log_densities(samples, test, sigma, batch_size)
+  return jnp.mean(ll), jnp.std(ll, ddof=1) / jnp.sqrt(ll.shape[0])
+
+
+def select_parzen_sigma(samples, validation, sigmas, batch_size: int = 100):
+  """Picks sigma on a validation split, as Goodfellow et al. 2014 do.
+
+  Returns (best sigma as a float, `[len(sigmas)]` mean validation
+  log-likelihoods). Evaluate the test split with the chosen sigma.
+  """
+  sigmas = [float(s) for s in np.ravel(sigmas)]
+  if not sigmas or min(sigmas) <= 0:
+    raise ValueError(f"sigmas must be a non-empty list of positive values; "
+                     f"got {sigmas}.")
+  scores = jnp.stack([
+      jnp.mean(parzen_log_densities(samples, validation, s, batch_size))
+      for s in sigmas])
+  return sigmas[int(jnp.argmax(scores))], scores
+
+
+# ----------------------------------------------------------------------------
+# Everything at once.
+
+
+def evaluate_samples(classifier, fake_images, fake_labels, real_images,
+                     real_labels, *, num_classes: int, k: int = 3,
+                     batch_size: int = 1000) -> dict:
+  """Classifier-based metrics of conditional samples, as plain Python values.
+
+  Args:
+    classifier: a `classifier.ReferenceClassifier` (or anything with
+      `logits_and_features(images)`).
+    fake_images, fake_labels: generated images (float32 in [0, 1],
+      `[N, H, W, C]`) and the classes they were generated for.
+    real_images, real_labels: held-out real images and their labels, same
+      layout (e.g. the test split).
+    num_classes: K.
+    k: neighbourhood size of precision / recall.
+
+  Returns a dict with class_accuracy, per_class_accuracy (list of K),
+  fid, intra_fid, inception_score (of the fake samples), precision, recall,
+  num_fake, num_real, num_fake_per_class, num_real_per_class and
+  sample_counts: for each metric, the number of fake / real samples it used.
+  """
+  fake_labels, real_labels = np.asarray(fake_labels), np.asarray(real_labels)
+  fake_logits, fake_feats = classifier.logits_and_features(fake_images)
+  _, real_feats = classifier.logits_and_features(real_images)
+  num_fake, num_real = len(fake_labels), len(real_labels)
+  if fake_feats.shape[0] != num_fake or real_feats.shape[0] != num_real:
+    raise ValueError("Images and labels differ in number: fake "
+                     f"{fake_feats.shape[0]} vs {num_fake}, real "
+                     f"{real_feats.shape[0]} vs {num_real}.")
+  fake_counts = np.bincount(fake_labels, minlength=num_classes).tolist()
+  real_counts = np.bincount(real_labels, minlength=num_classes).tolist()
+
+  precision, recall = precision_recall(real_feats, fake_feats, k, batch_size)
+  both = {"fake": num_fake, "real": num_real}
+  return {
+      "class_accuracy": float(class_accuracy(fake_logits, fake_labels)),
+      "per_class_accuracy": [float(a) for a in per_class_accuracy(
+          fake_logits, fake_labels, num_classes)],
+      "fid": float(fid(real_feats, fake_feats)),
+      "intra_fid": float(intra_fid(real_feats, real_labels, fake_feats,
+                                   fake_labels, num_classes)),
+      "inception_score": float(inception_score(fake_logits)),
+      "precision": float(precision),
+      "recall": float(recall),
+      "num_fake": num_fake,
+      "num_real": num_real,
+      "num_fake_per_class": fake_counts,
+      "num_real_per_class": real_counts,
+      "sample_counts": {
+          "class_accuracy": {"fake": num_fake, "real": 0},
+          "per_class_accuracy": {"fake": fake_counts, "real": 0},
+          "fid": both,
+          "intra_fid": {"fake": fake_counts, "real": real_counts},
+          "inception_score": {"fake": num_fake, "real": 0},
+          "precision": dict(both, k=k),
+          "recall": dict(both, k=k),
+      },
+  }
