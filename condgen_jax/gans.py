@@ -1,0 +1,332 @@
+"""Conditional GAN generators and discriminators (flax linen).
+
+Inputs: noise z `[B, z_dim]`, a condition c (int labels `[B]` or float
+`[B, K]`, see `conditioning.condition_vector`), images `[B, H, W, C]` in the
+model's range. Every discriminator returns a dict
+
+  {'logit': [B], 'class_logits': [B, K] or None, 'features': [B, F]}
+
+with `features` the last shared hidden layer (for feature matching).
+
+- `cgan_mlp` (Mirza & Osindero 2014, "Conditional Generative Adversarial
+  Nets", sec. 4.1): `MLPGenerator` (z -> 200 ReLU, y -> 1000 ReLU, joint 1200
+  ReLU, sigmoid pixels in [0, 1]) and `MLPDiscriminator` (x -> maxout 240x5,
+  y -> maxout 50x5, joint maxout 240x4, dropout, one logit).
+- `cgan_conv` (DCGAN, Radford et al. 2016, conditioned): `ConvGenerator`
+  (Dense -> H/4 x W/4 x 2w -> ConvT stride 2 -> ConvT stride 2, tanh in
+  [-1, 1]) with the condition concatenated to z or applied by FiLM after each
+  norm; `ConvDiscriminator` (strided convs w, 2w, LeakyReLU 0.2, no pooling,
+  one dense logit) conditioned by 'vectorize' (Reed et al. 2016),
+  'embed_channel', 'film' (Perez et al. 2018) or 'projection' (Miyato &
+  Koyama 2018).
+- `acgan` (Odena et al. 2017): the conv discriminator with a class head
+  (Dense num_classes on the shared features), unconditional on c by default
+  ('none'); the generator is the conv generator.
+
+`make_models(config, image_shape, num_classes)` builds the pair from a config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from condgen_jax import conditioning
+from condgen_jax import layers
+
+MODELS = ("cgan_mlp", "cgan_conv", "acgan")
+G_CONDITIONINGS = ("concat", "film")
+D_CONDITIONINGS = ("vectorize", "embed_channel", "film", "projection")
+NORMS = ("none", "batch", "layer")
+
+# Model keys of the config, with their defaults (see `make_models`).
+MODEL_DEFAULTS = {
+    "g_conditioning": "concat",
+    "d_conditioning": None,  # 'projection' for cgan_conv, 'none' for acgan
+    "g_width": 64,
+    "d_width": 64,
+    "d_kernel_size": 4,
+    "g_norm": "batch",
+    "d_norm": "none",
+    "spectral_norm": False,
+    "minibatch_discrimination": False,
+    "mbd_kernels": 50,
+    "mbd_kernel_dim": 5,
+    "dropout_rate": 0.5,
+    "g_dropout_rate": 0.0,
+    "virtual_batch_norm": False,
+}
+
+
+def _check(name: str, value, allowed) -> None:
+  if value not in allowed:
+    raise ValueError(f"Unknown {name} {value!r}; expected one of "
+                     f"{tuple(allowed)}.")
+
+
+def _dropout(rate: float, train: bool):
+  if rate > 0:
+    return nn.Dropout(rate, deterministic=not train)
+  return lambda x: x
+
+
+class MLPGenerator(nn.Module):
+  """Mirza & Osindero 2014: z -> 200, y -> 1000, joint 1200, sigmoid.
+
+  Output `[B, H, W, C]` in [0, 1]. `dropout_rate` (default 0) drops the
+  hidden units while training (needs a 'dropout' rng).
+  """
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  z_hidden: int = 200
+  c_hidden: int = 1000
+  joint_hidden: int = 1200
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, z, c, *, train: bool = False, ref: Any = None):
+    del ref  # no normalisation layers: virtual batch norm does not apply.
+    drop = _dropout(self.dropout_rate, train)
+    c = conditioning.condition_vector(c, self.num_classes).astype(z.dtype)
+    hz = nn.relu(nn.Dense(self.z_hidden, name="z_dense")(z))
+    hc = nn.relu(nn.Dense(self.c_hidden, name="c_dense")(c))
+    h = drop(jnp.concatenate([hz, hc], axis=-1))
+    h = drop(nn.relu(nn.Dense(self.joint_hidden, name="joint_dense")(h)))
+    size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+    x = nn.sigmoid(nn.Dense(size, name="out")(h))
+    return x.reshape((z.shape[0],) + tuple(self.image_shape))
+
+
+class MLPDiscriminator(nn.Module):
+  """Mirza & Osindero 2014: maxout 240x5 on x, 50x5 on y, joint 240x4.
+
+  Dropout (`dropout_rate`, default 0.5, needs a 'dropout' rng while training)
+  on the output of every maxout layer. `features` is the joint maxout layer.
+  Optional minibatch discrimination before the logit and spectral norm on
+  every layer (then apply with `mutable=['batch_stats']` while training).
+  """
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  x_units: tuple[int, int] = (240, 5)
+  c_units: tuple[int, int] = (50, 5)
+  joint_units: tuple[int, int] = (240, 4)
+  dropout_rate: float = 0.5
+  spectral_norm: bool = False
+  minibatch_discrimination: bool = False
+  mbd_kernels: int = 50
+  mbd_kernel_dim: int = 5
+
+  @nn.compact
+  def __call__(self, x, c, *, train: bool = False,
+               update_stats: bool | None = None):
+    update = train if update_stats is None else update_stats
+    drop = _dropout(self.dropout_rate, train)
+
+    def sn(layer, name):
+      return layers.spectral_norm(layer, self.spectral_norm, name=name)
+
+    c = conditioning.condition_vector(c, self.num_classes).astype(x.dtype)
+    hx = sn(layers.Maxout(*self.x_units, name="x_maxout"), "sn_x")(
+        x.reshape(x.shape[0], -1), update_stats=update)
+    hc = sn(layers.Maxout(*self.c_units, name="c_maxout"), "sn_c")(
+        c, update_stats=update)
+    h = drop(jnp.concatenate([hx, hc], axis=-1))
+    features = sn(layers.Maxout(*self.joint_units, name="joint_maxout"),
+                  "sn_joint")(h, update_stats=update)
+    h = drop(features)
+    if self.minibatch_discrimination:
+      h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
+                                         name="mbd")(h)
+    logit = sn(nn.Dense(1, name="logit"), "sn_logit")(h, update_stats=update)
+    return {"logit": logit[:, 0], "class_logits": None, "features": features}
+
+
+class ConvGenerator(nn.Module):
+  """DCGAN generator: Dense -> [H/4, W/4, 2w] -> ConvT(w) -> ConvT(C), tanh.
+
+  Each hidden layer is norm -> (FiLM) -> ReLU. `conditioning`: 'concat'
+  (one-hot c appended to z; norms carry their own scale/offset) or 'film'
+  (FiLM(c) after each norm, norms without affine parameters). `norm`:
+  'batch' (train mode needs `mutable=['batch_stats']`), 'layer' or 'none'.
+
+  `virtual_batch_norm=True` replaces the norms by `layers.VirtualBatchNorm`:
+  the call then needs `ref=(z_ref, c_ref)`, a fixed reference batch run
+  alongside through the same parameters (Salimans et al. 2016, sec. 3.4).
+  Output `[B, H, W, C]` in [-1, 1]; H and W must be multiples of 4.
+  """
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  conditioning: str = "concat"
+  width: int = 64
+  norm: str = "batch"
+  virtual_batch_norm: bool = False
+  kernel_size: int = 4
+
+  @nn.compact
+  def __call__(self, z, c, *, train: bool = False, ref: Any = None):
+    _check("g_conditioning", self.conditioning, G_CONDITIONINGS)
+    _check("g_norm", self.norm, NORMS)
+    h_img, w_img, channels = self.image_shape
+    if h_img % 4 or w_img % 4:
+      raise ValueError(f"ConvGenerator needs H and W divisible by 4; got "
+                       f"image_shape {tuple(self.image_shape)}.")
+    if self.virtual_batch_norm and ref is None:
+      raise ValueError("virtual_batch_norm needs ref=(z_ref, c_ref), the "
+                       "reference batch.")
+    film = self.conditioning == "film"
+    plain = self.norm == "none" and not self.virtual_batch_norm
+    # Stream 0 is the batch; stream 1 (VBN only) the reference batch.
+    streams = [(z, c)] + ([tuple(ref)] if self.virtual_batch_norm else [])
+
+    def first(zz, cc):
+      if film:
+        return zz
+      cc = conditioning.condition_vector(cc, self.num_classes)
+      return jnp.concatenate([zz, cc.astype(zz.dtype)], axis=-1)
+
+    def norm_film_relu(hs, i):
+      if self.virtual_batch_norm:
+        vbn = layers.VirtualBatchNorm(use_scale=not film, use_bias=not film,
+                                      name=f"norm{i}")
+        hs = [vbn(h, hs[1]) for h in hs]
+      else:
+        norm = conditioning.normalization(self.norm, train, name=f"norm{i}",
+                                          affine=not film)
+        hs = [norm(hs[0])]
+      if film:
+        f = conditioning.FiLM(self.num_classes, name=f"film{i}")
+        hs = [f(h, s[1]) for h, s in zip(hs, streams)]
+      return [nn.relu(h) for h in hs]
+
+    h4, w4 = h_img // 4, w_img // 4
+    dense = nn.Dense(h4 * w4 * 2 * self.width, use_bias=plain, name="dense")
+    hs = [dense(first(*s)).reshape(-1, h4, w4, 2 * self.width)
+          for s in streams]
+    hs = norm_film_relu(hs, 0)
+    k = (self.kernel_size,) * 2
+    conv1 = nn.ConvTranspose(self.width, k, strides=(2, 2), padding="SAME",
+                             use_bias=plain, name="convt1")
+    hs = norm_film_relu([conv1(h) for h in hs], 1)
+    out = nn.ConvTranspose(channels, k, strides=(2, 2), padding="SAME",
+                           name="convt2")(hs[0])
+    return jnp.tanh(out)
+
+
+class ConvDiscriminator(nn.Module):
+  """DCGAN discriminator: Conv(w) -> Conv(2w), stride 2, LeakyReLU 0.2.
+
+  No pooling; flatten (the `features`), then one dense logit. `conditioning`:
+  'vectorize' / 'embed_channel' (input channels), 'film' (after each conv
+  and norm), 'projection' (logit += <embed(c), h>) or 'none'. `norm` ('none',
+  'batch', 'layer') acts on the second conv only (DCGAN leaves the first
+  unnormalised). `class_head` adds AC-GAN class logits on the features.
+  `spectral_norm` wraps every conv and dense layer (not the projection
+  embedding); apply with `mutable=['batch_stats']` while training.
+  """
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  conditioning: str = "projection"
+  width: int = 64
+  kernel_size: int = 4
+  norm: str = "none"
+  spectral_norm: bool = False
+  minibatch_discrimination: bool = False
+  mbd_kernels: int = 50
+  mbd_kernel_dim: int = 5
+  class_head: bool = False
+
+  @nn.compact
+  def __call__(self, x, c, *, train: bool = False,
+               update_stats: bool | None = None):
+    _check("d_conditioning", self.conditioning, D_CONDITIONINGS + ("none",))
+    _check("d_norm", self.norm, NORMS)
+    update = train if update_stats is None else update_stats
+    film = self.conditioning == "film"
+
+    def sn(layer, name):
+      return layers.spectral_norm(layer, self.spectral_norm, name=name)
+
+    if self.conditioning in ("vectorize", "embed_channel"):
+      x = conditioning.image_conditioning(self.conditioning,
+                                          self.num_classes)(x, c)
+    k = (self.kernel_size,) * 2
+    for i, f in enumerate((self.width, 2 * self.width)):
+      x = sn(nn.Conv(f, k, strides=(2, 2), padding="SAME", name=f"conv{i}"),
+             f"sn_conv{i}")(x, update_stats=update)
+      if i > 0:
+        x = conditioning.normalization(self.norm, train, name=f"norm{i}",
+                                       affine=not film)(x)
+      if film:
+        x = conditioning.FiLM(self.num_classes, name=f"film{i}")(x, c)
+      x = nn.leaky_relu(x, 0.2)
+    features = x.reshape(x.shape[0], -1)
+    h = features
+    if self.minibatch_discrimination:
+      h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
+                                         name="mbd")(h)
+    logit = sn(nn.Dense(1, name="logit"), "sn_logit")(h,
+                                                       update_stats=update)[:, 0]
+    if self.conditioning == "projection":
+      logit = logit + conditioning.Projection(self.num_classes,
+                                              name="projection")(h, c)
+    class_logits = None
+    if self.class_head:
+      class_logits = sn(nn.Dense(self.num_classes, name="class_head"),
+                        "sn_class_head")(features, update_stats=update)
+    return {"logit": logit, "class_logits": class_logits,
+            "features": features}
+
+
+def model_option(config, key: str):
+  """`config[key]`, or its default in `MODEL_DEFAULTS` when absent."""
+  if key == "d_conditioning" and config.get(key) is None:
+    return "none" if config.model == "acgan" else "projection"
+  return config.get(key, MODEL_DEFAULTS[key])
+
+
+def make_models(config, image_shape, num_classes: int):
+  """(generator, discriminator) for `config.model`; see `MODEL_DEFAULTS`.
+
+  cgan_mlp has the paper's fixed sizes and ignores the conditioning, width
+  and norm keys. Raises ValueError naming a bad value and the allowed ones.
+  """
+  image_shape = tuple(int(s) for s in image_shape)
+  get = lambda key: model_option(config, key)
+  _check("model", config.model, MODELS)
+  if config.model == "cgan_mlp":
+    if get("virtual_batch_norm"):
+      raise ValueError("virtual_batch_norm=True needs a generator with "
+                       "normalisation layers (cgan_conv or acgan); cgan_mlp "
+                       "has none.")
+    return (MLPGenerator(image_shape, num_classes,
+                         dropout_rate=float(get("g_dropout_rate"))),
+            MLPDiscriminator(
+                image_shape, num_classes,
+                dropout_rate=float(get("dropout_rate")),
+                spectral_norm=bool(get("spectral_norm")),
+                minibatch_discrimination=bool(get("minibatch_discrimination")),
+                mbd_kernels=int(get("mbd_kernels")),
+                mbd_kernel_dim=int(get("mbd_kernel_dim"))))
+  _check("g_conditioning", get("g_conditioning"), G_CONDITIONINGS)
+  allowed_d = D_CONDITIONINGS + (("none",) if config.model == "acgan" else ())
+  _check("d_conditioning", get("d_conditioning"), allowed_d)
+  _check("g_norm", get("g_norm"), NORMS)
+  _check("d_norm", get("d_norm"), NORMS)
+  if image_shape[0] % 4 or image_shape[1] % 4:
+    raise ValueError(f"{config.model} needs H and W divisible by 4; got "
+                     f"image_shape {image_shape}.")
+  generator = ConvGenerator(image_shape, num_classes,
+                            conditioning=get("g_conditioning"),
+                            width=int(get("g_width")), norm=get("g_norm"),
+                            virtual_batch_norm=bool(get("virtual_batch_norm")))
+  discriminator = ConvDiscriminator(
+      image_shape, num_classes, conditioning=get("d_conditioning"),
+      width=int(get("d_width")), kernel_size=int(get("d_kernel_size")),
+      norm=get("d_norm"), spectral_norm=bool(get("spectral_norm")),
+      minibatch_discrimination=bool(get("minibatch_discrimination")),
+      mbd_kernels=int(get("mbd_kernels")),
+      mbd_kernel_dim=int(get("mbd_kernel_dim")),
+      class_head=config.model == "acgan")
+  return generator, discriminator

@@ -1,0 +1,162 @@
+"""Tests of condgen_jax.gans: shapes, ranges, parameter counts, errors."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from condgen_jax import gans
+
+
+def count_params(params):
+  return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+
+
+def make_config(model, **kwargs):
+  c = ml_collections.ConfigDict({"model": model, "g_width": 8, "d_width": 8})
+  c.update(kwargs)
+  return c
+
+
+def init_and_apply(generator, discriminator, image_shape, num_classes=10,
+                   batch=3, z_dim=16, labels=None):
+  keys = jax.random.split(jax.random.key(0), 4)
+  z = jax.random.uniform(keys[0], (batch, z_dim))
+  c = jnp.arange(batch) % num_classes if labels is None else labels
+
+  def run(z, c):
+    g_vars = generator.init({"params": keys[1], "dropout": keys[2]}, z, c)
+    x, _ = generator.apply(g_vars, z, c, train=True, mutable=["batch_stats"],
+                           rngs={"dropout": keys[2]})
+    d_vars = discriminator.init({"params": keys[3], "dropout": keys[2]}, x, c)
+    out, _ = discriminator.apply(d_vars, x, c, train=True,
+                                 mutable=["batch_stats"],
+                                 rngs={"dropout": keys[2]})
+    return g_vars, x, d_vars, out
+
+  return run(z, c)
+
+
+@pytest.mark.parametrize("image_shape", [(8, 8, 1), (28, 28, 1)])
+@pytest.mark.parametrize("model,g_cond,d_cond", [
+    ("cgan_conv", "concat", "vectorize"),
+    ("cgan_conv", "film", "embed_channel"),
+    ("cgan_conv", "concat", "film"),
+    ("cgan_conv", "film", "projection"),
+    ("acgan", "concat", "none"),
+    ("acgan", "film", "projection"),
+])
+def test_conv_shapes_and_ranges(image_shape, model, g_cond, d_cond):
+  config = make_config(model, g_conditioning=g_cond, d_conditioning=d_cond)
+  g, d = gans.make_models(config, image_shape, 10)
+  _, x, _, out = init_and_apply(g, d, image_shape)
+  assert x.shape == (3,) + image_shape
+  assert np.all(np.abs(np.asarray(x)) <= 1.0)
+  assert out["logit"].shape == (3,)
+  h4, w4 = image_shape[0] // 4, image_shape[1] // 4
+  assert out["features"].shape == (3, h4 * w4 * 16)
+  if model == "acgan":
+    assert out["class_logits"].shape == (3, 10)
+  else:
+    assert out["class_logits"] is None
+
+
+def test_float_condition_vectors_work():
+  config = make_config("cgan_conv", g_conditioning="film",
+                       d_conditioning="embed_channel")
+  g, d = gans.make_models(config, (8, 8, 1), 4)
+  c = jax.nn.softmax(jax.random.normal(jax.random.key(3), (3, 4)))
+  _, x, _, out = init_and_apply(g, d, (8, 8, 1), num_classes=4, labels=c)
+  assert x.shape == (3, 8, 8, 1) and out["logit"].shape == (3,)
+
+
+@pytest.mark.parametrize("image_shape", [(8, 8, 1), (28, 28, 1)])
+def test_cgan_mlp_shapes_and_range(image_shape):
+  g, d = gans.make_models(make_config("cgan_mlp"), image_shape, 10)
+  _, x, _, out = init_and_apply(g, d, image_shape, z_dim=100)
+  assert x.shape == (3,) + image_shape
+  assert np.all((np.asarray(x) >= 0) & (np.asarray(x) <= 1))
+  assert out["logit"].shape == (3,)
+  assert out["class_logits"] is None
+  assert out["features"].shape == (3, 240)
+
+
+def test_cgan_mlp_parameter_counts_mnist():
+  g, d = gans.make_models(make_config("cgan_mlp"), (28, 28, 1), 10)
+  g_vars, _, d_vars, _ = init_and_apply(g, d, (28, 28, 1), z_dim=100)
+  # Generator: z 100 -> 200, y 10 -> 1000, 1200 -> 1200, 1200 -> 784.
+  g_want = (100 * 200 + 200) + (10 * 1000 + 1000) + (1200 * 1200 + 1200) + (
+      1200 * 784 + 784)
+  # Discriminator: maxout 784 -> 240 x 5, 10 -> 50 x 5, 290 -> 240 x 4, 1.
+  d_want = (784 * 1200 + 1200) + (10 * 250 + 250) + (290 * 960 + 960) + (
+      240 + 1)
+  assert count_params(g_vars["params"]) == g_want == 2_413_984
+  assert count_params(d_vars["params"]) == d_want == 1_224_351
+
+
+def test_cgan_mlp_dropout_only_in_training():
+  g, d = gans.make_models(make_config("cgan_mlp"), (8, 8, 1), 10)
+  _, x, d_vars, _ = init_and_apply(g, d, (8, 8, 1), z_dim=100)
+  c = jnp.arange(3)
+  a = d.apply(d_vars, x, c)["logit"]
+  b = d.apply(d_vars, x, c)["logit"]
+  np.testing.assert_array_equal(a, b)
+  t1 = d.apply(d_vars, x, c, train=True, rngs={"dropout": jax.random.key(1)})
+  t2 = d.apply(d_vars, x, c, train=True, rngs={"dropout": jax.random.key(2)})
+  assert not np.allclose(t1["logit"], t2["logit"])
+
+
+def test_options_spectral_norm_minibatch_discrimination_norms():
+  config = make_config("acgan", spectral_norm=True,
+                       minibatch_discrimination=True, mbd_kernels=6,
+                       mbd_kernel_dim=3, d_norm="layer", g_norm="layer")
+  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g_vars, _, d_vars, out = init_and_apply(g, d, (8, 8, 1))
+  assert "batch_stats" in d_vars  # spectral norm's u and sigma
+  assert "mbd" in d_vars["params"]
+  assert "batch_stats" not in g_vars  # layer norm is stateless
+  assert out["logit"].shape == (3,) and out["class_logits"].shape == (3, 10)
+  g, d = gans.make_models(make_config("cgan_mlp", spectral_norm=True,
+                                      minibatch_discrimination=True),
+                          (8, 8, 1), 10)
+  _, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), z_dim=100)
+  assert "batch_stats" in d_vars and out["logit"].shape == (3,)
+
+
+def test_virtual_batch_norm_generator_uses_reference_batch():
+  config = make_config("cgan_conv", virtual_batch_norm=True)
+  g, _ = gans.make_models(config, (8, 8, 1), 10)
+  z = jax.random.normal(jax.random.key(0), (4, 16))
+  ref = (jax.random.normal(jax.random.key(1), (6, 16)), jnp.arange(6))
+  variables = g.init(jax.random.key(2), z, jnp.arange(4), ref=ref)
+  assert "batch_stats" not in variables
+  x = g.apply(variables, z, jnp.arange(4), ref=ref)
+  # Each example's output is independent of the rest of its batch.
+  x1 = g.apply(variables, z[:1], jnp.arange(1), ref=ref)
+  np.testing.assert_allclose(x[:1], x1, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="ref"):
+    g.apply(variables, z, jnp.arange(4))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"model": "vae"}, "Unknown model 'vae'; expected one of"),
+    ({"g_conditioning": "add"}, "Unknown g_conditioning 'add'"),
+    ({"d_conditioning": "none"}, "Unknown d_conditioning 'none'"),
+    ({"d_conditioning": "concat"}, "'vectorize', 'embed_channel'"),
+    ({"d_norm": "group"}, "Unknown d_norm 'group'"),
+    ({"g_norm": "instance"}, "Unknown g_norm 'instance'"),
+])
+def test_make_models_errors(kwargs, message):
+  config = make_config("cgan_conv")
+  config.update(kwargs)
+  with pytest.raises(ValueError, match=message):
+    gans.make_models(config, (8, 8, 1), 10)
+
+
+def test_make_models_shape_and_vbn_errors():
+  with pytest.raises(ValueError, match="divisible by 4"):
+    gans.make_models(make_config("acgan"), (10, 10, 1), 10)
+  with pytest.raises(ValueError, match="cgan_mlp has none"):
+    gans.make_models(make_config("cgan_mlp", virtual_batch_norm=True),
+                     (8, 8, 1), 10)
