@@ -1,0 +1,478 @@
+"""Training, sampling and evaluation of the GAN family (cgan_mlp, cgan_conv,
+acgan), through the runner's interface: `create_state`, `make_train_step`,
+`make_sample_fn`, `evaluate` (see `condgen_jax.vae_training`).
+
+One training step = `n_critic` discriminator updates, then one generator
+update, each with its own optimiser. The step's batch of real images is
+reused by every discriminator update (fresh noise each time); generated
+samples are conditioned on the real batch's labels, so p(c) is the data's.
+
+Config keys read here (default when the key is absent):
+
+  model                'cgan_mlp' | 'cgan_conv' | 'acgan'
+  gan_loss             'non_saturating': 'minimax' (saturating G loss),
+                       'non_saturating' (Goodfellow et al. 2014), 'least_squares'
+                       (Mao et al. 2017), 'wasserstein' (weight clipping,
+                       Arjovsky et al. 2017), 'wasserstein_gp' (Gulrajani et al.
+                       2017), 'hinge' (Lim & Ye 2017; Miyato et al. 2018)
+  z_dim                100
+  z_prior              'uniform': U[0, 1]^z_dim (Mirza & Osindero 2014);
+                       'uniform_signed': U[-1, 1]^z_dim (DCGAN); 'normal'
+  n_critic             1: D updates per G update (WGAN papers: 5)
+  real_label_smoothing 0.0: one-sided, minimax / non_saturating only
+  gp_weight            10.0: lambda of 'wasserstein_gp'
+  clip_value           0.01: c of 'wasserstein' weight clipping
+  ema_decay            0.0: EMA of G's params used by `sample` (0 = off)
+  feature_matching     0.0: weight of the feature-matching G term (Salimans
+                       et al. 2016); with g_adv_weight=0 it replaces the
+                       adversarial G loss as in the paper
+  g_adv_weight         1.0: weight of the adversarial G loss
+  real_class_weight    1.0: AC-GAN term 1, -log q(c|x) on real data (trains D)
+  fake_class_weight    1.0: AC-GAN term 2, -log q(c|G(z,c)) (trains G, and D
+                       when d_fake_class)
+  d_fake_class         True
+  optimizer            'adam' | 'rmsprop' ('adam'; the WGAN paper: rmsprop)
+  g_learning_rate      2e-4
+  d_learning_rate      2e-4
+  adam_b1, adam_b2     0.5, 0.999 (DCGAN)
+  virtual_batch_norm   False: VBN in the conv generator, with a reference
+                       batch of `vbn_batch_size` (64) noise vectors and labels
+                       drawn once in `create_state` and kept in the state
+  model keys           g_conditioning, d_conditioning, g_width, d_width,
+                       d_kernel_size, g_norm, d_norm, spectral_norm,
+                       minibatch_discrimination, mbd_kernels, mbd_kernel_dim,
+                       dropout_rate, g_dropout_rate: see `gans.make_models`.
+
+AC-GAN presets (model='acgan'): AC-GAN (real_class_weight=1,
+fake_class_weight=1, d_fake_class=True); InfoGAN-style, the term on generated
+samples only, as mapped by Shu et al. 2017 (real_class_weight=0,
+fake_class_weight=1, d_fake_class=True); classifier trained on real data
+only (real_class_weight=1, fake_class_weight=1, d_fake_class=False).
+
+Data range: cgan_mlp generates in [0, 1] (sigmoid) and sees real images as
+they come; the conv models generate in [-1, 1] (tanh), so real images are
+mapped x -> 2x - 1 for D and samples back to [0, 1] by `sample`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from condgen_jax import data as data_lib
+from condgen_jax import gans
+from condgen_jax import losses
+
+GAN_LOSSES = ("minimax", "non_saturating", "least_squares", "wasserstein",
+              "wasserstein_gp", "hinge")
+Z_PRIORS = ("uniform", "uniform_signed", "normal")
+OPTIMIZERS = ("adam", "rmsprop")
+
+TRAIN_DEFAULTS = {
+    "gan_loss": "non_saturating",
+    "z_dim": 100,
+    "z_prior": "uniform",
+    "n_critic": 1,
+    "real_label_smoothing": 0.0,
+    "gp_weight": 10.0,
+    "clip_value": 0.01,
+    "ema_decay": 0.0,
+    "feature_matching": 0.0,
+    "g_adv_weight": 1.0,
+    "real_class_weight": 1.0,
+    "fake_class_weight": 1.0,
+    "d_fake_class": True,
+    "optimizer": "adam",
+    "g_learning_rate": 2e-4,
+    "d_learning_rate": 2e-4,
+    "adam_b1": 0.5,
+    "adam_b2": 0.999,
+    "vbn_batch_size": 64,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The config, validated and turned into Python values."""
+  model: str
+  gan_loss: str
+  z_dim: int
+  z_prior: str
+  n_critic: int
+  real_label_smoothing: float
+  gp_weight: float
+  clip_value: float
+  ema_decay: float
+  feature_matching: float
+  g_adv_weight: float
+  real_class_weight: float
+  fake_class_weight: float
+  d_fake_class: bool
+  optimizer: str
+  g_learning_rate: float
+  d_learning_rate: float
+  adam_b1: float
+  adam_b2: float
+  vbn_batch_size: int
+  virtual_batch_norm: bool
+
+  @property
+  def tanh_output(self) -> bool:
+    return self.model != "cgan_mlp"
+
+  @property
+  def class_head(self) -> bool:
+    return self.model == "acgan"
+
+
+def settings(config) -> Settings:
+  """Reads and validates the GAN keys; ValueError names the bad value."""
+  get = lambda k: config.get(k, TRAIN_DEFAULTS[k])
+  s = Settings(
+      model=config.model, gan_loss=get("gan_loss"), z_dim=int(get("z_dim")),
+      z_prior=get("z_prior"), n_critic=int(get("n_critic")),
+      real_label_smoothing=float(get("real_label_smoothing")),
+      gp_weight=float(get("gp_weight")), clip_value=float(get("clip_value")),
+      ema_decay=float(get("ema_decay")),
+      feature_matching=float(get("feature_matching")),
+      g_adv_weight=float(get("g_adv_weight")),
+      real_class_weight=float(get("real_class_weight")),
+      fake_class_weight=float(get("fake_class_weight")),
+      d_fake_class=bool(get("d_fake_class")), optimizer=get("optimizer"),
+      g_learning_rate=float(get("g_learning_rate")),
+      d_learning_rate=float(get("d_learning_rate")),
+      adam_b1=float(get("adam_b1")), adam_b2=float(get("adam_b2")),
+      vbn_batch_size=int(get("vbn_batch_size")),
+      virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")))
+  for name, allowed in (("model", gans.MODELS), ("gan_loss", GAN_LOSSES),
+                        ("z_prior", Z_PRIORS), ("optimizer", OPTIMIZERS)):
+    if getattr(s, name) not in allowed:
+      raise ValueError(f"Unknown {name} {getattr(s, name)!r}; expected one "
+                       f"of {allowed}.")
+  if s.z_dim < 1 or s.n_critic < 1 or s.vbn_batch_size < 1:
+    raise ValueError(f"z_dim, n_critic and vbn_batch_size must be >= 1; got "
+                     f"{s.z_dim}, {s.n_critic} and {s.vbn_batch_size}.")
+  if not 0.0 <= s.ema_decay < 1.0:
+    raise ValueError(f"ema_decay must be in [0, 1) (0 = off); got "
+                     f"{s.ema_decay!r}.")
+  if not 0.0 <= s.real_label_smoothing < 1.0:
+    raise ValueError(f"real_label_smoothing must be in [0, 1); got "
+                     f"{s.real_label_smoothing!r}.")
+  if s.real_label_smoothing and s.gan_loss not in ("minimax",
+                                                   "non_saturating"):
+    raise ValueError(f"real_label_smoothing={s.real_label_smoothing} applies "
+                     "to gan_loss 'minimax' or 'non_saturating' only; got "
+                     f"gan_loss={s.gan_loss!r}.")
+  if s.gan_loss == "wasserstein" and not s.clip_value > 0:
+    raise ValueError(f"gan_loss='wasserstein' needs clip_value > 0; got "
+                     f"{s.clip_value!r}.")
+  for name in ("gp_weight", "feature_matching", "g_adv_weight",
+               "real_class_weight", "fake_class_weight"):
+    if getattr(s, name) < 0:
+      raise ValueError(f"{name} must be >= 0; got {getattr(s, name)!r}.")
+  return s
+
+
+@struct.dataclass
+class GANState:
+  """Both players' parameters, norm statistics and optimiser states.
+
+  `g_stats` / `d_stats`: the 'batch_stats' collections (batch-norm running
+  averages, spectral-norm u and sigma), `{}` when a model has none.
+  `ema_params`: EMA of `g_params` (None when ema_decay = 0). `vbn_ref`: the
+  virtual-batch-norm reference batch {'z', 'label'} (None when unused).
+  """
+  step: jax.Array
+  g_params: Any
+  d_params: Any
+  g_stats: Any
+  d_stats: Any
+  g_opt_state: Any
+  d_opt_state: Any
+  ema_params: Any
+  vbn_ref: Any
+  g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+def sample_z(key, shape, prior: str):
+  """Noise for the generator from the named prior (see `Z_PRIORS`)."""
+  if prior == "uniform":
+    return jax.random.uniform(key, shape)
+  if prior == "uniform_signed":
+    return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0)
+  if prior == "normal":
+    return jax.random.normal(key, shape)
+  raise ValueError(f"Unknown z_prior {prior!r}; expected one of {Z_PRIORS}.")
+
+
+def _optimizer(s: Settings, lr: float, clip: bool):
+  if s.optimizer == "adam":
+    tx = optax.adam(lr, b1=s.adam_b1, b2=s.adam_b2)
+  else:
+    tx = optax.rmsprop(lr)
+  return optax.chain(tx, losses.clip_weights(s.clip_value)) if clip else tx
+
+
+def _ref(state_or_ref):
+  ref = state_or_ref
+  return None if ref is None else (ref["z"], ref["label"])
+
+
+def create_state(config, image_shape, num_classes, rng) -> GANState:
+  """Initial parameters and optimiser states of both players."""
+  s = settings(config)
+  generator, discriminator = gans.make_models(config, image_shape,
+                                              num_classes)
+  g_key, d_key, drop_key, ref_key = jax.random.split(rng, 4)
+  vbn_ref = None
+  if s.virtual_batch_norm:
+    n = s.vbn_batch_size
+    vbn_ref = {"z": sample_z(ref_key, (n, s.z_dim), s.z_prior),
+               "label": jnp.arange(n, dtype=jnp.int32) % num_classes}
+  z = jnp.zeros((2, s.z_dim), jnp.float32)
+  c = jnp.zeros((2,), jnp.int32)
+  x = jnp.zeros((2,) + tuple(image_shape), jnp.float32)
+  g_vars = generator.init({"params": g_key, "dropout": drop_key}, z, c,
+                          ref=_ref(vbn_ref))
+  d_vars = discriminator.init({"params": d_key, "dropout": drop_key}, x, c)
+  g_tx = _optimizer(s, s.g_learning_rate, clip=False)
+  d_tx = _optimizer(s, s.d_learning_rate, clip=s.gan_loss == "wasserstein")
+  g_params, d_params = g_vars["params"], d_vars["params"]
+  return GANState(
+      step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
+      g_stats=g_vars.get("batch_stats", {}),
+      d_stats=d_vars.get("batch_stats", {}),
+      g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
+      ema_params=g_params if s.ema_decay > 0 else None, vbn_ref=vbn_ref,
+      g_tx=g_tx, d_tx=d_tx)
+
+
+def _adversarial_losses(s: Settings):
+  """(d_loss(real_logits, fake_logits), g_loss(fake_logits)), per example."""
+  if s.gan_loss in ("minimax", "non_saturating"):
+    d = lambda r, f: losses.minimax_discriminator_loss(
+        r, f, real_label_smoothing=s.real_label_smoothing)
+    g = (losses.minimax_generator_loss if s.gan_loss == "minimax"
+         else losses.non_saturating_generator_loss)
+    return d, g
+  if s.gan_loss == "least_squares":
+    return (losses.least_squares_discriminator_loss,
+            losses.least_squares_generator_loss)
+  if s.gan_loss in ("wasserstein", "wasserstein_gp"):
+    return (losses.wasserstein_discriminator_loss,
+            losses.wasserstein_generator_loss)
+  return losses.hinge_discriminator_loss, losses.hinge_generator_loss
+
+
+class _Players:
+  """Applies G and D with their collections; returns new 'batch_stats'."""
+
+  def __init__(self, config, image_shape, num_classes):
+    self.generator, self.discriminator = gans.make_models(
+        config, image_shape, num_classes)
+
+  def generate(self, params, stats, z, labels, *, ref, train, rng=None):
+    variables = {"params": params, "batch_stats": stats}
+    rngs = {"dropout": rng} if rng is not None else {}
+    if not train:
+      return self.generator.apply(variables, z, labels, ref=ref), stats
+    x, updates = self.generator.apply(variables, z, labels, ref=ref,
+                                      train=True, rngs=rngs,
+                                      mutable=["batch_stats"])
+    return x, updates.get("batch_stats", stats)
+
+  def discriminate(self, params, stats, x, labels, *, train, rng=None,
+                   update_stats=None):
+    variables = {"params": params, "batch_stats": stats}
+    rngs = {"dropout": rng} if rng is not None else {}
+    if not train:
+      return self.discriminator.apply(variables, x, labels), stats
+    out, updates = self.discriminator.apply(
+        variables, x, labels, train=True, update_stats=update_stats,
+        rngs=rngs, mutable=["batch_stats"])
+    return out, updates.get("batch_stats", stats)
+
+
+def _accuracy(class_logits, labels):
+  return jnp.mean((jnp.argmax(class_logits, -1) == labels).astype(jnp.float32))
+
+
+def make_train_step(config, image_shape, num_classes):
+  """train_step(state, batch, rng) -> (state, metrics); see the module doc.
+
+  Metrics (float32 scalars): d_loss, d_adv_loss, d_real and d_fake (mean
+  sigmoid(D) on the real and generated batch of the last D update, before
+  it), g_loss, g_adv_loss; gradient_penalty (wasserstein_gp);
+  wasserstein_estimate = mean D(x) - mean D(G(z)) (wasserstein losses);
+  feature_matching (when weighted); for acgan d_real_class_loss,
+  d_fake_class_loss, g_fake_class_loss, real_class_acc, fake_class_acc.
+  """
+  s = settings(config)
+  players = _Players(config, image_shape, num_classes)
+  d_adv, g_adv = _adversarial_losses(s)
+
+  def d_loss_fn(d_params, d_stats, x_real, fake, labels, keys):
+    out_real, d_stats = players.discriminate(d_params, d_stats, x_real, labels,
+                                             train=True, rng=keys[0])
+    out_fake, d_stats = players.discriminate(d_params, d_stats, fake, labels,
+                                             train=True, rng=keys[1])
+    lr, lf = out_real["logit"], out_fake["logit"]
+    adv = jnp.mean(d_adv(lr, lf))
+    loss = adv
+    m = {"d_adv_loss": adv, "d_real": jnp.mean(jax.nn.sigmoid(lr)),
+         "d_fake": jnp.mean(jax.nn.sigmoid(lf))}
+    if s.gan_loss in ("wasserstein", "wasserstein_gp"):
+      m["wasserstein_estimate"] = jnp.mean(lr) - jnp.mean(lf)
+    if s.gan_loss == "wasserstein_gp":
+      def critic(x):
+        out, _ = players.discriminate(d_params, d_stats, x, labels,
+                                      train=True, rng=keys[0],
+                                      update_stats=False)
+        return out["logit"]
+      gp = jnp.mean(losses.gradient_penalty(critic, x_real, fake, keys[2]))
+      loss = loss + s.gp_weight * gp
+      m["gradient_penalty"] = gp
+    if s.class_head:
+      real_cls = jnp.mean(losses.acgan_real_class_loss(
+          out_real["class_logits"], labels))
+      fake_cls = jnp.mean(losses.acgan_fake_class_loss(
+          out_fake["class_logits"], labels))
+      loss = loss + s.real_class_weight * real_cls
+      if s.d_fake_class:
+        loss = loss + s.fake_class_weight * fake_cls
+      m.update(d_real_class_loss=real_cls, d_fake_class_loss=fake_cls,
+               real_class_acc=_accuracy(out_real["class_logits"], labels),
+               fake_class_acc=_accuracy(out_fake["class_logits"], labels))
+    m["d_loss"] = loss
+    return loss, (d_stats, m)
+
+  def g_loss_fn(g_params, g_stats, d_params, d_stats, z, labels, ref,
+                real_features, keys):
+    fake, g_stats = players.generate(g_params, g_stats, z, labels, ref=ref,
+                                     train=True, rng=keys[0])
+    out_fake, _ = players.discriminate(d_params, d_stats, fake, labels,
+                                       train=True, rng=keys[1],
+                                       update_stats=False)
+    adv = jnp.mean(g_adv(out_fake["logit"]))
+    loss = s.g_adv_weight * adv
+    m = {"g_adv_loss": adv}
+    if s.feature_matching > 0:
+      fm = jnp.mean(losses.feature_matching_loss(real_features,
+                                                 out_fake["features"]))
+      loss = loss + s.feature_matching * fm
+      m["feature_matching"] = fm
+    if s.class_head:
+      cls = jnp.mean(losses.acgan_fake_class_loss(out_fake["class_logits"],
+                                                  labels))
+      loss = loss + s.fake_class_weight * cls
+      m["g_fake_class_loss"] = cls
+    m["g_loss"] = loss
+    return loss, (g_stats, m)
+
+  def to_model_range(x):
+    return 2.0 * x - 1.0 if s.tanh_output else x
+
+  def train_step(state: GANState, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    x_real = to_model_range(batch["image"].astype(jnp.float32))
+    labels = batch["label"]
+    b = labels.shape[0]
+    ref = _ref(state.vbn_ref)
+    d_params, d_stats, d_opt_state = (state.d_params, state.d_stats,
+                                      state.d_opt_state)
+    metrics = {}
+    for i in range(s.n_critic):  # unrolled: n_critic is small and static
+      z_key, g_key, *d_keys = jax.random.split(jax.random.fold_in(rng, i), 5)
+      z = sample_z(z_key, (b, s.z_dim), s.z_prior)
+      fake, _ = players.generate(state.g_params, state.g_stats, z, labels,
+                                 ref=ref, train=True, rng=g_key)
+      fake = jax.lax.stop_gradient(fake)
+      grads, (d_stats, metrics) = jax.grad(d_loss_fn, has_aux=True)(
+          d_params, d_stats, x_real, fake, labels, d_keys)
+      updates, d_opt_state = state.d_tx.update(grads, d_opt_state, d_params)
+      d_params = optax.apply_updates(d_params, updates)
+
+    g_rng = jax.random.fold_in(rng, s.n_critic)
+    z_key, real_key, *g_keys = jax.random.split(g_rng, 4)
+    z = sample_z(z_key, (b, s.z_dim), s.z_prior)
+    real_features = None
+    if s.feature_matching > 0:
+      out_real, _ = players.discriminate(d_params, d_stats, x_real, labels,
+                                         train=True, rng=real_key,
+                                         update_stats=False)
+      real_features = jax.lax.stop_gradient(out_real["features"])
+    grads, (g_stats, g_metrics) = jax.grad(g_loss_fn, has_aux=True)(
+        state.g_params, state.g_stats, d_params, d_stats, z, labels, ref,
+        real_features, g_keys)
+    updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state,
+                                             state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    ema_params = state.ema_params
+    if s.ema_decay > 0:
+      ema_params = optax.incremental_update(g_params, ema_params,
+                                            1.0 - s.ema_decay)
+    metrics = {k: jnp.asarray(v, jnp.float32)
+               for k, v in {**metrics, **g_metrics}.items()}
+    new_state = state.replace(
+        step=state.step + 1, g_params=g_params, d_params=d_params,
+        g_stats=g_stats, d_stats=d_stats, g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state, ema_params=ema_params)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_sample_fn(config, image_shape, num_classes):
+  """sample(state, labels, rng) -> float32 images in [0, 1], [B, H, W, C].
+
+  Uses the EMA generator weights when config.ema_decay > 0, and the
+  generator in inference mode (batch-norm running averages).
+  """
+  s = settings(config)
+  players = _Players(config, image_shape, num_classes)
+
+  def sample(state: GANState, labels, rng):
+    labels = jnp.asarray(labels)
+    z = sample_z(rng, (labels.shape[0], s.z_dim), s.z_prior)
+    params = state.ema_params if s.ema_decay > 0 else state.g_params
+    x, _ = players.generate(params, state.g_stats, z, labels,
+                            ref=_ref(state.vbn_ref), train=False)
+    if s.tanh_output:
+      x = (x + 1.0) / 2.0
+    return jnp.clip(x, 0.0, 1.0).astype(jnp.float32)
+
+  return sample
+
+
+def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
+             batch_size: int = 500) -> dict:
+  """acgan: accuracy of D's class head on the test split
+  ({'test_class_acc', 'num_test_examples'}); {} for the other models (sample
+  quality is measured by the runner's classifier-based metrics)."""
+  del rng
+  s = settings(config)
+  if not s.class_head:
+    return {}
+  players = _Players(config, dataset.image_shape, dataset.num_classes)
+
+  @jax.jit
+  def correct(d_params, d_stats, images, labels):
+    x = data_lib.to_float(images, dataset.max_value)
+    x = 2.0 * x - 1.0 if s.tanh_output else x
+    out, _ = players.discriminate(d_params, d_stats, x, labels, train=False)
+    return jnp.sum(jnp.argmax(out["class_logits"], -1) == labels)
+
+  images, labels = dataset.split("test")
+  total = 0
+  for start in range(0, len(labels), batch_size):
+    total += int(correct(state.d_params, state.d_stats,
+                         images[start:start + batch_size],
+                         labels[start:start + batch_size]))
+  return {"test_class_acc": total / len(labels),
+          "num_test_examples": len(labels)}

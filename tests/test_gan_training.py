@@ -1,0 +1,199 @@
+"""Tests of condgen_jax.gan_training: the runner's interface for GANs.
+
+Tiny shapes (8x8x1, batch 16, widths 8). The sweeps run eagerly: across many
+configs that is faster on CPU than compiling each train step.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from condgen_jax import data as data_lib
+from condgen_jax import gan_training
+
+IMAGE_SHAPE = (8, 8, 1)
+NUM_CLASSES = 10
+
+
+def make_config(model="cgan_conv", **kwargs):
+  c = ml_collections.ConfigDict({
+      "model": model, "gan_loss": "non_saturating", "z_dim": 8, "g_width": 8,
+      "d_width": 8, "mbd_kernels": 4, "mbd_kernel_dim": 3,
+      "vbn_batch_size": 8})
+  c.update(kwargs)
+  return c
+
+
+def fake_batch(key=jax.random.key(1), size=16):
+  k1, k2 = jax.random.split(key)
+  return {"image": jax.random.uniform(k1, (size,) + IMAGE_SHAPE),
+          "label": jax.random.randint(k2, (size,), 0, NUM_CLASSES,
+                                      dtype=jnp.int32)}
+
+
+def run_steps(config, num_steps=1, jit=False):
+  state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  step = gan_training.make_train_step(config, IMAGE_SHAPE, NUM_CLASSES)
+  if jit:
+    step = jax.jit(step)
+  metrics = None
+  for i in range(num_steps):
+    state, metrics = step(state, fake_batch(jax.random.key(i)),
+                          jax.random.key(42))
+  return state, metrics
+
+
+def assert_finite_metrics(metrics, expected_keys=()):
+  for key in ("d_loss", "g_loss", "d_adv_loss", "g_adv_loss", "d_real",
+              "d_fake") + tuple(expected_keys):
+    assert key in metrics, key
+  for key, value in metrics.items():
+    assert value.shape == () and value.dtype == jnp.float32, key
+    assert np.isfinite(value), (key, value)
+
+
+@pytest.mark.parametrize("gan_loss", gan_training.GAN_LOSSES)
+def test_every_gan_loss_trains(gan_loss):
+  extra = {"wasserstein_gp": ("gradient_penalty", "wasserstein_estimate"),
+           "wasserstein": ("wasserstein_estimate",)}.get(gan_loss, ())
+  smoothing = 0.1 if gan_loss in ("minimax", "non_saturating") else 0.0
+  state, metrics = run_steps(make_config(gan_loss=gan_loss,
+                                         real_label_smoothing=smoothing))
+  assert_finite_metrics(metrics, extra)
+  assert int(state.step) == 1 and state.step.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("model,kwargs,extra", [
+    ("cgan_mlp", {"z_dim": 100, "feature_matching": 1.0}, ("feature_matching",)),
+    ("cgan_conv", {"g_conditioning": "film", "d_conditioning": "film",
+                   "n_critic": 2, "ema_decay": 0.9}, ()),
+    ("acgan", {"gan_loss": "hinge", "minibatch_discrimination": True},
+     ("d_real_class_loss", "d_fake_class_loss", "g_fake_class_loss",
+      "real_class_acc", "fake_class_acc")),
+    ("acgan", {"virtual_batch_norm": True, "d_conditioning": "projection"},
+     ("real_class_acc",)),
+])
+def test_every_model_trains(model, kwargs, extra):
+  state, metrics = run_steps(make_config(model, **kwargs))
+  assert_finite_metrics(metrics, extra)
+  if kwargs.get("ema_decay"):
+    # One EMA step: ema = 0.9 * init + 0.1 * new params.
+    init = gan_training.create_state(make_config(model, **kwargs),
+                                     IMAGE_SHAPE, NUM_CLASSES,
+                                     jax.random.key(0))
+    chex.assert_trees_all_close(
+        state.ema_params,
+        jax.tree.map(lambda a, b: 0.9 * a + 0.1 * b, init.g_params,
+                     state.g_params), rtol=1e-5, atol=1e-6)
+
+
+def test_train_step_compiles_once_and_donates():
+  config = make_config("acgan", gan_loss="wasserstein_gp", spectral_norm=True)
+  state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  u_before = np.asarray(state.d_stats["sn_conv0"]["conv0/kernel/u"])
+  step = gan_training.make_train_step(config, IMAGE_SHAPE, NUM_CLASSES)
+  step = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=0)
+  for i in range(3):
+    state, metrics = step(state, fake_batch(jax.random.key(i)),
+                          jax.random.key(7))
+  assert int(state.step) == 3
+  assert_finite_metrics(metrics, ("gradient_penalty",))
+  # Spectral norm's power iteration advanced during the D updates.
+  assert not np.allclose(state.d_stats["sn_conv0"]["conv0/kernel/u"],
+                         u_before)
+
+
+def test_step_rng_is_folded_with_the_step():
+  config = make_config("cgan_mlp", z_dim=100)
+  state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  step = gan_training.make_train_step(config, IMAGE_SHAPE, NUM_CLASSES)
+  batch, rng = fake_batch(), jax.random.key(3)
+  _, m1 = step(state, batch, rng)
+  _, m2 = step(state.replace(step=state.step + 1), batch, rng)
+  _, m3 = step(state, batch, rng)
+  assert float(m1["d_loss"]) == float(m3["d_loss"])
+  assert float(m1["d_loss"]) != float(m2["d_loss"])
+
+
+def _class_head_changed(**kwargs):
+  config = make_config("acgan", **kwargs)
+  before = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                     jax.random.key(0))
+  after, _ = run_steps(config)
+  head = lambda s: s.d_params["class_head"]
+  return not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(head(before)), jax.tree.leaves(head(after))))
+
+
+def test_d_fake_class_false_keeps_fake_class_gradient_out_of_d():
+  # real_class_weight=0 and d_fake_class=False: no class term reaches D, so
+  # Adam's update of the class head is exactly zero.
+  assert not _class_head_changed(real_class_weight=0.0, d_fake_class=False)
+  # InfoGAN-style (term on generated samples only) does train the head.
+  assert _class_head_changed(real_class_weight=0.0, d_fake_class=True)
+
+
+def test_sample_fn_range_and_shape():
+  for model, kwargs in (("cgan_mlp", {"z_dim": 100}),
+                        ("cgan_conv", {"ema_decay": 0.99}),
+                        ("acgan", {"virtual_batch_norm": True})):
+    config = make_config(model, **kwargs)
+    state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                      jax.random.key(0))
+    sample = gan_training.make_sample_fn(config, IMAGE_SHAPE, NUM_CLASSES)
+    x = sample(state, jnp.arange(5, dtype=jnp.int32), jax.random.key(1))
+    assert x.shape == (5,) + IMAGE_SHAPE and x.dtype == jnp.float32
+    assert np.all((np.asarray(x) >= 0) & (np.asarray(x) <= 1))
+    assert np.std(np.asarray(x)) > 0
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"gan_loss": "vanilla"}, "Unknown gan_loss 'vanilla'; expected one of"),
+    ({"z_prior": "cauchy"}, "Unknown z_prior 'cauchy'"),
+    ({"optimizer": "sgd"}, "Unknown optimizer 'sgd'"),
+    ({"model": "cvae"}, "Unknown model 'cvae'"),
+    ({"n_critic": 0}, "n_critic"),
+    ({"ema_decay": 1.0}, "ema_decay must be in"),
+    ({"gan_loss": "hinge", "real_label_smoothing": 0.1},
+     "applies to gan_loss 'minimax' or 'non_saturating' only"),
+    ({"gan_loss": "wasserstein", "clip_value": 0.0}, "clip_value > 0"),
+    ({"fake_class_weight": -1.0}, "fake_class_weight must be >= 0"),
+])
+def test_config_errors(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    gan_training.create_state(make_config(**kwargs), IMAGE_SHAPE,
+                              NUM_CLASSES, jax.random.key(0))
+
+
+def test_evaluate_is_empty_for_cgan():
+  config = make_config("cgan_conv")
+  state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  assert gan_training.evaluate(config, state, None, jax.random.key(0)) == {}
+
+
+@pytest.mark.slow
+def test_acgan_class_head_beats_chance_on_digits():
+  dataset = data_lib.load_dataset("digits")
+  config = make_config("acgan", d_width=16, d_learning_rate=1e-3)
+  images = jnp.asarray(data_lib.to_float(dataset.train_images[:512], 16.0))
+  labels = jnp.asarray(dataset.train_labels[:512])
+  state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  step = jax.jit(gan_training.make_train_step(config, IMAGE_SHAPE,
+                                              NUM_CLASSES),
+                 donate_argnums=0)
+  for i in range(100):
+    idx = jax.random.choice(jax.random.key(i), 512, (32,), replace=False)
+    state, metrics = step(state, {"image": images[idx], "label": labels[idx]},
+                          jax.random.key(1))
+  assert_finite_metrics(metrics, ("real_class_acc",))
+  result = gan_training.evaluate(config, state, dataset, jax.random.key(2))
+  assert result["num_test_examples"] == len(dataset.test_labels)
+  assert result["test_class_acc"] > 0.3, result
