@@ -46,3 +46,20 @@ def quiet_logs() -> None:
   from absl import flags, logging  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+
+
+def parse_flags(argv):
+  """absl flags parser that turns a bad `--config.key=value` override (an
+  unknown key, a value of the wrong type) into one error line and exit 2."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    print(f"error: bad config override among {bad}: {e}. Overrides must "
+          "name keys that the config file defines, with values of their "
+          "type.", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,107 @@
+import gzip
+import hashlib
+
+import jax
+import numpy as np
+import pytest
+
+from condgen_jax import data
+
+
+def test_digits_shapes_and_split(digits):
+  assert digits.image_shape == (8, 8, 1)
+  assert digits.num_classes == 10
+  assert len(digits.train_labels) + len(digits.test_labels) == 1797
+  assert len(digits.test_labels) == 360  # every 5th example
+  assert digits.train_images.dtype == np.uint8
+  assert digits.train_labels.dtype == np.int32
+  assert digits.train_images.max() == 16
+  assert set(np.unique(digits.test_labels)) == set(range(10))
+
+
+def _write_idx(path, array):
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+      int(d).to_bytes(4, "big") for d in array.shape)
+  with gzip.open(path, "wb") as f:
+    f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_roundtrip(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(5, 3, 4), dtype=np.uint8)
+  _write_idx(tmp_path / "x.gz", images)
+  np.testing.assert_array_equal(data.read_idx(tmp_path / "x.gz"), images)
+
+
+def test_fake_idx_folder_loads(tmp_path):
+  rng = np.random.default_rng(0)
+  folder = tmp_path / "mnist"
+  folder.mkdir()
+  for split, n in (("train", 7), ("test", 3)):
+    images_file, labels_file = data.IDX_FILES[split]
+    _write_idx(folder / images_file, rng.integers(0, 256, (n, 28, 28)))
+    _write_idx(folder / labels_file, rng.integers(0, 10, (n,)))
+  ds = data.load_idx("mnist", folder)
+  assert ds.train_images.shape == (7, 28, 28, 1)
+  assert ds.test_labels.shape == (3,)
+  assert data.find_idx_dir("mnist", str(tmp_path)) == folder
+
+
+def test_unknown_dataset_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"'cifar'.*digits"):
+    data.load_dataset("cifar")
+
+
+def test_missing_data_says_how_to_provide_it(tmp_path, monkeypatch):
+  monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+  with pytest.raises(FileNotFoundError, match="CONDGEN_DATA_DIR"):
+    data.load_dataset("fashion_mnist", str(tmp_path / "none"),
+                      tfds_dir=str(tmp_path / "tfds"))
+
+
+def test_epoch_permutation_is_a_seeded_permutation():
+  key = jax.random.key(3)
+  p0 = np.asarray(data.epoch_permutation(key, 0, 100))
+  assert sorted(p0.tolist()) == list(range(100))
+  np.testing.assert_array_equal(p0, data.epoch_permutation(key, 0, 100))
+  assert not np.array_equal(p0, data.epoch_permutation(key, 1, 100))
+
+
+def test_get_batch_takes_the_steps_slice_of_the_permutation():
+  images = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1) * 20
+  labels = np.arange(10, dtype=np.int32)
+  perm = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0], np.int32)
+  # 10 examples, batch 3: 3 steps per epoch; step 4 is the 2nd batch of epoch 1.
+  batch = data.get_batch(images, labels, perm, 4, 3, 200.0)
+  np.testing.assert_array_equal(batch["label"], [6, 5, 4])
+  np.testing.assert_allclose(batch["image"][:, 0, 0, 0], [0.6, 0.5, 0.4])
+
+
+def test_mnist_idx_files(mnist_dir):
+  ds = data.load_idx("mnist", mnist_dir)
+  assert ds.train_images.shape == (60000, 28, 28, 1)
+  assert ds.test_images.shape == (10000, 28, 28, 1)
+  np.testing.assert_array_equal(ds.test_labels[:8], [7, 2, 1, 0, 4, 1, 4, 9])
+  assert np.bincount(ds.train_labels).tolist()[:2] == [5923, 6742]
+
+
+def _fingerprints(images, labels):
+  return sorted(hashlib.sha1(x.tobytes()).hexdigest() + str(y)
+                for x, y in zip(images, labels))
+
+
+def test_tfds_build_matches_numpy_parse(mnist_dir, tmp_path):
+  """TFDS built from the IDX files (manual_dir) == the numpy parse, as sets of
+  (image, label) pairs: TFDS stores them in another order."""
+  pytest.importorskip("tensorflow")
+  tfds_dir = str(tmp_path / "tfds")
+  via_tfds = data.load_dataset("mnist", str(mnist_dir.parent),
+                               tfds_dir=tfds_dir)
+  assert via_tfds.source.startswith("tfds:")
+  assert data.tfds_is_built("mnist", tfds_dir)
+  via_numpy = data.load_idx("mnist", mnist_dir)
+  for split in ("train", "test"):
+    a, b = via_tfds.split(split), via_numpy.split(split)
+    assert a[0].shape == b[0].shape
+    assert not np.array_equal(a[1], b[1])  # reordered...
+    assert _fingerprints(*a) == _fingerprints(*b)  # ...same examples

@@ -1,0 +1,132 @@
+"""The entry points as a user runs them: subprocesses, exit codes, files."""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config.dataset=digits", "--config.batch_size=32",
+        "--config.hidden=(32,16)", "--config.latent_dim=4",
+        "--config.log_every=10", "--config.checkpoint_every=10",
+        "--config.sample_every=10"]
+
+
+def run(module, *args, env=None):
+  return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, **(env or {})})
+
+
+def tree_digest(folder: pathlib.Path) -> str:
+  h = hashlib.sha1()
+  for p in sorted(folder.rglob("*")):
+    h.update(str(p.relative_to(folder)).encode())
+    if p.is_file():
+      h.update(p.read_bytes())
+  return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={workdir}", "--config.num_steps=20", *TINY)
+  assert r.returncode == 0, r.stderr[-2000:]
+  return workdir
+
+
+def test_train_writes_the_workdir(trained):
+  assert (trained / "config.json").exists()
+  assert (trained / "samples" / "step_00000020.png").exists()
+  assert (trained / "checkpoints" / "20").exists()
+  last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+  assert last["step"] == 20 and "images_per_s" in last
+
+
+def test_sample_contract(trained, tmp_path):
+  out = tmp_path / "s.npz"
+  r = run("sample", f"--workdir={trained}", "--num_per_class=3",
+          f"--out={out}", f"--png={tmp_path / 's.png'}", "--seed=5")
+  assert r.returncode == 0, r.stderr[-2000:]
+  s = np.load(out)
+  assert s["images"].shape == (30, 8, 8, 1) and s["images"].dtype == np.float32
+  assert 0.0 <= s["images"].min() and s["images"].max() <= 1.0
+  np.testing.assert_array_equal(s["labels"], np.repeat(np.arange(10), 3))
+  assert s["labels"].dtype == np.int32
+  assert (tmp_path / "s.png").exists()
+  again = tmp_path / "t.npz"
+  run("sample", f"--workdir={trained}", "--num_per_class=3", f"--out={again}",
+      "--seed=5")
+  np.testing.assert_array_equal(np.load(again)["images"], s["images"])
+
+
+def test_evaluate_writes_eval_json(trained):
+  r = run("evaluate", f"--workdir={trained}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  result = json.loads((trained / "eval.json").read_text())
+  assert result["num_test_examples"] == 360
+  assert 0 < result["test_neg_elbo"] < 100
+
+
+def test_resume_by_running_the_same_command_again(trained):
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={trained}", "--config.num_steps=30", *TINY)
+  assert r.returncode == 0, r.stderr[-2000:]
+  steps = [json.loads(l)["step"] for l in
+           (trained / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [10, 20, 30]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.dataset=cifar10", "Unknown dataset 'cifar10'"),
+    ("--config.prior=vamp", "Unknown prior 'vamp'"),
+    ("--config.conditioning=tile", "Unknown conditioning 'tile'"),
+    ("--config.model=vqvae", "Unknown model 'vqvae'"),
+    ("--config.no_such_key=1", "no_such_key"),
+])
+def test_bad_config_values_are_one_clear_error(trained, override, message):
+  before = tree_digest(trained)
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={trained}", *TINY, override)
+  assert r.returncode != 0
+  assert message in r.stderr
+  assert "Traceback" not in r.stderr
+  assert tree_digest(trained) == before
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={tmp_path / 'w'}", "--config.dataset=fashion_mnist",
+          env={"CONDGEN_DATA_DIR": str(tmp_path / "empty"),
+               "TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  assert r.returncode == 2
+  assert "Dataset 'fashion_mnist' not found" in r.stderr
+  assert "Traceback" not in r.stderr
+
+
+def test_another_models_workdir_is_refused_and_kept(trained, tmp_path):
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "config.json").write_text(json.dumps({"model": "cgan_mlp",
+                                                   "dataset": "digits"}))
+  (foreign / "checkpoints").mkdir()
+  (foreign / "checkpoints" / "keep.txt").write_text("precious")
+  before = tree_digest(foreign)
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={foreign}", *TINY)
+  assert r.returncode == 2
+  assert "model='cgan_mlp'" in r.stderr and "model='cvae'" in r.stderr
+  assert tree_digest(foreign) == before
+
+
+def test_sample_rejects_nonpositive_count(trained, tmp_path):
+  r = run("sample", f"--workdir={trained}", "--num_per_class=0",
+          f"--out={tmp_path / 'x.npz'}")
+  assert r.returncode == 2 and "num_per_class" in r.stderr
+  assert not (tmp_path / "x.npz").exists()
