@@ -1,0 +1,25 @@
+"""AC-GAN on MNIST (Odena et al. 2017).
+
+  python -m experiments.train --config=experiments/configs/acgan.py \
+      --workdir=/tmp/acgan
+
+The discriminator is unconditional (d_conditioning='none') with a class
+head; both class terms train D (d_fake_class=True), the term on generated
+samples trains G. `--config.d_fake_class=False` gives the variant whose
+classifier is trained on real data only; see infogan_style.py for the
+term-on-generated-samples-only variant.
+"""
+
+from experiments.configs import cgan_mlp
+from experiments.configs import common
+
+
+def get_config():
+  c = cgan_mlp.gan_keys(common.base_config("acgan"))
+  c.num_steps = 20_000
+  c.z_prior = "normal"
+  c.d_conditioning = "none"
+  c.real_class_weight = 1.0
+  c.fake_class_weight = 1.0
+  c.d_fake_class = True
+  return c
