@@ -80,6 +80,7 @@ def manager(directory, *, max_to_keep: int | None = 2,
   options = ocp.CheckpointManagerOptions(
       save_interval_steps=0 if read_only else 1, max_to_keep=max_to_keep, best_fn=best_fn, best_mode=best_mode,
       create=not read_only, read_only=read_only,
+      cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=False)
   return ocp.CheckpointManager(pathlib.Path(directory).absolute(),
                                options=options)

@@ -33,7 +33,12 @@ def maybe_initialize_distributed(force: bool = False) -> bool:
   """
   if force or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     if not jax.distributed.is_initialized():
-      jax.distributed.initialize()
+      kwargs = {}
+      if os.environ.get("JAX_NUM_PROCESSES"):
+        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+      if os.environ.get("JAX_PROCESS_ID"):
+        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+      jax.distributed.initialize(**kwargs)
     return jax.process_count() > 1
   return False
 

@@ -101,7 +101,7 @@ def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated(mesh)
-  rngs = jax.device_put(run_keys(config.seed), replicated)
+  rngs = jax.jit(lambda: run_keys(config.seed), out_shardings=replicated)()
 
   def init(rng):
     return family.create_state(config, dataset.image_shape,

@@ -1,0 +1,132 @@
+"""Data parallelism: 1 vs 4 CPU devices, 2 processes vs 1, and SIGKILL safety.
+
+Each run is a subprocess, since the device count is fixed at JAX start-up.
+"""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from condgen_jax import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = ["--config=experiments/configs/cvae.py", "--config.dataset=digits",
+        "--config.batch_size=32", "--config.hidden=(32,16)",
+        "--config.latent_dim=4", "--config.log_every=10",
+        "--config.sample_every=0"]
+
+
+def _env(devices=1, **extra):
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env.update(extra)
+  return env
+
+
+def _train(workdir, *args, devices=1, **popen):
+  cmd = [sys.executable, "-m", "experiments.train", f"--workdir={workdir}",
+         *TINY, *args]
+  return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices, **popen.pop(
+      "extra_env", {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, **popen)
+
+
+def _finish(proc, timeout=300):
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def _params(workdir, digits):
+  _, state, step = train.restore_run(workdir, dataset=digits)
+  return step, [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """20 steps on one device, one process."""
+  workdir = tmp_path_factory.mktemp("one_device")
+  _finish(_train(workdir, "--config.num_steps=20",
+                 "--config.checkpoint_every=10"))
+  return workdir
+
+
+def _assert_close(a, b, digits):
+  step_a, pa = _params(a, digits)
+  step_b, pb = _params(b, digits)
+  assert step_a == step_b == 20
+  for x, y in zip(pa, pb, strict=True):
+    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+
+
+def test_four_devices_match_one(reference, tmp_path, digits):
+  out = _finish(_train(tmp_path, "--config.num_steps=20",
+                       "--config.checkpoint_every=10", devices=4))
+  assert "error" not in out.lower()
+  _assert_close(reference, tmp_path, digits)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
+  proc = _train(tmp_path, "--config.num_steps=5", "--config.batch_size=30",
+                devices=4)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 2
+  assert "batch_size=30 is not divisible by the 4 devices" in out
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(reference, tmp_path, digits):
+  port = _free_port()
+  procs = [_train(tmp_path, "--config.num_steps=20",
+                  "--config.checkpoint_every=10",
+                  extra_env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                             "JAX_NUM_PROCESSES": "2",
+                             "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+  for p in procs:
+    _finish(p)
+  _assert_close(reference, tmp_path, digits)
+
+
+def _latest(workdir):
+  steps = [int(p.name) for p in (workdir / "checkpoints").glob("*")
+           if p.name.isdigit()]
+  return max(steps, default=-1)
+
+
+def test_sigkill_at_any_moment_then_resume_finishes(tmp_path, digits):
+  """Kill -9 the run three times while it trains and saves (a checkpoint every
+  3 steps, so saves are often in flight), re-run the same command, and reach
+  the params of an uninterrupted run."""
+  args = ["--config.num_steps=120", "--config.checkpoint_every=3"]
+  rng = np.random.default_rng(0)
+  for target in (12, 45, 80):
+    proc = _train(tmp_path, *args, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and _latest(tmp_path) < target:
+      time.sleep(0.01)
+    time.sleep(float(rng.uniform(0.0, 0.2)))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert target <= _latest(tmp_path) < 120  # it was killed mid-run
+  _finish(_train(tmp_path, *args))
+  straight = tmp_path.parent / (tmp_path.name + "_straight")
+  _finish(_train(straight, *args))
+  step, killed = _params(tmp_path, digits)
+  _, clean = _params(straight, digits)
+  assert step == 120
+  for x, y in zip(killed, clean, strict=True):
+    np.testing.assert_array_equal(x, y)
