@@ -306,7 +306,8 @@ def _accuracy(class_logits, labels):
 def make_train_step(config, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics); see the module doc.
 
-  Metrics (float32 scalars): d_loss, d_adv_loss, d_real and d_fake (mean
+  Metrics (float32 scalars): loss (d_loss + g_loss, only for progress
+  displays: no player minimises it), d_loss, d_adv_loss, d_real and d_fake (mean
   sigmoid(D) on the real and generated batch of the last D update, before
   it), g_loss, g_adv_loss; gradient_penalty (wasserstein_gp);
   wasserstein_estimate = mean D(x) - mean D(G(z)) (wasserstein losses);
@@ -417,8 +418,9 @@ def make_train_step(config, image_shape, num_classes):
     if s.ema_decay > 0:
       ema_params = optax.incremental_update(g_params, ema_params,
                                             1.0 - s.ema_decay)
-    metrics = {k: jnp.asarray(v, jnp.float32)
-               for k, v in {**metrics, **g_metrics}.items()}
+    metrics = {**metrics, **g_metrics}
+    metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params,
         g_stats=g_stats, d_stats=d_stats, g_opt_state=g_opt_state,

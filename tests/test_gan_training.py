@@ -48,7 +48,7 @@ def run_steps(config, num_steps=1, jit=False):
 
 
 def assert_finite_metrics(metrics, expected_keys=()):
-  for key in ("d_loss", "g_loss", "d_adv_loss", "g_adv_loss", "d_real",
+  for key in ("loss", "d_loss", "g_loss", "d_adv_loss", "g_adv_loss", "d_real",
               "d_fake") + tuple(expected_keys):
     assert key in metrics, key
   for key, value in metrics.items():
