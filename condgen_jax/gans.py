@@ -266,8 +266,8 @@ class ConvDiscriminator(nn.Module):
     if self.minibatch_discrimination:
       h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
                                          name="mbd")(h)
-    logit = sn(nn.Dense(1, name="logit"), "sn_logit")(h,
-                                                       update_stats=update)[:, 0]
+    logit = sn(nn.Dense(1, name="logit"), "sn_logit")(
+        h, update_stats=update)[:, 0]
     if self.conditioning == "projection":
       logit = logit + conditioning.Projection(self.num_classes,
                                               name="projection")(h, c)

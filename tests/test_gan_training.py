@@ -68,7 +68,8 @@ def test_every_gan_loss_trains(gan_loss):
 
 
 @pytest.mark.parametrize("model,kwargs,extra", [
-    ("cgan_mlp", {"z_dim": 100, "feature_matching": 1.0}, ("feature_matching",)),
+    ("cgan_mlp", {"z_dim": 100, "feature_matching": 1.0},
+     ("feature_matching",)),
     ("cgan_conv", {"g_conditioning": "film", "d_conditioning": "film",
                    "n_critic": 2, "ema_decay": 0.9}, ()),
     ("acgan", {"gan_loss": "hinge", "minibatch_discrimination": True},
