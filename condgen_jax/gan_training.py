@@ -12,9 +12,10 @@ Config keys read here (default when the key is absent):
   model                'cgan_mlp' | 'cgan_conv' | 'acgan'
   gan_loss             'non_saturating': 'minimax' (saturating G loss),
                        'non_saturating' (Goodfellow et al. 2014),
-                       'least_squares' (Mao et al. 2017), 'wasserstein' (weight clipping,
-                       Arjovsky et al. 2017), 'wasserstein_gp' (Gulrajani et al.
-                       2017), 'hinge' (Lim & Ye 2017; Miyato et al. 2018)
+                       'least_squares' (Mao et al. 2017), 'wasserstein'
+                       (weight clipping, Arjovsky et al. 2017),
+                       'wasserstein_gp' (Gulrajani et al. 2017), 'hinge'
+                       (Lim & Ye 2017; Miyato et al. 2018)
   z_dim                100
   z_prior              'uniform': U[0, 1]^z_dim (Mirza & Osindero 2014);
                        'uniform_signed': U[-1, 1]^z_dim (DCGAN); 'normal'
