@@ -29,6 +29,7 @@ from absl import logging
 
 from condgen_jax import checkpointing
 from condgen_jax import data as data_lib
+from condgen_jax import evaluation
 from condgen_jax import families
 from condgen_jax import images as images_lib
 from condgen_jax import parallel
@@ -71,8 +72,8 @@ class Run:
   steps_per_epoch: int
   abstract_state: Any = None
   step_fns: dict = dataclasses.field(default_factory=dict)
-  permutation_fn: Callable | None = None
   sample_fn: Callable | None = None
+  classifier: Any = None
 
   def steps(self, k: int) -> Callable:
     """The compiled function running `k` training steps in one call (compiled
@@ -204,11 +205,12 @@ class MetricWriter:
       self.path = workdir / "metrics.jsonl"
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
 
-  def write(self, step: int, scalars: dict) -> None:
+  def write(self, step: int, scalars: dict, filename: str | None = None):
     if not self.enabled:
       return
     record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
-    with self.path.open("a") as f:
+    path = self.path.with_name(filename) if filename else self.path
+    with path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     for k, v in scalars.items():
       self.tb.add_scalar(k, float(v), step)
@@ -246,10 +248,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   mngr = checkpointing.manager(workdir / "checkpoints",
                                max_to_keep=config.get("max_to_keep", 2))
+  best_mngr = None
+  if config.get("eval_every", 0) and config.get("best_metric"):
+    best_mngr = checkpointing.manager(
+        workdir / "best", max_to_keep=1, best_metric=config.best_metric,
+        best_mode=evaluation.metric_mode(config.best_metric))
   state, restored_step = checkpointing.restore_latest(mngr, run.state)
   if is_main:
     checkpointing.write_config(workdir, config)
-    _truncate_metrics_log(workdir / "metrics.jsonl", restored_step or 0)
+    for name in ("metrics.jsonl", "eval_metrics.jsonl"):
+      _truncate_metrics_log(workdir / name, restored_step or 0)
   step = int(parallel.to_host(state.step))
   if restored_step is not None:
     logging.info("Resumed from checkpoint %d in %s", restored_step, workdir)
@@ -297,26 +305,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           images_lib.save_grid(
               grid, workdir / "samples" / f"step_{step:08d}.png",
               run.dataset.num_classes)
+      if _due(step, config.get("eval_every", 0)):
+        periodic_evaluation(run, state, step, writer, best_mngr)
       if _due(step, config.checkpoint_every) or last:
         checkpointing.save(mngr, step, state)
   finally:
     bar.close()
     writer.close()
-    mngr.wait_until_finished()
-    mngr.close()
+    for m in (mngr, best_mngr):
+      if m is not None:
+        m.wait_until_finished()
+        m.close()
   return state
 
 
+def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
+  """Evaluates during training (`eval_every`): logs `eval/*` scalars to
+  eval_metrics.jsonl and TensorBoard, and keeps the best checkpoint by
+  `best_metric` under workdir/best/ (GANs often peak, then collapse)."""
+  config = run.config
+  if run.classifier is None:
+    run.classifier = evaluation.classifier_lib.load_or_train_classifier(
+        run.dataset, verbose=jax.process_index() == 0)
+  results = evaluation.evaluate_state(
+      run, state, num_per_class=int(config.get("eval_num_per_class", 100)),
+      seed=0, classifier=run.classifier)
+  values = evaluation.scalars(results)
+  writer.write(step, {f"eval/{k}": v for k, v in values.items()},
+               filename="eval_metrics.jsonl")
+  if best_mngr is not None:
+    if config.best_metric not in values:
+      raise ValueError(f"best_metric={config.best_metric!r} is not among the "
+                       f"evaluation's metrics {sorted(values)}.")
+    checkpointing.save(best_mngr, step, state, metrics=values)
+  return results
 
-def restore_run(workdir, *, step: int | None = None,
+
+
+def restore_run(workdir, *, step: int | None = None, best: bool = False,
                 dataset: data_lib.Dataset | None = None):
   """(run, state, step) of a trained workdir, from its config.json and its
-  latest checkpoint (or `step`). Raises ValueError / FileNotFoundError with a
-  clear message when the workdir holds no usable checkpoint."""
+  latest checkpoint (or `step`; or with `best`, the best one kept by periodic
+  evaluation). Raises ValueError / FileNotFoundError with a clear message when
+  the workdir holds no usable checkpoint."""
   workdir = pathlib.Path(workdir)
   config = checkpointing.read_config(workdir)
   run = setup(config, dataset)
-  ckpt_dir = workdir / "checkpoints"
+  ckpt_dir = workdir / ("best" if best else "checkpoints")
   if not ckpt_dir.exists():
     raise FileNotFoundError(f"{ckpt_dir} does not exist: nothing to restore.")
   mngr = checkpointing.manager(ckpt_dir, read_only=True)

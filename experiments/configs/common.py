@@ -17,7 +17,9 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.log_every = 100
   c.checkpoint_every = 1000
   c.sample_every = 1000
-  c.eval_every = 0  # 0 = only at the end via experiments.evaluate
+  c.eval_every = 0  # evaluate every N steps (0 = never during training)
+  c.eval_num_per_class = 100  # samples per class for evaluation in training
+  c.best_metric = "fid"  # kept under workdir/best/ when eval_every > 0
   c.samples_per_class = 10  # columns of the sample grid
   c.max_to_keep = 2
   return c

@@ -25,5 +25,6 @@ def get_config():
   c.hidden = (512, 256)
   c.channels = (32, 64)
   c.binarize = True  # dynamically binarised data, the usual VAE protocol
+  c.best_metric = "test_neg_elbo"
   c.iw_samples = 0  # importance samples of the IWAE bound in evaluation
   return c

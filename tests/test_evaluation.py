@@ -1,0 +1,56 @@
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from condgen_jax import classifier as classifier_lib
+from condgen_jax import evaluation
+from condgen_jax import train
+from conftest import tiny_cvae_config
+
+
+@pytest.fixture(scope="module")
+def digits_classifier(digits, tmp_path_factory):
+  return classifier_lib.load_or_train_classifier(
+      digits, tmp_path_factory.mktemp("cache"), num_steps=300, verbose=False)
+
+
+def test_metric_mode():
+  assert evaluation.metric_mode("fid") == "min"
+  assert evaluation.metric_mode("class_accuracy") == "max"
+  with pytest.raises(ValueError, match="'sharpness'"):
+    evaluation.metric_mode("sharpness")
+
+
+def test_evaluate_state_reports_every_metric_with_counts(digits,
+                                                         digits_classifier):
+  run = train.setup(tiny_cvae_config(), digits)
+  out = evaluation.evaluate_state(run, run.state, num_per_class=20,
+                                  classifier=digits_classifier, parzen=True)
+  for key in ("class_accuracy", "fid", "intra_fid", "inception_score",
+              "precision", "recall", "parzen_log_likelihood",
+              "test_neg_elbo"):
+    assert np.isfinite(out[key]), key
+  assert out["num_fake"] == 200 and out["num_real"] == 360
+  assert len(out["per_class_accuracy"]) == 10
+  assert out["parzen_counts"]["samples"] == 200
+  assert out["parzen_sigma"] in evaluation.PARZEN_SIGMAS
+  json.dumps(out)  # serialisable as is
+
+
+def test_training_keeps_the_best_checkpoint(tmp_path, digits,
+                                            digits_classifier, monkeypatch):
+  config = tiny_cvae_config(num_steps=60, eval_every=20, checkpoint_every=20,
+                            eval_num_per_class=10, best_metric="fid")
+  real = evaluation.evaluate_state
+  monkeypatch.setattr(
+      evaluation, "evaluate_state",
+      lambda *a, **k: real(*a, **dict(k, classifier=digits_classifier)))
+  train.train_and_evaluate(config, tmp_path, digits)
+  records = [json.loads(l) for l in
+             (tmp_path / "eval_metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [20, 40, 60]
+  best_step = min(records, key=lambda r: r["eval/fid"])["step"]
+  _, state, step = train.restore_run(tmp_path, best=True, dataset=digits)
+  assert step == best_step == int(state.step)
