@@ -58,6 +58,7 @@ mapped x -> 2x - 1 for D and samples back to [0, 1] by `sample`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.struct as struct
@@ -69,8 +70,35 @@ from condgen_jax import data as data_lib
 from condgen_jax import gans
 from condgen_jax import losses
 
-GAN_LOSSES = ("minimax", "non_saturating", "least_squares", "wasserstein",
-              "wasserstein_gp", "hinge")
+# gan_loss name -> (discriminator loss(real_logits, fake_logits),
+#                   generator loss(fake_logits)), both per example.
+ADVERSARIAL_LOSSES = {
+    "minimax": (losses.minimax_discriminator_loss,
+                losses.minimax_generator_loss),
+    "non_saturating": (losses.minimax_discriminator_loss,
+                       losses.non_saturating_generator_loss),
+    "least_squares": (losses.least_squares_discriminator_loss,
+                      losses.least_squares_generator_loss),
+    "wasserstein": (losses.wasserstein_discriminator_loss,
+                    losses.wasserstein_generator_loss),
+    "wasserstein_gp": (losses.wasserstein_discriminator_loss,
+                       losses.wasserstein_generator_loss),
+    "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
+}
+GAN_LOSSES = tuple(ADVERSARIAL_LOSSES)  # the built-in names
+
+
+def register_gan_loss(name: str, discriminator_loss, generator_loss) -> None:
+  """Makes `config.gan_loss=name` train with a new pair of loss functions.
+
+  discriminator_loss(real_logits, fake_logits) and generator_loss(fake_logits)
+  take logits and return one value per example, like those in `losses`.
+  """
+  if not name or not callable(discriminator_loss) or \
+      not callable(generator_loss):
+    raise ValueError("register_gan_loss needs a name and two callables; got "
+                     f"{name!r}, {discriminator_loss!r}, {generator_loss!r}.")
+  ADVERSARIAL_LOSSES[name] = (discriminator_loss, generator_loss)
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
 OPTIMIZERS = ("adam", "rmsprop")
 
@@ -150,7 +178,8 @@ def settings(config) -> Settings:
       adam_b1=float(get("adam_b1")), adam_b2=float(get("adam_b2")),
       vbn_batch_size=int(get("vbn_batch_size")),
       virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")))
-  for name, allowed in (("model", gans.MODELS), ("gan_loss", GAN_LOSSES),
+  for name, allowed in (("model", gans.MODELS),
+                        ("gan_loss", tuple(ADVERSARIAL_LOSSES)),
                         ("z_prior", Z_PRIORS), ("optimizer", OPTIMIZERS)):
     if getattr(s, name) not in allowed:
       raise ValueError(f"Unknown {name} {getattr(s, name)!r}; expected one "
@@ -256,19 +285,10 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
 
 def _adversarial_losses(s: Settings):
   """(d_loss(real_logits, fake_logits), g_loss(fake_logits)), per example."""
-  if s.gan_loss in ("minimax", "non_saturating"):
-    d = lambda r, f: losses.minimax_discriminator_loss(
-        r, f, real_label_smoothing=s.real_label_smoothing)
-    g = (losses.minimax_generator_loss if s.gan_loss == "minimax"
-         else losses.non_saturating_generator_loss)
-    return d, g
-  if s.gan_loss == "least_squares":
-    return (losses.least_squares_discriminator_loss,
-            losses.least_squares_generator_loss)
-  if s.gan_loss in ("wasserstein", "wasserstein_gp"):
-    return (losses.wasserstein_discriminator_loss,
-            losses.wasserstein_generator_loss)
-  return losses.hinge_discriminator_loss, losses.hinge_generator_loss
+  d, g = ADVERSARIAL_LOSSES[s.gan_loss]
+  if s.real_label_smoothing:
+    d = functools.partial(d, real_label_smoothing=s.real_label_smoothing)
+  return d, g
 
 
 class _Players:

@@ -198,3 +198,26 @@ def test_acgan_class_head_beats_chance_on_digits():
   result = gan_training.evaluate(config, state, dataset, jax.random.key(2))
   assert result["num_test_examples"] == len(dataset.test_labels)
   assert result["test_class_acc"] > 0.3, result
+
+
+def test_a_registered_loss_trains_by_name(monkeypatch):
+  """A new loss is two functions of logits, registered under a name."""
+  monkeypatch.setattr(gan_training, "ADVERSARIAL_LOSSES",
+                      dict(gan_training.ADVERSARIAL_LOSSES))
+  calls = []
+
+  def d_loss(real_logits, fake_logits):
+    calls.append("d")
+    return (jax.nn.softplus(-(real_logits - jnp.mean(fake_logits)))
+            + jax.nn.softplus(fake_logits - jnp.mean(real_logits)))
+
+  def g_loss(fake_logits):
+    calls.append("g")
+    return jax.nn.softplus(-fake_logits)
+
+  gan_training.register_gan_loss("relativistic_average", d_loss, g_loss)
+  state, metrics = run_steps(make_config(gan_loss="relativistic_average"))
+  assert_finite_metrics(metrics)
+  assert calls.count("d") >= 1 and calls.count("g") >= 1
+  with pytest.raises(ValueError, match="'no_such_loss'"):
+    run_steps(make_config(gan_loss="no_such_loss"))
