@@ -11,8 +11,9 @@ ReLU units) gives FID, intra-FID and precision/recall, see `metrics`.
 features -> dropout -> dense(num_classes) = logits. All SAME padding, so it
 takes any H, W (8x8 `digits`, 28x28 MNIST / Fashion-MNIST).
 
-`train_classifier` trains it with Adam + cosine decay on random +-`max_shift`
-pixel translations, from a fixed seed, with the data on the device.
+`train_classifier` trains it with Adam + cosine decay (on random
++-`max_shift` pixel translations for MNIST), from a fixed seed, with the data
+on the device.
 `load_or_train_classifier` caches the params (flax msgpack) and a JSON record
 (test accuracy, dataset, seed, steps, ...) under
 
@@ -20,8 +21,8 @@ pixel translations, from a fixed seed, with the data on the device.
                             $CONDGEN_CACHE_DIR/classifiers, else
                             ~/.cache/condgen_jax/classifiers
 
-so every later evaluation reuses the same network. Measured test accuracies
-(default settings, 2 CPU cores): see `DEFAULT_SETTINGS`.
+so every later evaluation reuses the same network. Measured test accuracies:
+see `DEFAULT_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -49,14 +50,18 @@ PARAMS_FILE = "params.msgpack"
 INFO_FILE = "classifier.json"
 
 # Per dataset: training steps, batch size, peak learning rate, max shift.
-# MNIST / Fashion: 3 epochs of 60k at batch 128.
+# MNIST / Fashion: 3 epochs of 60k at batch 128. Measured with seed 0 on 2
+# shared CPU cores: digits 99.4% (600 steps, ~3 s), MNIST 99.10% (~7 min),
+# Fashion-MNIST 90.90% (~4 min). Random shifts (used for MNIST only) cost
+# accuracy on digits (8x8) and Fashion-MNIST (centred objects): 97.8% and
+# 89.6% with max_shift 1 and 2.
 DEFAULT_SETTINGS = {
     "digits": dict(num_steps=600, batch_size=64, learning_rate=3e-3,
                    max_shift=0),
     "mnist": dict(num_steps=1400, batch_size=128, learning_rate=2e-3,
                   max_shift=2),
     "fashion_mnist": dict(num_steps=1400, batch_size=128, learning_rate=2e-3,
-                          max_shift=2),
+                          max_shift=0),
 }
 
 
