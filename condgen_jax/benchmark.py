@@ -53,7 +53,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
               dataset=None, peak: dict | None = None) -> dict:
   """Times `config`'s training call; returns the JSON-able report."""
   run = train.setup(config, dataset)
-  k = int(config.get("steps_per_call", 1))
+  k = train.resolve_steps_per_call(config)
   t = time.perf_counter()
   compiled = run.steps(k)
   compile_s = time.perf_counter() - t

@@ -73,8 +73,8 @@ def test_training_is_compiled_once(tmp_path, digits):
   state = run.state
   for start, stop in [(0, 7), (7, 14), (14, 21)]:
     state, _ = train.train_steps(run, state, start, stop, perm)
-  # one trace of the 3-step call (3 unrolled steps) + one of the 1-step call
-  assert len(traces) == 3 + 1
+  # one trace of the 3-step call (a scan body) + one of the 1-step call
+  assert len(traces) == 1 + 1
   assert set(run.step_fns) == {1, 3}
 
 
@@ -125,3 +125,14 @@ def test_validate_config(key, value, match):
   config[key] = value
   with pytest.raises(ValueError, match=match):
     train.validate_config(config)
+
+
+def test_steps_per_call_auto():
+  mlp = tiny_cvae_config(steps_per_call=0)
+  conv = tiny_cvae_config(steps_per_call=0, architecture="conv")
+  assert train.resolve_steps_per_call(mlp, "cpu") == 16
+  assert train.resolve_steps_per_call(conv, "cpu") == 1
+  assert train.resolve_steps_per_call(conv, "gpu") == 8
+  assert train.resolve_steps_per_call(tiny_cvae_config(steps_per_call=5)) == 5
+  assert train.loop_unroll(conv, 4, "cpu") == 4
+  assert train.loop_unroll(mlp, 4, "cpu") == 1

@@ -13,7 +13,7 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_steps = 10_000
   c.batch_size = 64
-  c.steps_per_call = 1  # training steps fused into one compiled call
+  c.steps_per_call = 0  # steps fused into one compiled call; 0 = auto
   c.log_every = 100
   c.checkpoint_every = 1000
   c.sample_every = 1000
