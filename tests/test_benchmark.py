@@ -1,0 +1,47 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from condgen_jax import benchmark
+from conftest import ROOT, tiny_cvae_config
+
+
+def test_matmul_peak_is_positive():
+  peak = benchmark.matmul_peak_gflops(n=256, repeats=2)
+  assert peak["numpy_gflops"] > 0 and peak["jax_gflops"] > 0
+
+
+def test_report_fields_and_flops(digits):
+  config = tiny_cvae_config(steps_per_call=4)
+  report = benchmark.benchmark(config, min_seconds=0.2, dataset=digits,
+                               peak={"numpy_gflops": 10.0,
+                                     "jax_gflops": 20.0})
+  assert report["peak_gflops"] == 20.0
+  assert report["steps_per_call"] == 4
+  # FLOPs of one step: the dense layers' forward + backward, at least
+  # 2 * batch * params * 2 multiply-adds (+ the Bernoulli/KL terms).
+  dense_macs = (74 * 64 + 64 * 32 + 32 * 8) + (14 * 32 + 32 * 64 + 64 * 64)
+  assert report["flops_per_step"] > 2 * 32 * dense_macs * 2
+  np.testing.assert_allclose(
+      report["fraction_of_peak"],
+      report["flops_per_step"] / (report["step_ms"] / 1e3) / 1e9 / 20.0,
+      rtol=0.02)
+  assert report["images_per_s"] > 0 and report["compile_s"] > 0
+
+
+def test_cli_prints_one_json_line():
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark",
+       "--config=experiments/configs/cgan_mlp.py", "--config.dataset=digits",
+       "--config.batch_size=16", "--min_seconds=0.2"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  lines = [l for l in r.stdout.splitlines() if l.strip()]
+  assert len(lines) == 1
+  report = json.loads(lines[0])
+  for key in ("compile_s", "step_ms", "images_per_s", "flops_per_step",
+              "achieved_gflops", "peak_gflops", "fraction_of_peak",
+              "device_kind", "device_count"):
+    assert key in report
