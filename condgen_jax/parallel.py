@@ -28,9 +28,14 @@ DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
 def maybe_initialize_distributed(force: bool = False) -> bool:
   """Calls `jax.distributed.initialize()` when its environment is set.
 
+  Set JAX_COORDINATOR_ADDRESS (host:port), JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID for each process; or CONDGEN_DISTRIBUTED=1 where JAX detects
+  the cluster itself (Cloud TPU pod slices, SLURM, Open MPI).
+
   Returns True when this is a multi-process run. Call before any other JAX
   work.
   """
+  force = force or os.environ.get("CONDGEN_DISTRIBUTED", "") == "1"
   if force or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     if not jax.distributed.is_initialized():
       kwargs = {}
