@@ -60,6 +60,14 @@ class Dataset:
   max_value: float  # pixel value that maps to 1.0
   source: str = ""  # where the data was read from
 
+  def __post_init__(self):
+    for split in ("train", "test"):
+      images, labels = self.split(split)
+      if len(images) != len(labels):
+        raise ValueError(f"{self.name}: {len(images)} {split} images but "
+                         f"{len(labels)} labels.")
+      check_labels(labels, self.num_classes, f"{self.name} {split} labels")
+
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
@@ -74,6 +82,14 @@ class Dataset:
     if name == "test":
       return self.test_images, self.test_labels
     raise ValueError(f"Unknown split {name!r}; expected 'train' or 'test'.")
+
+
+def check_labels(labels, num_classes: int, what: str = "labels") -> None:
+  """ValueError naming the first label outside [0, num_classes)."""
+  labels = np.asarray(labels)
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    bad = labels[(labels < 0) | (labels >= num_classes)][0]
+    raise ValueError(f"{what} must be in [0, {num_classes}); found {bad}.")
 
 
 def to_float(images, max_value: float):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from condgen_jax import data as data_lib
 from condgen_jax import images as images_lib
 from condgen_jax import parallel
 
@@ -18,8 +19,20 @@ def sample_per_class(run, state, num_per_class: int, seed: int = 0,
   """
   if num_per_class <= 0:
     raise ValueError(f"num_per_class must be positive; got {num_per_class}.")
+  labels = images_lib.class_rows(run.dataset.num_classes, num_per_class)
+  return sample_labels(run, state, labels, seed, batch_size), labels
+
+
+def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
+  """One sample per entry of `labels` (ints in [0, num_classes)): float32
+  images [N, H, W, C] in [0, 1], a pure function of (state, labels, seed)."""
   ds = run.dataset
-  labels = images_lib.class_rows(ds.num_classes, num_per_class)
+  labels = np.asarray(labels)
+  if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
+    raise ValueError(f"labels must be a 1-D integer array; got dtype "
+                     f"{labels.dtype}, shape {labels.shape}.")
+  data_lib.check_labels(labels, ds.num_classes)
+  labels = labels.astype(np.int32)
   fn = jax.jit(run.family.make_sample_fn(run.config, ds.image_shape,
                                          ds.num_classes),
                out_shardings=parallel.replicated(run.mesh))
@@ -34,4 +47,4 @@ def sample_per_class(run, state, num_per_class: int, seed: int = 0,
     images = fn(state, parallel.replicate_host_array(padded, run.mesh),
                 jax.random.fold_in(key, i))
     out.append(parallel.to_host(images)[:len(chunk)])
-  return np.concatenate(out).astype(np.float32), labels
+  return np.concatenate(out).astype(np.float32)

@@ -105,3 +105,12 @@ def test_tfds_build_matches_numpy_parse(mnist_dir, tmp_path):
     assert a[0].shape == b[0].shape
     assert not np.array_equal(a[1], b[1])  # reordered...
     assert _fingerprints(*a) == _fingerprints(*b)  # ...same examples
+
+
+def test_labels_outside_the_class_range_are_refused(digits):
+  labels = digits.train_labels.copy()
+  labels[5] = 12
+  with pytest.raises(ValueError, match=r"train labels must be in \[0, 10\); "
+                     r"found 12"):
+    data.Dataset("digits", digits.train_images, labels, digits.test_images,
+                 digits.test_labels, digits.class_names, 16.0)

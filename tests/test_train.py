@@ -136,3 +136,18 @@ def test_steps_per_call_auto():
   assert train.resolve_steps_per_call(tiny_cvae_config(steps_per_call=5)) == 5
   assert train.loop_unroll(conv, 4, "cpu") == 4
   assert train.loop_unroll(mlp, 4, "cpu") == 1
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path, digits):
+  train.train_and_evaluate(tiny_cvae_config(num_steps=10), tmp_path, digits)
+  data_files = [p for p in (tmp_path / "checkpoints" / "10").rglob("*")
+                if p.is_file() and p.stat().st_size > 0 and "d" in p.parts]
+  assert data_files
+  for p in data_files:
+    p.write_bytes(b"\0garbage" * 4)
+  before = {p: p.read_bytes() for p in data_files}
+  with pytest.raises(ValueError, match="does not fit.*corrupt"):
+    train.restore_run(tmp_path, dataset=digits)
+  with pytest.raises(ValueError, match="corrupt"):
+    train.train_and_evaluate(tiny_cvae_config(num_steps=20), tmp_path, digits)
+  assert {p: p.read_bytes() for p in data_files} == before
