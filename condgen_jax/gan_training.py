@@ -32,7 +32,10 @@ Config keys read here (default when the key is absent):
   fake_class_weight    1.0: AC-GAN term 2, -log q(c|G(z,c)) (trains G, and D
                        when d_fake_class)
   d_fake_class         True
-  optimizer            'adam' | 'rmsprop' ('adam'; the WGAN paper: rmsprop)
+  optimizer            'adam' | 'rmsprop' | 'sgd' ('adam'; the WGAN paper:
+                       rmsprop; Mirza & Osindero: sgd, the learning rate
+                       decayed by 1.00004 per step down to 1e-6)
+  momentum             0.5: sgd momentum
   g_learning_rate      2e-4
   d_learning_rate      2e-4
   adam_b1, adam_b2     0.5, 0.999 (DCGAN)
@@ -100,7 +103,7 @@ def register_gan_loss(name: str, discriminator_loss, generator_loss) -> None:
                      f"{name!r}, {discriminator_loss!r}, {generator_loss!r}.")
   ADVERSARIAL_LOSSES[name] = (discriminator_loss, generator_loss)
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
-OPTIMIZERS = ("adam", "rmsprop")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 TRAIN_DEFAULTS = {
     "gan_loss": "non_saturating",
@@ -121,6 +124,7 @@ TRAIN_DEFAULTS = {
     "d_learning_rate": 2e-4,
     "adam_b1": 0.5,
     "adam_b2": 0.999,
+    "momentum": 0.5,
     "vbn_batch_size": 64,
 }
 
@@ -147,6 +151,7 @@ class Settings:
   d_learning_rate: float
   adam_b1: float
   adam_b2: float
+  momentum: float
   vbn_batch_size: int
   virtual_batch_norm: bool
 
@@ -176,6 +181,7 @@ def settings(config) -> Settings:
       g_learning_rate=float(get("g_learning_rate")),
       d_learning_rate=float(get("d_learning_rate")),
       adam_b1=float(get("adam_b1")), adam_b2=float(get("adam_b2")),
+      momentum=float(get("momentum")),
       vbn_batch_size=int(get("vbn_batch_size")),
       virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")))
   for name, allowed in (("model", gans.MODELS),
@@ -244,6 +250,11 @@ def sample_z(key, shape, prior: str):
 def _optimizer(s: Settings, lr: float, clip: bool):
   if s.optimizer == "adam":
     tx = optax.adam(lr, b1=s.adam_b1, b2=s.adam_b2)
+  elif s.optimizer == "sgd":  # Mirza & Osindero 2014's schedule
+    schedule = optax.exponential_decay(lr, transition_steps=1,
+                                       decay_rate=1 / 1.00004,
+                                       end_value=min(lr, 1e-6))
+    tx = optax.sgd(schedule, momentum=s.momentum)
   else:
     tx = optax.rmsprop(lr)
   return optax.chain(tx, losses.clip_weights(s.clip_value)) if clip else tx

@@ -76,7 +76,8 @@ class MLPGenerator(nn.Module):
   """Mirza & Osindero 2014: z -> 200, y -> 1000, joint 1200, sigmoid.
 
   Output `[B, H, W, C]` in [0, 1]. `dropout_rate` (default 0) drops the
-  hidden units while training (needs a 'dropout' rng).
+  hidden units while training (needs a 'dropout' rng). `norm` ('none', the
+  paper; 'batch' or 'layer') normalises each hidden layer before its ReLU.
   """
   image_shape: tuple[int, int, int]
   num_classes: int
@@ -84,16 +85,25 @@ class MLPGenerator(nn.Module):
   c_hidden: int = 1000
   joint_hidden: int = 1200
   dropout_rate: float = 0.0
+  norm: str = "none"
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
-    del ref  # no normalisation layers: virtual batch norm does not apply.
+    del ref  # virtual batch norm is for the conv generator.
+    _check("g_norm", self.norm, NORMS)
     drop = _dropout(self.dropout_rate, train)
+
+    def dense_norm_relu(x, features, name):
+      x = nn.Dense(features, use_bias=self.norm == "none", name=name)(x)
+      x = conditioning.normalization(self.norm, train, name=f"{name}_norm",
+                                     affine=True)(x)
+      return nn.relu(x)
+
     c = conditioning.condition_vector(c, self.num_classes).astype(z.dtype)
-    hz = nn.relu(nn.Dense(self.z_hidden, name="z_dense")(z))
-    hc = nn.relu(nn.Dense(self.c_hidden, name="c_dense")(c))
+    hz = dense_norm_relu(z, self.z_hidden, "z_dense")
+    hc = dense_norm_relu(c, self.c_hidden, "c_dense")
     h = drop(jnp.concatenate([hz, hc], axis=-1))
-    h = drop(nn.relu(nn.Dense(self.joint_hidden, name="joint_dense")(h)))
+    h = drop(dense_norm_relu(h, self.joint_hidden, "joint_dense"))
     size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
     x = nn.sigmoid(nn.Dense(size, name="out")(h))
     return x.reshape((z.shape[0],) + tuple(self.image_shape))
@@ -289,8 +299,8 @@ def model_option(config, key: str):
 def make_models(config, image_shape, num_classes: int):
   """(generator, discriminator) for `config.model`; see `MODEL_DEFAULTS`.
 
-  cgan_mlp has the paper's fixed sizes and ignores the conditioning, width
-  and norm keys. Raises ValueError naming a bad value and the allowed ones.
+  cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
+  (its hidden layers), g_dropout_rate and the discriminator switches. Raises ValueError naming a bad value and the allowed ones.
   """
   image_shape = tuple(int(s) for s in image_shape)
   get = lambda key: model_option(config, key)
@@ -301,7 +311,8 @@ def make_models(config, image_shape, num_classes: int):
                        "normalisation layers (cgan_conv or acgan); cgan_mlp "
                        "has none.")
     return (MLPGenerator(image_shape, num_classes,
-                         dropout_rate=float(get("g_dropout_rate"))),
+                         dropout_rate=float(get("g_dropout_rate")),
+                         norm=config.get("g_norm", "none")),
             MLPDiscriminator(
                 image_shape, num_classes,
                 dropout_rate=float(get("dropout_rate")),

@@ -221,3 +221,17 @@ def test_a_registered_loss_trains_by_name(monkeypatch):
   assert calls.count("d") >= 1 and calls.count("g") >= 1
   with pytest.raises(ValueError, match="'no_such_loss'"):
     run_steps(make_config(gan_loss="no_such_loss"))
+
+
+def test_sgd_optimizer_follows_the_papers_decay():
+  config = make_config("cgan_mlp", optimizer="sgd", g_learning_rate=0.1,
+                       d_learning_rate=0.1, momentum=0.5)
+  state, metrics = run_steps(config, num_steps=2)
+  assert_finite_metrics(metrics)
+  s = gan_training.settings(config)
+  tx = gan_training._optimizer(s, 0.1, clip=False)
+  params = {"w": jnp.ones(())}
+  opt_state = tx.init(params)
+  grads = {"w": jnp.ones(())}
+  updates, opt_state = tx.update(grads, opt_state, params)
+  np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)  # step 0: lr 0.1

@@ -160,3 +160,15 @@ def test_make_models_shape_and_vbn_errors():
   with pytest.raises(ValueError, match="cgan_mlp has none"):
     gans.make_models(make_config("cgan_mlp", virtual_batch_norm=True),
                      (8, 8, 1), 10)
+
+
+def test_cgan_mlp_generator_norm_option():
+  g, _ = gans.make_models(make_config("cgan_mlp", g_norm="batch"), (8, 8, 1),
+                          10)
+  variables = g.init(jax.random.key(0), jnp.zeros((2, 100)), jnp.arange(2))
+  assert set(variables["batch_stats"]) == {"z_dense_norm", "c_dense_norm",
+                                           "joint_dense_norm"}
+  with pytest.raises(ValueError, match="'group'"):
+    bad, _ = gans.make_models(make_config("cgan_mlp", g_norm="group"),
+                              (8, 8, 1), 10)
+    bad.init(jax.random.key(0), jnp.zeros((2, 100)), jnp.arange(2))

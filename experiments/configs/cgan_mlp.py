@@ -28,7 +28,8 @@ def gan_keys(c):
   c.real_class_weight = 1.0  # acgan: -log q(c|x) on real data (D)
   c.fake_class_weight = 1.0  # acgan: -log q(c|G(z,c)) (G; D if d_fake_class)
   c.d_fake_class = True
-  c.optimizer = "adam"  # adam | rmsprop
+  c.optimizer = "adam"  # adam | rmsprop | sgd (decayed, with momentum)
+  c.momentum = 0.5  # sgd
   c.g_learning_rate = 2e-4
   c.d_learning_rate = 2e-4
   c.adam_b1 = 0.5
@@ -56,5 +57,8 @@ def gan_keys(c):
 def get_config():
   c = gan_keys(common.base_config("cgan_mlp"))
   c.num_steps = 30_000
-  c.batch_size = 64
+  c.batch_size = 100  # the paper's
+  c.g_norm = "none"  # the paper's G has no normalisation
+  c.g_dropout_rate = 0.5  # "dropout 0.5 in both the generator and the
+  #                         discriminator" (Mirza & Osindero 2014, sec. 4.1)
   return c
