@@ -157,7 +157,7 @@ def test_sample_fn_range_and_shape():
 @pytest.mark.parametrize("kwargs,message", [
     ({"gan_loss": "vanilla"}, "Unknown gan_loss 'vanilla'; expected one of"),
     ({"z_prior": "cauchy"}, "Unknown z_prior 'cauchy'"),
-    ({"optimizer": "sgd"}, "Unknown optimizer 'sgd'"),
+    ({"optimizer": "lbfgs"}, "Unknown optimizer 'lbfgs'"),
     ({"model": "cvae"}, "Unknown model 'cvae'"),
     ({"n_critic": 0}, "n_critic"),
     ({"ema_decay": 1.0}, "ema_decay must be in"),
