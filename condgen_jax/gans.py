@@ -42,10 +42,14 @@ D_CONDITIONINGS = ("vectorize", "embed_channel", "film", "projection")
 NORMS = ("none", "batch", "layer")
 
 # Model keys of the config, with their defaults (see `make_models`).
+# Generator upsampling: stride-2 transposed convs, or the sub-pixel
+# convolution that spans them and trains several times faster on XLA:CPU.
+UPSAMPLES = ("transpose", "pixel_shuffle")
 MODEL_DEFAULTS = {
     "g_conditioning": "concat",
     "d_conditioning": None,  # 'projection' for cgan_conv, 'none' for acgan
     "g_width": 64,
+    "g_upsample": "transpose",
     "d_width": 64,
     "d_kernel_size": 4,
     "g_norm": "batch",
@@ -173,10 +177,12 @@ class ConvGenerator(nn.Module):
   norm: str = "batch"
   virtual_batch_norm: bool = False
   kernel_size: int = 4
+  upsample: str = "transpose"
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
     _check("g_conditioning", self.conditioning, G_CONDITIONINGS)
+    _check("g_upsample", self.upsample, UPSAMPLES)
     _check("g_norm", self.norm, NORMS)
     h_img, w_img, channels = self.image_shape
     if h_img % 4 or w_img % 4:
@@ -216,11 +222,16 @@ class ConvGenerator(nn.Module):
           for s in streams]
     hs = norm_film_relu(hs, 0)
     k = (self.kernel_size,) * 2
-    conv1 = nn.ConvTranspose(self.width, k, strides=(2, 2), padding="SAME",
-                             use_bias=plain, name="convt1")
+
+    def up(features, use_bias, name):
+      if self.upsample == "pixel_shuffle":
+        return layers.SubPixelConv(features, use_bias=use_bias, name=name)
+      return nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME",
+                              use_bias=use_bias, name=name)
+
+    conv1 = up(self.width, plain, "convt1")
     hs = norm_film_relu([conv1(h) for h in hs], 1)
-    out = nn.ConvTranspose(channels, k, strides=(2, 2), padding="SAME",
-                           name="convt2")(hs[0])
+    out = up(channels, True, "convt2")(hs[0])
     return jnp.tanh(out)
 
 
@@ -331,6 +342,7 @@ def make_models(config, image_shape, num_classes: int):
   generator = ConvGenerator(image_shape, num_classes,
                             conditioning=get("g_conditioning"),
                             width=int(get("g_width")), norm=get("g_norm"),
+                            upsample=get("g_upsample"),
                             virtual_batch_norm=bool(get("virtual_batch_norm")))
   discriminator = ConvDiscriminator(
       image_shape, num_classes, conditioning=get("d_conditioning"),

@@ -172,3 +172,19 @@ def test_cgan_mlp_generator_norm_option():
     bad, _ = gans.make_models(make_config("cgan_mlp", g_norm="group"),
                               (8, 8, 1), 10)
     bad.init(jax.random.key(0), jnp.zeros((2, 100)), jnp.arange(2))
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1)])
+def test_generator_upsampling_options(shape):
+  for upsample in gans.UPSAMPLES:
+    g, _ = gans.make_models(make_config("acgan", g_upsample=upsample), shape,
+                            10)
+    z = jnp.zeros((2, 8))
+    variables = g.init(jax.random.key(0), z, jnp.arange(2))
+    x = g.apply(variables, z, jnp.arange(2))
+    assert x.shape == (2,) + shape
+    assert float(jnp.abs(x).max()) <= 1.0
+  with pytest.raises(ValueError, match="'bilinear'"):
+    g, _ = gans.make_models(make_config("acgan", g_upsample="bilinear"),
+                            shape, 10)
+    g.init(jax.random.key(0), z, jnp.arange(2))

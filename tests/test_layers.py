@@ -137,3 +137,35 @@ def test_spectral_norm_wrapper_has_same_params_either_way():
                                  mutable=["batch_stats"])
     stats = updates["batch_stats"]
   np.testing.assert_allclose(y[0], [1.0, 0.0, 0.0], atol=1e-3)
+
+
+def test_depth_to_space_layout():
+  x = np.arange(2 * 2 * 3 * 8, dtype=np.float32).reshape(2, 2, 3, 8)
+  y = np.asarray(layers.depth_to_space(jnp.asarray(x), 2))
+  assert y.shape == (2, 4, 6, 2)
+  for i in range(2):
+    for j in range(2):
+      np.testing.assert_array_equal(y[:, i::2, j::2, :],
+                                    x[..., (i * 2 + j) * 2:(i * 2 + j + 1) * 2])
+
+
+def test_subpixel_conv_spans_a_stride2_transposed_conv():
+  """Any stride-2, kernel-4 transposed conv is a 3x3 sub-pixel conv: fit the
+  sub-pixel weights by least squares and match it to float precision."""
+  key = jax.random.key(0)
+  x = jax.random.normal(key, (4, 5, 5, 3))
+  convt = nn.ConvTranspose(2, (4, 4), strides=(2, 2), padding="SAME",
+                           use_bias=False)
+  target = convt.apply(convt.init(key, x), x)  # [4, 10, 10, 2]
+  # 3x3 patches of x (SAME padding), one row per input pixel.
+  xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = np.stack([xp[:, i:i + 5, j:j + 5, :] for i in range(3)
+                      for j in range(3)], axis=3).reshape(4 * 25, 27)
+  # targets rearranged space-to-depth: [B*H*W, 4 phases * 2 channels]
+  t = np.asarray(target).reshape(4, 5, 2, 5, 2, 2).transpose(0, 1, 3, 2, 4, 5)
+  t = t.reshape(4 * 25, 8)
+  w, *_ = np.linalg.lstsq(patches, t, rcond=None)
+  layer = layers.SubPixelConv(2, use_bias=False)
+  params = {"params": {"conv": {"kernel": jnp.asarray(
+      w.reshape(3, 3, 3, 8))}}}
+  np.testing.assert_allclose(layer.apply(params, x), target, atol=1e-4)

@@ -39,6 +39,9 @@ def gan_keys(c):
   c.d_conditioning = "projection"  # vectorize | embed_channel | film |
   #                                  projection | none (acgan only)
   c.g_width = 64
+  c.g_upsample = "pixel_shuffle"  # transpose | pixel_shuffle (the same
+  #   function class as stride-2 transposed convs, ~7-19x faster weight
+  #   gradients on XLA:CPU)
   c.d_width = 64
   c.d_kernel_size = 4
   c.g_norm = "batch"  # batch | layer | none
