@@ -274,8 +274,11 @@ class ConvDiscriminator(nn.Module):
                                           self.num_classes)(x, c)
     k = (self.kernel_size,) * 2
     for i, f in enumerate((self.width, 2 * self.width)):
-      x = sn(nn.Conv(f, k, strides=(2, 2), padding="SAME", name=f"conv{i}"),
-             f"sn_conv{i}")(x, update_stats=update)
+      if self.kernel_size % 2 == 0:  # same maths, no dilated gradients
+        conv = layers.Stride2Conv(f, self.kernel_size, name=f"conv{i}")
+      else:
+        conv = nn.Conv(f, k, strides=(2, 2), padding="SAME", name=f"conv{i}")
+      x = sn(conv, f"sn_conv{i}")(x, update_stats=update)
       if i > 0:
         x = conditioning.normalization(self.norm, train, name=f"norm{i}",
                                        affine=not film)(x)

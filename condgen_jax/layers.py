@@ -156,3 +156,49 @@ def depth_to_space(x, scale: int):
   out = c // (scale * scale)
   x = x.reshape(b, h, w, scale, scale, out).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, h * scale, w * scale, out)
+
+
+def space_to_depth(x, scale: int):
+  """[B, s*H, s*W, C] -> [B, H, W, s*s*C], the inverse of `depth_to_space`."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // scale, scale, w // scale, scale, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // scale, w // scale,
+                                               scale * scale * c)
+
+
+class Stride2Conv(nn.Module):
+  """nn.Conv(features, (k, k), strides=2, padding='SAME'), same parameters
+  ('kernel' [k, k, C, F], 'bias'), computed as space-to-depth followed by a
+  stride-1 (k/2 x k/2) convolution. The results are the same, but every
+  gradient is then a plain convolution: XLA:CPU runs the window-dilated
+  convolution that a strided conv's weight gradient otherwise is several
+  times slower. `kernel_size` must be even.
+  """
+  features: int
+  kernel_size: int = 4
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.kernel_size
+    if k % 2:
+      raise ValueError(f"Stride2Conv needs an even kernel_size; got {k}.")
+    cin = x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, cin, self.features))
+    pads = []
+    for size in x.shape[1:3]:
+      out = -(-size // 2)
+      total = max((out - 1) * 2 + k - size, 0)
+      pads.append((total // 2, total - total // 2))
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    x = space_to_depth(x, 2)
+    w = kernel.reshape(k // 2, 2, k // 2, 2, cin, self.features)
+    w = w.transpose(0, 2, 1, 3, 4, 5).reshape(k // 2, k // 2, 4 * cin,
+                                               self.features)
+    y = jax.lax.conv_general_dilated(
+        x, w.astype(x.dtype), (1, 1), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y

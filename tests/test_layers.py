@@ -169,3 +169,22 @@ def test_subpixel_conv_spans_a_stride2_transposed_conv():
   params = {"params": {"conv": {"kernel": jnp.asarray(
       w.reshape(3, 3, 3, 8))}}}
   np.testing.assert_allclose(layer.apply(params, x), target, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (2, 7, 7, 4), (1, 8, 6, 2)])
+def test_stride2_conv_equals_strided_conv(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = nn.Conv(5, (4, 4), strides=(2, 2), padding="SAME")
+  params = ref.init(jax.random.key(1), x)
+  ours = layers.Stride2Conv(5, 4)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x)) == \
+      jax.tree.map(jnp.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
+                             rtol=1e-5, atol=1e-5)
+  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(params)
+  g_ours = jax.grad(lambda p: jnp.sum(ours.apply(p, x) ** 2))(params)
+  np.testing.assert_allclose(g_ours["params"]["kernel"],
+                             g_ref["params"]["kernel"], rtol=1e-4, atol=1e-4)
+  y = jax.random.normal(jax.random.key(2), (2, 3, 5, 8))
+  np.testing.assert_array_equal(
+      layers.space_to_depth(layers.depth_to_space(y, 2), 2), y)
