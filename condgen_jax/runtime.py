@@ -63,3 +63,13 @@ def parse_flags(argv):
           "name keys that the config file defines, with values of their "
           "type.", file=sys.stderr)
     sys.exit(2)
+
+
+def start(argv) -> None:
+  """What every entry point's main() does first: refuse stray arguments,
+  set the default XLA flags (before JAX starts) and quieten INFO logs."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  set_default_xla_flags()
+  quiet_logs()

@@ -20,10 +20,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runtime.set_default_xla_flags()
-  runtime.quiet_logs()
+  runtime.start(argv)
   from condgen_jax import benchmark  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     report = benchmark.benchmark(_CONFIG.value, min_seconds=_MIN_SECONDS.value)

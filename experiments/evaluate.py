@@ -28,10 +28,7 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runtime.set_default_xla_flags()
-  runtime.quiet_logs()
+  runtime.start(argv)
   from condgen_jax import evaluation, train  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _NUM.value <= 0:

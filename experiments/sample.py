@@ -22,10 +22,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runtime.set_default_xla_flags()
-  runtime.quiet_logs()
+  runtime.start(argv)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from condgen_jax import images, sampling, train  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():

@@ -20,10 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runtime.set_default_xla_flags()
-  runtime.quiet_logs()
+  runtime.start(argv)
   from condgen_jax import parallel, train  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
   with runtime.user_errors():
