@@ -26,8 +26,8 @@ def read_config(workdir) -> ml_collections.ConfigDict:
   """The config a run was made with, from `workdir/config.json`."""
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist: {workdir!r} is not a "
-                            "condgen-jax workdir (train into it first).")
+    raise FileNotFoundError(f"{path} does not exist: {str(workdir)!r} is not "
+                            "a condgen-jax workdir (train into it first).")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
@@ -78,7 +78,8 @@ def manager(directory, *, max_to_keep: int | None = 2,
   if read_only:
     max_to_keep = None
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=0 if read_only else 1, max_to_keep=max_to_keep, best_fn=best_fn, best_mode=best_mode,
+      save_interval_steps=0 if read_only else 1, max_to_keep=max_to_keep,
+      best_fn=best_fn, best_mode=best_mode,
       create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=False)

@@ -314,7 +314,8 @@ def make_models(config, image_shape, num_classes: int):
   """(generator, discriminator) for `config.model`; see `MODEL_DEFAULTS`.
 
   cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
-  (its hidden layers), g_dropout_rate and the discriminator switches. Raises ValueError naming a bad value and the allowed ones.
+  (its hidden layers), g_dropout_rate and the discriminator switches.
+  Raises ValueError naming a bad value and the allowed ones.
   """
   image_shape = tuple(int(s) for s in image_shape)
   get = lambda key: model_option(config, key)
