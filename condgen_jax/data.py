@@ -192,7 +192,12 @@ def build_tfds(name: str, manual_dir: str | os.PathLike, tfds_dir: str) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   builder = tfds.builder(name, data_dir=tfds_dir,
                          file_format=tfds.core.FileFormat.ARRAY_RECORD)
+  # A download (and extraction) folder per dataset: MNIST and Fashion-MNIST
+  # files share their names, and TFDS would reuse one's extracted files for
+  # the other if they shared the default `tfds_dir/downloads`.
+  download_dir = pathlib.Path(tfds_dir).expanduser() / "downloads" / name
   builder.download_and_prepare(
+      download_dir=str(download_dir),
       download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
 
 

@@ -92,19 +92,24 @@ def _fingerprints(images, labels):
 
 def test_tfds_build_matches_numpy_parse(mnist_dir, tmp_path):
   """TFDS built from the IDX files (manual_dir) == the numpy parse, as sets of
-  (image, label) pairs: TFDS stores them in another order."""
+  (image, label) pairs: TFDS stores them in another order. Both datasets are
+  built into one TFDS folder: their files share names, and must not mix."""
   pytest.importorskip("tensorflow")
   tfds_dir = str(tmp_path / "tfds")
-  via_tfds = data.load_dataset("mnist", str(mnist_dir.parent),
-                               tfds_dir=tfds_dir)
-  assert via_tfds.source.startswith("tfds:")
-  assert data.tfds_is_built("mnist", tfds_dir)
-  via_numpy = data.load_idx("mnist", mnist_dir)
-  for split in ("train", "test"):
-    a, b = via_tfds.split(split), via_numpy.split(split)
-    assert a[0].shape == b[0].shape
-    assert not np.array_equal(a[1], b[1])  # reordered...
-    assert _fingerprints(*a) == _fingerprints(*b)  # ...same examples
+  names = ["mnist"]
+  if (mnist_dir.parent / "fashion_mnist").exists():
+    names.append("fashion_mnist")
+  for name in names:
+    via_tfds = data.load_dataset(name, str(mnist_dir.parent),
+                                 tfds_dir=tfds_dir)
+    assert via_tfds.source.startswith("tfds:")
+    assert data.tfds_is_built(name, tfds_dir)
+    via_numpy = data.load_idx(name, mnist_dir.parent / name)
+    for split in ("train", "test"):
+      a, b = via_tfds.split(split), via_numpy.split(split)
+      assert a[0].shape == b[0].shape
+      assert not np.array_equal(a[1], b[1])  # reordered...
+      assert _fingerprints(*a) == _fingerprints(*b)  # ...same examples
 
 
 def test_labels_outside_the_class_range_are_refused(digits):
