@@ -41,6 +41,20 @@ def _validate(architecture, prior, condition, conditioning, image_shape):
                      f"{image_shape}.")
 
 
+def _relu_stack(h, features: Sequence[int]):
+  """Dense -> ReLU for each width (layers named dense0, dense1, ...); call
+  inside a compact module."""
+  for i, f in enumerate(features):
+    h = nn.relu(nn.Dense(f, name=f"dense{i}")(h))
+  return h
+
+
+def _gaussian_head(h, latent_dim: int):
+  """Mean and log-variance of a diagonal Gaussian (layers 'mean', 'logvar')."""
+  return (nn.Dense(latent_dim, name="mean")(h),
+          nn.Dense(latent_dim, name="logvar")(h))
+
+
 class MLPEncoder(nn.Module):
   latent_dim: int
   hidden: Sequence[int]
@@ -52,10 +66,7 @@ class MLPEncoder(nn.Module):
     h = x.reshape(x.shape[0], -1)
     if self.conditional:
       h = cond_lib.Concat(self.num_classes)(h, c)
-    for i, f in enumerate(self.hidden):
-      h = nn.relu(nn.Dense(f, name=f"dense{i}")(h))
-    return (nn.Dense(self.latent_dim, name="mean")(h),
-            nn.Dense(self.latent_dim, name="logvar")(h))
+    return _gaussian_head(_relu_stack(h, self.hidden), self.latent_dim)
 
 
 class MLPDecoder(nn.Module):
@@ -67,8 +78,7 @@ class MLPDecoder(nn.Module):
   @nn.compact
   def __call__(self, z, c):
     h = cond_lib.Concat(self.num_classes)(z, c) if self.conditional else z
-    for i, f in enumerate(self.hidden):
-      h = nn.relu(nn.Dense(f, name=f"dense{i}")(h))
+    h = _relu_stack(h, self.hidden)
     n = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
     return nn.Dense(n, name="logits")(h).reshape((-1,) + self.image_shape)
 
@@ -97,8 +107,7 @@ class ConvEncoder(nn.Module):
         h = nn.relu(nn.Conv(f, (3, 3), strides=(2, 2), name=f"conv{i}")(h))
     h = h.reshape(h.shape[0], -1)
     h = nn.relu(nn.Dense(self.hidden, name="dense")(h))
-    return (nn.Dense(self.latent_dim, name="mean")(h),
-            nn.Dense(self.latent_dim, name="logvar")(h))
+    return _gaussian_head(h, self.latent_dim)
 
 
 class ConvDecoder(nn.Module):
