@@ -45,7 +45,8 @@ Config keys read here (default when the key is absent):
   model keys           g_conditioning, d_conditioning, g_width, d_width,
                        d_kernel_size, g_norm, d_norm, spectral_norm,
                        minibatch_discrimination, mbd_kernels, mbd_kernel_dim,
-                       dropout_rate, g_dropout_rate: see `gans.make_models`.
+                       dropout_rate, g_dropout_rate, g_activation, g_output
+                       (cgan_mlp): see `gans.make_models`.
 
 AC-GAN presets (model='acgan'): AC-GAN (real_class_weight=1,
 fake_class_weight=1, d_fake_class=True); InfoGAN-style, the term on generated
@@ -53,9 +54,10 @@ samples only, as mapped by Shu et al. 2017 (real_class_weight=0,
 fake_class_weight=1, d_fake_class=True); classifier trained on real data
 only (real_class_weight=1, fake_class_weight=1, d_fake_class=False).
 
-Data range: cgan_mlp generates in [0, 1] (sigmoid) and sees real images as
-they come; the conv models generate in [-1, 1] (tanh), so real images are
-mapped x -> 2x - 1 for D and samples back to [0, 1] by `sample`.
+Data range: the conv models, and cgan_mlp with g_output='tanh', generate in
+[-1, 1] (tanh), so real images are mapped x -> 2x - 1 for D and samples back
+to [0, 1] by `sample`; cgan_mlp with g_output='sigmoid' (the paper's)
+generates in [0, 1] and sees real images as they come.
 """
 
 from __future__ import annotations
@@ -154,10 +156,11 @@ class Settings:
   momentum: float
   vbn_batch_size: int
   virtual_batch_norm: bool
+  g_output: str
 
   @property
   def tanh_output(self) -> bool:
-    return self.model != "cgan_mlp"
+    return self.model != "cgan_mlp" or self.g_output == "tanh"
 
   @property
   def class_head(self) -> bool:
@@ -183,7 +186,8 @@ def settings(config) -> Settings:
       adam_b1=float(get("adam_b1")), adam_b2=float(get("adam_b2")),
       momentum=float(get("momentum")),
       vbn_batch_size=int(get("vbn_batch_size")),
-      virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")))
+      virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")),
+      g_output=gans.model_option(config, "g_output"))
   for name, allowed in (("model", gans.MODELS),
                         ("gan_loss", tuple(ADVERSARIAL_LOSSES)),
                         ("z_prior", Z_PRIORS), ("optimizer", OPTIMIZERS)):

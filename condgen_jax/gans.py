@@ -40,6 +40,9 @@ MODELS = ("cgan_mlp", "cgan_conv", "acgan")
 G_CONDITIONINGS = ("concat", "film")
 D_CONDITIONINGS = ("vectorize", "embed_channel", "film", "projection")
 NORMS = ("none", "batch", "layer")
+# cgan_mlp generator: hidden activation and output layer.
+G_ACTIVATIONS = ("relu", "leaky_relu")
+G_OUTPUTS = ("sigmoid", "tanh")
 
 # Model keys of the config, with their defaults (see `make_models`).
 # Generator upsampling: stride-2 transposed convs, or the sub-pixel
@@ -60,6 +63,8 @@ MODEL_DEFAULTS = {
     "mbd_kernel_dim": 5,
     "dropout_rate": 0.5,
     "g_dropout_rate": 0.0,
+    "g_activation": "relu",
+    "g_output": "sigmoid",
     "virtual_batch_norm": False,
 }
 
@@ -79,9 +84,11 @@ def _dropout(rate: float, train: bool):
 class MLPGenerator(nn.Module):
   """Mirza & Osindero 2014: z -> 200, y -> 1000, joint 1200, sigmoid.
 
-  Output `[B, H, W, C]` in [0, 1]. `dropout_rate` (default 0) drops the
-  hidden units while training (needs a 'dropout' rng). `norm` ('none', the
-  paper; 'batch' or 'layer') normalises each hidden layer before its ReLU.
+  Output `[B, H, W, C]` in [0, 1] (`output='sigmoid'`, the paper) or [-1, 1]
+  (`'tanh'`). `activation`: 'relu' (the paper) or 'leaky_relu' (slope 0.2).
+  `dropout_rate` (default 0) drops the hidden units while training (needs a
+  'dropout' rng). `norm` ('none', the paper; 'batch' or 'layer') normalises
+  each hidden layer before its activation.
   """
   image_shape: tuple[int, int, int]
   num_classes: int
@@ -90,18 +97,24 @@ class MLPGenerator(nn.Module):
   joint_hidden: int = 1200
   dropout_rate: float = 0.0
   norm: str = "none"
+  activation: str = "relu"
+  output: str = "sigmoid"
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
     del ref  # virtual batch norm is for the conv generator.
     _check("g_norm", self.norm, NORMS)
+    _check("g_activation", self.activation, G_ACTIVATIONS)
+    _check("g_output", self.output, G_OUTPUTS)
     drop = _dropout(self.dropout_rate, train)
+    act = (nn.relu if self.activation == "relu" else
+           lambda h: nn.leaky_relu(h, 0.2))
 
     def dense_norm_relu(x, features, name):
       x = nn.Dense(features, use_bias=self.norm == "none", name=name)(x)
       x = conditioning.normalization(self.norm, train, name=f"{name}_norm",
                                      affine=True)(x)
-      return nn.relu(x)
+      return act(x)
 
     c = conditioning.condition_vector(c, self.num_classes).astype(z.dtype)
     hz = dense_norm_relu(z, self.z_hidden, "z_dense")
@@ -109,7 +122,8 @@ class MLPGenerator(nn.Module):
     h = drop(jnp.concatenate([hz, hc], axis=-1))
     h = drop(dense_norm_relu(h, self.joint_hidden, "joint_dense"))
     size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-    x = nn.sigmoid(nn.Dense(size, name="out")(h))
+    x = nn.Dense(size, name="out")(h)
+    x = nn.sigmoid(x) if self.output == "sigmoid" else jnp.tanh(x)
     return x.reshape((z.shape[0],) + tuple(self.image_shape))
 
 
@@ -314,7 +328,8 @@ def make_models(config, image_shape, num_classes: int):
   """(generator, discriminator) for `config.model`; see `MODEL_DEFAULTS`.
 
   cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
-  (its hidden layers), g_dropout_rate and the discriminator switches.
+  (its hidden layers), g_dropout_rate, g_activation, g_output and the
+  discriminator switches.
   Raises ValueError naming a bad value and the allowed ones.
   """
   image_shape = tuple(int(s) for s in image_shape)
@@ -327,7 +342,9 @@ def make_models(config, image_shape, num_classes: int):
                        "has none.")
     return (MLPGenerator(image_shape, num_classes,
                          dropout_rate=float(get("g_dropout_rate")),
-                         norm=config.get("g_norm", "none")),
+                         norm=config.get("g_norm", "none"),
+                         activation=get("g_activation"),
+                         output=get("g_output")),
             MLPDiscriminator(
                 image_shape, num_classes,
                 dropout_rate=float(get("dropout_rate")),

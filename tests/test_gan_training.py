@@ -140,8 +140,17 @@ def test_d_fake_class_false_keeps_fake_class_gradient_out_of_d():
   assert _class_head_changed(real_class_weight=0.0, d_fake_class=True)
 
 
+def test_cgan_mlp_real_images_follow_the_generator_range():
+  # D must see real and generated images in the same range.
+  for g_output, tanh in (("sigmoid", False), ("tanh", True)):
+    s = gan_training.settings(make_config("cgan_mlp", g_output=g_output))
+    assert s.tanh_output is tanh
+  assert gan_training.settings(make_config("cgan_conv")).tanh_output
+
+
 def test_sample_fn_range_and_shape():
   for model, kwargs in (("cgan_mlp", {"z_dim": 100}),
+                        ("cgan_mlp", {"g_output": "tanh"}),
                         ("cgan_conv", {"ema_decay": 0.99}),
                         ("acgan", {"virtual_batch_norm": True})):
     config = make_config(model, **kwargs)

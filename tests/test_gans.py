@@ -82,6 +82,31 @@ def test_cgan_mlp_shapes_and_range(image_shape):
   assert out["features"].shape == (3, 240)
 
 
+def test_cgan_mlp_generator_activation_and_output_options():
+  z = jax.random.normal(jax.random.key(0), (4, 100))
+  c = jnp.arange(4)
+  paper = gans.MLPGenerator((8, 8, 1), 10)
+  params = paper.init(jax.random.key(1), z, c)
+  x_paper = np.asarray(paper.apply(params, z, c))
+  assert np.all((x_paper > 0) & (x_paper < 1))
+  # Same parameters, tanh output: tanh(a) = 2 sigmoid(2a) - 1 with a = logit,
+  # and LeakyReLU(0.2) differs from ReLU exactly where a unit is negative.
+  tanh = gans.MLPGenerator((8, 8, 1), 10, output="tanh")
+  _, inter = paper.apply(params, z, c, capture_intermediates=True,
+                         mutable=["intermediates"])
+  logits = np.asarray(inter["intermediates"]["out"]["__call__"][0])
+  np.testing.assert_allclose(np.asarray(tanh.apply(params, z, c)).reshape(
+      4, -1), np.tanh(logits), atol=1e-6)
+  leaky = gans.MLPGenerator((8, 8, 1), 10, activation="leaky_relu")
+  hz = np.asarray(inter["intermediates"]["z_dense"]["__call__"][0])
+  assert (hz < 0).any()  # so the two activations give different pixels
+  assert not np.allclose(leaky.apply(params, z, c), x_paper)
+  for kwargs, name in (({"activation": "elu"}, "g_activation"),
+                       ({"output": "linear"}, "g_output")):
+    with pytest.raises(ValueError, match=f"Unknown {name} '"):
+      gans.MLPGenerator((8, 8, 1), 10, **kwargs).init(jax.random.key(1), z, c)
+
+
 def test_cgan_mlp_parameter_counts_mnist():
   g, d = gans.make_models(make_config("cgan_mlp"), (28, 28, 1), 10)
   g_vars, _, d_vars, _ = init_and_apply(g, d, (28, 28, 1), z_dim=100)
