@@ -5,7 +5,9 @@ the `classifier.ReferenceClassifier`, the domain-classifier protocol) or on raw
 vectors, and is batched so that ~10k x 10k comparisons fit in memory.
 
 - `class_accuracy`, `per_class_accuracy`: how often the classifier assigns a
-  sample generated for class c to c.
+  sample generated for class c to c; `matched_class_accuracy`: the same after
+  the best one-to-one relabelling of the codes (for models whose codes are
+  not tied to the labels, e.g. InfoGAN-style).
 - `frechet_distance`, `gaussian_statistics`, `fid`: FID (Heusel et al. 2017).
 - `per_class_fid`, `intra_fid`: FID within each class, averaged (Miyato &
   Koyama 2018).
@@ -28,6 +30,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 
 HIGHEST = jax.lax.Precision.HIGHEST
 _matmul = functools.partial(jnp.matmul, precision=HIGHEST)
@@ -68,6 +71,32 @@ def class_accuracy(classifier_logits, requested_labels):
     raise ValueError(f"logits {logits.shape} and labels {labels.shape} "
                      "disagree on the number of samples.")
   return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def matched_class_accuracy(classifier_logits, requested_labels,
+                           num_classes: int | None = None):
+  """Class accuracy under the best one-to-one map from codes to classes.
+
+  With confusion counts N[c, k] = #{i : y_i = c, argmax logits_i = k}, returns
+  (max_pi sum_c N[c, pi(c)] / N, pi as a list: pi[c] is the class matched to
+  code c), the maximum over permutations pi found by the Hungarian algorithm
+  (`scipy.optimize.linear_sum_assignment`). It equals `class_accuracy` when
+  the codes already mean their classes; it is what an InfoGAN-style code, which
+  the model may assign to classes in any order, can be judged by (Chen et
+  al. 2016 report their categorical code's accuracy this way).
+  """
+  logits = np.asarray(classifier_logits)
+  labels = np.asarray(requested_labels)
+  if logits.shape[:-1] != labels.shape:
+    raise ValueError(f"logits {logits.shape} and labels {labels.shape} "
+                     "disagree on the number of samples.")
+  k = num_classes or logits.shape[-1]
+  confusion = np.zeros((k, k), np.int64)
+  np.add.at(confusion, (labels, logits.argmax(-1)), 1)
+  codes, classes = scipy.optimize.linear_sum_assignment(confusion,
+                                                        maximize=True)
+  mapping = [int(c) for c in classes[np.argsort(codes)]]
+  return float(confusion[codes, classes].sum() / labels.size), mapping
 
 
 # ----------------------------------------------------------------------------
@@ -348,7 +377,9 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
     num_classes: K.
     k: neighbourhood size of precision / recall.
 
-  Returns a dict with class_accuracy, per_class_accuracy (list of K),
+  Returns a dict with class_accuracy, matched_class_accuracy and its
+  code_to_class map (see `matched_class_accuracy`), per_class_accuracy
+  (list of K),
   fid, intra_fid, inception_score (of the fake samples), precision, recall,
   num_fake, num_real, num_fake_per_class, num_real_per_class and
   sample_counts: for each metric, the number of fake / real samples it used.
@@ -366,8 +397,12 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
 
   precision, recall = precision_recall(real_feats, fake_feats, k, batch_size)
   both = {"fake": num_fake, "real": num_real}
+  matched, code_to_class = matched_class_accuracy(fake_logits, fake_labels,
+                                                  num_classes)
   return {
       "class_accuracy": float(class_accuracy(fake_logits, fake_labels)),
+      "matched_class_accuracy": matched,
+      "code_to_class": code_to_class,
       "per_class_accuracy": [float(a) for a in per_class_accuracy(
           fake_logits, fake_labels, num_classes)],
       "fid": float(fid(real_feats, fake_feats)),
@@ -382,6 +417,7 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
       "num_real_per_class": real_counts,
       "sample_counts": {
           "class_accuracy": {"fake": num_fake, "real": 0},
+          "matched_class_accuracy": {"fake": num_fake, "real": 0},
           "per_class_accuracy": {"fake": fake_counts, "real": 0},
           "fid": both,
           "intra_fid": {"fake": fake_counts, "real": real_counts},

@@ -37,6 +37,24 @@ def test_class_accuracy_by_hand():
   assert np.isnan(per[3])  # no samples requested for class 3
 
 
+def test_matched_class_accuracy_by_hand():
+  # Codes 0, 1, 2 come out as classes 2, 0, 1 (one code-1 sample is a 1).
+  requested = np.array([0, 0, 1, 1, 1, 2, 2])
+  predicted = np.array([2, 2, 0, 0, 1, 1, 1])
+  logits = 5.0 * np.eye(3)[predicted]
+  np.testing.assert_allclose(metrics.class_accuracy(logits, requested), 1 / 7)
+  acc, mapping = metrics.matched_class_accuracy(logits, requested)
+  assert mapping == [2, 0, 1]
+  np.testing.assert_allclose(acc, 6 / 7)
+  # Labels that already mean their classes: the identity, plain accuracy.
+  logits = np.array([[5., 0, 0], [0, 5, 0], [0, 5, 0], [0, 0, 5], [5, 0, 0]])
+  acc, mapping = metrics.matched_class_accuracy(logits,
+                                                np.array([0, 1, 2, 2, 1]))
+  assert mapping == [0, 1, 2] and np.isclose(acc, 0.6)
+  with pytest.raises(ValueError, match="disagree"):
+    metrics.matched_class_accuracy(np.zeros((4, 3)), np.zeros(5, np.int32))
+
+
 def test_class_accuracy_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match="disagree"):
     metrics.class_accuracy(np.zeros((4, 3)), np.zeros(5, np.int32))
@@ -274,6 +292,8 @@ def test_evaluate_samples_keys_and_counts():
   out = metrics.evaluate_samples(_FixedFeatures(k), fake, fake_labels, real,
                                  real_labels, num_classes=k)
   np.testing.assert_allclose(out["class_accuracy"], 23 / 24)
+  np.testing.assert_allclose(out["matched_class_accuracy"], 23 / 24)
+  assert out["code_to_class"] == [0, 1, 2]
   np.testing.assert_allclose(out["per_class_accuracy"], [7 / 8, 1, 1])
   np.testing.assert_allclose(out["inception_score"], float(
       metrics.inception_score(100.0 * np.asarray(fake).reshape(24, -1)[:, :k])))
