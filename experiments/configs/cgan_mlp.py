@@ -65,11 +65,11 @@ def get_config():
   c.num_steps = 30_000
   c.batch_size = 100  # the paper's
   c.g_norm = "none"  # the paper's G has no normalisation
-  # Three departures from the paper, each needed on MNIST: with its
-  # U[0, 1] noise, ReLU and sigmoid pixels, G ignores z within a few hundred
-  # steps (one image per class), here and in an independent plain-JAX
+  # Departures from the paper's G (README, "CGAN-MLP"): with its U[0, 1]
+  # noise, ReLU and sigmoid pixels, G ignores z within a few hundred steps
+  # (one image per class), here and in an independent plain-JAX
   # implementation; N(0, I) noise, LeakyReLU(0.2) and tanh pixels in [-1, 1]
-  # keep z in use. `--config.z_prior=uniform --config.g_activation=relu
+  # together keep z in use. G dropout is off (dropout noise competes with z). `--config.z_prior=uniform --config.g_activation=relu
   # --config.g_output=sigmoid --config.g_dropout_rate=0.5` is the paper's G.
   c.z_prior = "normal"
   c.g_activation = "leaky_relu"
