@@ -69,7 +69,8 @@ def get_config():
   # noise, ReLU and sigmoid pixels, G ignores z within a few hundred steps
   # (one image per class), here and in an independent plain-JAX
   # implementation; N(0, I) noise, LeakyReLU(0.2) and tanh pixels in [-1, 1]
-  # together keep z in use. G dropout is off (dropout noise competes with z). `--config.z_prior=uniform --config.g_activation=relu
+  # together keep z in use. G dropout is off: that combination was measured
+  # without it. `--config.z_prior=uniform --config.g_activation=relu
   # --config.g_output=sigmoid --config.g_dropout_rate=0.5` is the paper's G.
   c.z_prior = "normal"
   c.g_activation = "leaky_relu"
