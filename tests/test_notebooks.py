@@ -11,7 +11,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-CELL_TIMEOUT_S = 300
+CELL_TIMEOUT_S = 1200  # per cell; the shared 2-core CI machines vary a lot
 
 
 def test_the_notebooks_are_there():
