@@ -110,17 +110,17 @@ class MLPGenerator(nn.Module):
     act = (nn.relu if self.activation == "relu" else
            lambda h: nn.leaky_relu(h, 0.2))
 
-    def dense_norm_relu(x, features, name):
+    def dense_norm_act(x, features, name):
       x = nn.Dense(features, use_bias=self.norm == "none", name=name)(x)
       x = conditioning.normalization(self.norm, train, name=f"{name}_norm",
                                      affine=True)(x)
       return act(x)
 
     c = conditioning.condition_vector(c, self.num_classes).astype(z.dtype)
-    hz = dense_norm_relu(z, self.z_hidden, "z_dense")
-    hc = dense_norm_relu(c, self.c_hidden, "c_dense")
+    hz = dense_norm_act(z, self.z_hidden, "z_dense")
+    hc = dense_norm_act(c, self.c_hidden, "c_dense")
     h = drop(jnp.concatenate([hz, hc], axis=-1))
-    h = drop(dense_norm_relu(h, self.joint_hidden, "joint_dense"))
+    h = drop(dense_norm_act(h, self.joint_hidden, "joint_dense"))
     size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
     x = nn.Dense(size, name="out")(h)
     x = nn.sigmoid(x) if self.output == "sigmoid" else jnp.tanh(x)
