@@ -115,10 +115,12 @@ def gaussian_statistics(features):
 
 
 def _psd_sqrt(sigma):
-  """Symmetric PSD square root via eigh, negative eigenvalues clipped."""
-  sigma = 0.5 * (sigma + sigma.T)
+  """Symmetric PSD square roots of `[..., D, D]` via eigh, negative
+  eigenvalues clipped."""
+  sigma = 0.5 * (sigma + jnp.swapaxes(sigma, -1, -2))
   w, v = jnp.linalg.eigh(sigma)
-  return _matmul(v * jnp.sqrt(jnp.clip(w, 0.0)), v.T)
+  return _matmul(v * jnp.sqrt(jnp.clip(w, 0.0))[..., None, :],
+                 jnp.swapaxes(v, -1, -2))
 
 
 @jax.jit
@@ -136,7 +138,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
   """
   mu1, mu2 = _as_float(mu1), _as_float(mu2)
   sigma1, sigma2 = _as_float(sigma1), _as_float(sigma2)
-  a = _matmul(_psd_sqrt(sigma1), _psd_sqrt(sigma2))
+  # Both roots come from ONE (batched) eigh. On CPU, jaxlib's batched LAPACK
+  # kernels queue their chunks on XLA's intra-op thread pool and block the
+  # pool thread they run on until the chunks are done; two independent
+  # batched calls (two eighs under vmap, as in intra-FID) can take every
+  # thread of a 2-core machine's pool and wait forever.
+  root1, root2 = _psd_sqrt(jnp.stack([sigma1, sigma2]))
+  a = _matmul(root1, root2)
   tr_covmean = jnp.sum(jnp.linalg.svd(a, compute_uv=False))
   diff = mu1 - mu2
   return (jnp.dot(diff, diff, precision=HIGHEST) + jnp.trace(sigma1)

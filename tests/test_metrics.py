@@ -1,6 +1,7 @@
 """Metrics against values computed independently (numpy / scipy / by hand)."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +104,18 @@ def test_frechet_distance_is_accurate_for_ill_conditioned_covariances():
     got = metrics.frechet_distance(*(np.float32(x) for x in (mu, a, mu, b)))
     np.testing.assert_allclose(float(got), _scipy_fid(mu, a, mu, b),
                                atol=1e-4)
+
+
+def test_batched_frechet_distance_makes_one_eigh_call():
+  # Two independent batched eigh calls (one per covariance) deadlocked
+  # intra-FID on 2-core CPUs: each blocks an XLA:CPU pool thread while its
+  # chunks wait for a free one. Both square roots must share one call.
+  k, d = 10, 8
+  mu, sigma = jnp.zeros((k, d)), jnp.broadcast_to(jnp.eye(d), (k, d, d))
+  hlo = jax.jit(jax.vmap(metrics.frechet_distance)).lower(
+      mu, sigma, mu, sigma).compile().as_text()
+  eighs = re.findall(r'custom_call_target="(\w*(?:syevd|eigh)\w*)"', hlo)
+  assert len(eighs) == 1, eighs
 
 
 def test_fid_of_1d_gaussians_closed_form():
