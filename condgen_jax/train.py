@@ -49,6 +49,12 @@ def validate_config(config) -> None:
   if int(config.get("steps_per_call", 0)) < 0:
     raise ValueError("config.steps_per_call must be >= 0 (0 = auto); got "
                      f"{config.steps_per_call!r}.")
+  if config.get("prng_impl") is not None:
+    try:
+      jax.random.key(0, impl=config.prng_impl)
+    except ValueError as e:
+      raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
+                       f"jax.random implementation: {e}") from None
   for key in INTERVAL_KEYS + ("eval_every",):
     if int(config.get(key, 0)) < 0:
       raise ValueError(f"config.{key} must be >= 0 (0 = never); got "
@@ -91,8 +97,8 @@ class Run:
     return self.step_fns[k]
 
 
-def run_keys(seed: int) -> dict:
-  root = jax.random.key(seed)
+def run_keys(seed: int, impl: str | None = None) -> dict:
+  root = jax.random.key(seed, impl=impl)
   return {name: jax.random.fold_in(root, i) for i, name in
           enumerate(("init", "data", "step", "sample", "eval"))}
 
@@ -105,7 +111,8 @@ def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   replicated = parallel.replicated(mesh)
-  rngs = jax.jit(lambda: run_keys(config.seed), out_shardings=replicated)()
+  rngs = jax.jit(lambda: run_keys(config.seed, config.get("prng_impl")),
+                 out_shardings=replicated)()
 
   def init(rng):
     return family.create_state(config, dataset.image_shape,
@@ -189,6 +196,12 @@ def next_boundary(step: int, config, steps_per_epoch: int) -> int:
   new epoch or the end): training calls never cross one."""
   candidates = [int(config.num_steps),
                 (step // steps_per_epoch + 1) * steps_per_epoch]
+  if config.get("prng_impl") is not None:
+    try:
+      jax.random.key(0, impl=config.prng_impl)
+    except ValueError as e:
+      raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
+                       f"jax.random implementation: {e}") from None
   for key in INTERVAL_KEYS + ("eval_every",):
     every = int(config.get(key, 0))
     if every > 0:

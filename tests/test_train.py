@@ -119,12 +119,31 @@ def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path, digits):
 
 @pytest.mark.parametrize("key,value,match", [
     ("model", "vqvae", "'vqvae'"), ("dataset", "cifar10", "'cifar10'"),
-    ("num_steps", 0, "num_steps"), ("log_every", -1, "log_every")])
+    ("num_steps", 0, "num_steps"), ("log_every", -1, "log_every"),
+    ("prng_impl", "mt19937", "prng_impl='mt19937'")])
 def test_validate_config(key, value, match):
   config = tiny_cvae_config()
   config[key] = value
   with pytest.raises(ValueError, match=match):
     train.validate_config(config)
+
+
+def test_prng_impl_keys_a_run_whose_fused_steps_match_single_steps(
+    tmp_path, digits):
+  config = tiny_cvae_config(num_steps=8, prng_impl="philox4x32")
+  run = train.setup(config, digits)
+  assert "philox4x32" in str(jax.random.key_impl(run.rngs["step"]))
+  fused = train.train_and_evaluate(
+      tiny_cvae_config(num_steps=8, prng_impl="philox4x32", steps_per_call=4),
+      tmp_path / "fused", digits)
+  single = train.train_and_evaluate(
+      tiny_cvae_config(num_steps=8, prng_impl="philox4x32", steps_per_call=1),
+      tmp_path / "single", digits)
+  threefry = train.train_and_evaluate(
+      tiny_cvae_config(num_steps=8, steps_per_call=1), tmp_path / "t", digits)
+  _assert_bit_identical(fused, single)
+  assert any(not np.array_equal(a, b)
+             for a, b in zip(_params(single), _params(threefry)))
 
 
 def test_steps_per_call_auto():
