@@ -196,12 +196,6 @@ def next_boundary(step: int, config, steps_per_epoch: int) -> int:
   new epoch or the end): training calls never cross one."""
   candidates = [int(config.num_steps),
                 (step // steps_per_epoch + 1) * steps_per_epoch]
-  if config.get("prng_impl") is not None:
-    try:
-      jax.random.key(0, impl=config.prng_impl)
-    except ValueError as e:
-      raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
-                       f"jax.random implementation: {e}") from None
   for key in INTERVAL_KEYS + ("eval_every",):
     every = int(config.get(key, 0))
     if every > 0:
