@@ -88,7 +88,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
   device = jax.devices()[0]
   return {
       "model": config.model, "dataset": config.dataset,
-      "prng_impl": str(config.get("prng_impl", "threefry2x32")),
+      "prng_impl": str(jax.random.key_impl(run.rngs["step"])),
       "batch_size": int(config.batch_size), "steps_per_call": k,
       "compile_s": round(compile_s, 3),
       "step_ms": round(step_s * 1e3, 3),

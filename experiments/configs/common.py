@@ -12,9 +12,9 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.download = False  # let tensorflow-datasets download when nothing is local
   c.seed = 0
   # jax.random implementation of the training keys. 'philox4x32' is
-  # unrolled on CPU, where threefry's rolled 5-round loop costs ~40 % of a
-  # fused tiny-model step (README, Performance); the results table used
-  # the JAX default, threefry2x32.
+  # unrolled on CPU, where threefry's rolled 5-round loop made a fused
+  # tiny-model step 12-32 % longer (README, Performance); the results table
+  # used the JAX default, threefry2x32.
   c.prng_impl = "threefry2x32"
   c.num_steps = 10_000
   c.batch_size = 64
