@@ -3,7 +3,16 @@
 XLA:CPU's experimental YNN fusion routes the weight-gradient convolutions of
 the conv GANs to a path ~18x slower than the default one on some CPUs; the
 entry points turn it off unless the user's XLA_FLAGS already say otherwise.
-Set `CONDGEN_KEEP_XLA_FLAGS=1` to leave XLA_FLAGS entirely untouched.
+
+JAX lowers its threefry2x32 hash on CPU to a rolled 5-iteration while loop
+(smaller programs, faster compiles), where other backends get the unrolled
+rounds. Each random draw then costs a loop of small kernels; in a fused
+training step of a small model that is a large share of the step. The entry
+points register the unrolled lowering for CPU too: the same hash, the same
+bits, one elementwise fusion.
+
+Set `CONDGEN_KEEP_XLA_FLAGS=1` to leave XLA_FLAGS and JAX's lowerings
+entirely untouched.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+
+import numpy as np
 
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 
@@ -28,6 +39,44 @@ def set_default_xla_flags() -> str:
       flags = f"{flags} {flag}".strip()
   os.environ["XLA_FLAGS"] = flags
   return flags
+
+
+def threefry2x32(key1, key2, x1, x2):
+  """The Threefry-2x32 block cipher with 20 rounds (Salmon et al. 2011,
+  "Parallel random numbers: as easy as 1, 2, 3"), rounds unrolled.
+
+  Same arithmetic as JAX's `threefry2x32_p`: five groups of four
+  add-rotate-xor rounds, each group followed by a key injection. All four
+  arguments are uint32 arrays of broadcast-compatible shapes.
+  """
+  rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
+  ks = (key1, key2, key1 ^ key2 ^ np.uint32(0x1BD11BDA))
+  x0, x1 = x1 + ks[0], x2 + ks[1]
+  for i in range(5):
+    for r in rotations[i % 2]:
+      x0 = x0 + x1
+      x1 = (x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))
+      x1 = x0 ^ x1
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+def unroll_threefry_on_cpu() -> bool:
+  """Lowers `jax.extend.random.threefry2x32_p` on CPU with `threefry2x32`
+  (unrolled) instead of JAX's rolled loop. Returns whether it did.
+
+  Bits are unchanged (tests/test_runtime.py checks the published test
+  vectors and JAX's own values); programs compiled afterwards use it.
+  """
+  if os.environ.get("CONDGEN_KEEP_XLA_FLAGS"):
+    return False
+  from jax.extend import random as jex_random  # pylint: disable=g-import-not-at-top
+  from jax.interpreters import mlir  # pylint: disable=g-import-not-at-top
+  mlir.register_lowering(
+      jex_random.threefry2x32_p,
+      mlir.lower_fun(threefry2x32, multiple_results=True), platform="cpu")
+  return True
 
 
 @contextlib.contextmanager
@@ -67,9 +116,11 @@ def parse_flags(argv):
 
 def start(argv) -> None:
   """What every entry point's main() does first: refuse stray arguments,
-  set the default XLA flags (before JAX starts) and quieten INFO logs."""
+  set the default XLA flags (before JAX starts), unroll threefry on CPU and
+  quieten INFO logs."""
   from absl import app  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   set_default_xla_flags()
+  unroll_threefry_on_cpu()
   quiet_logs()

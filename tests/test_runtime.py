@@ -1,0 +1,81 @@
+"""Process-wide defaults of the entry points: XLA flags, threefry lowering."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from condgen_jax import runtime
+
+# Known-answer vectors of Threefry-2x32-20 from the Random123 distribution
+# (kat_vectors): key, counter -> output.
+KAT = [
+    ((0x00000000, 0x00000000), (0x00000000, 0x00000000),
+     (0x6b200159, 0x99ba4efe)),
+    ((0xffffffff, 0xffffffff), (0xffffffff, 0xffffffff),
+     (0x1cb996fc, 0xbb002be7)),
+    ((0x13198a2e, 0x03707344), (0x243f6a88, 0x85a308d3),
+     (0xc4923a9c, 0x483df7a0)),
+]
+
+
+@pytest.mark.parametrize("key,count,expected", KAT)
+def test_threefry2x32_matches_the_published_vectors(key, count, expected):
+  u = lambda v: np.array([v], np.uint32)
+  out = runtime.threefry2x32(u(key[0]), u(key[1]), u(count[0]), u(count[1]))
+  assert (int(out[0][0]), int(out[1][0])) == expected
+
+
+def test_unrolled_lowering_keeps_jax_bits_and_drops_the_loop():
+  # A fresh process: draws under JAX's own CPU lowering, then the same draws
+  # once the unrolled lowering is registered (caches cleared in between).
+  script = textwrap.dedent("""
+      import json, jax, jax.numpy as jnp, numpy as np
+      from condgen_jax import runtime
+
+      def draws():
+        key = jax.random.key(3)
+        k1, k2 = jax.random.split(jax.random.fold_in(key, 7))
+        return (jax.random.bits(k1, (257,)), jax.random.normal(k2, (5, 3)),
+                jax.random.randint(k1, (9,), 0, 1000))
+
+      def loops():
+        hlo = jax.jit(lambda k: jax.random.normal(k, (64,))).lower(
+            jax.random.key(0)).compile().as_text()
+        return hlo.count(" while(")
+
+      before, loops_before = jax.jit(draws)() + draws(), loops()
+      assert runtime.unroll_threefry_on_cpu()
+      jax.clear_caches()
+      after, loops_after = jax.jit(draws)() + draws(), loops()
+      same = all(np.array_equal(a, b) for a, b in zip(before, after))
+      print(json.dumps({"same": same,
+                        "loops": [loops_before, loops_after]}))
+  """)
+  env = {k: v for k, v in os.environ.items() if k != "CONDGEN_KEEP_XLA_FLAGS"}
+  r = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                     text=True, timeout=300, env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = r.stdout.strip().splitlines()[-1]
+  assert out == '{"same": true, "loops": [1, 0]}', out
+
+
+def test_keep_xla_flags_leaves_jax_untouched(monkeypatch):
+  monkeypatch.setenv("CONDGEN_KEEP_XLA_FLAGS", "1")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  assert runtime.set_default_xla_flags() == "--xla_cpu_enable_fast_math=false"
+  assert not runtime.unroll_threefry_on_cpu()
+
+
+def test_default_xla_flags_add_only_what_the_user_did_not_name(monkeypatch):
+  monkeypatch.delenv("CONDGEN_KEEP_XLA_FLAGS", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+  assert runtime.set_default_xla_flags() == (
+      "--xla_cpu_experimental_ynn_fusion_type=dot")
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert runtime.set_default_xla_flags() == (
+      "--xla_force_host_platform_device_count=2 "
+      "--xla_cpu_experimental_ynn_fusion_type=")
