@@ -11,10 +11,10 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.tfds_dir = ""  # TFDS data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   c.download = False  # let tensorflow-datasets download when nothing is local
   c.seed = 0
-  # jax.random implementation of the training keys. 'philox4x32' is
-  # unrolled on CPU, where threefry's rolled 5-round loop made a fused
-  # tiny-model step 12-32 % longer (README, Performance); the results table
-  # used the JAX default, threefry2x32.
+  # jax.random implementation of the training keys; the results table used
+  # the JAX default, threefry2x32 (on CPU the entry points lower its hash
+  # unrolled, same bits: condgen_jax.runtime). 'philox4x32' is the other
+  # counter-based choice.
   c.prng_impl = "threefry2x32"
   c.num_steps = 10_000
   c.batch_size = 64
