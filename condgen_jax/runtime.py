@@ -79,6 +79,13 @@ def unroll_threefry_on_cpu() -> bool:
   return True
 
 
+def apply_cpu_defaults() -> None:
+  """`set_default_xla_flags` and `unroll_threefry_on_cpu`: what the entry
+  points do; notebooks call it before importing jax."""
+  set_default_xla_flags()
+  unroll_threefry_on_cpu()
+
+
 @contextlib.contextmanager
 def user_errors():
   """Turns the errors a user can fix (bad names, missing data, foreign
@@ -121,6 +128,5 @@ def start(argv) -> None:
   from absl import app  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  set_default_xla_flags()
-  unroll_threefry_on_cpu()
+  apply_cpu_defaults()
   quiet_logs()
