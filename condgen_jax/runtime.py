@@ -41,7 +41,7 @@ def set_default_xla_flags() -> str:
   return flags
 
 
-def threefry2x32(key1, key2, x1, x2):
+def threefry2x32(key1, key2, count1, count2):
   """The Threefry-2x32 block cipher with 20 rounds (Salmon et al. 2011,
   "Parallel random numbers: as easy as 1, 2, 3"), rounds unrolled.
 
@@ -51,7 +51,7 @@ def threefry2x32(key1, key2, x1, x2):
   """
   rotations = ((13, 15, 26, 6), (17, 29, 16, 24))
   ks = (key1, key2, key1 ^ key2 ^ np.uint32(0x1BD11BDA))
-  x0, x1 = x1 + ks[0], x2 + ks[1]
+  x0, x1 = count1 + ks[0], count2 + ks[1]
   for i in range(5):
     for r in rotations[i % 2]:
       x0 = x0 + x1
