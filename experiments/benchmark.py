@@ -1,4 +1,5 @@
-r"""Prints one JSON line: compile time, step time, images/s, FLOPs and the
+r"""Prints one JSON line: the config file and its overrides, compile time,
+step time, images/s, FLOPs and the
 fraction of the measured fp32 matmul peak reached by a config's training step.
 
   python -m experiments.benchmark --config=experiments/configs/acgan.py \
@@ -6,6 +7,7 @@ fraction of the measured fp32 matmul peak reached by a config's training step.
 """
 
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -24,6 +26,12 @@ def main(argv):
   from condgen_jax import benchmark  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     report = benchmark.benchmark(_CONFIG.value, min_seconds=_MIN_SECONDS.value)
+  # What was run, so that a line of a saved log names its command.
+  config_flag = flags.FLAGS["config"]
+  report = {"config": os.path.basename(
+                config_flags.get_config_filename(config_flag)),
+            "overrides": config_flags.get_override_values(config_flag),
+            **report}
   print(json.dumps(report), flush=True)
 
 

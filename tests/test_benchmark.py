@@ -41,6 +41,8 @@ def test_cli_prints_one_json_line():
   lines = [l for l in r.stdout.splitlines() if l.strip()]
   assert len(lines) == 1
   report = json.loads(lines[0])
+  assert report["config"] == "cgan_mlp.py"
+  assert report["overrides"] == {"dataset": "digits", "batch_size": 16}
   for key in ("compile_s", "step_ms", "images_per_s", "flops_per_step",
               "achieved_gflops", "peak_gflops", "fraction_of_peak",
               "device_kind", "device_count"):
