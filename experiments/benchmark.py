@@ -1,6 +1,6 @@
 r"""Prints one JSON line: the config file and its overrides, compile time,
-step time, images/s, FLOPs and the
-fraction of the measured fp32 matmul peak reached by a config's training step.
+step time, images/s, FLOPs and the fraction of the measured fp32 matmul peak
+reached by a config's training step.
 
   python -m experiments.benchmark --config=experiments/configs/acgan.py \
       [--config.batch_size=256] [--min_seconds=5]
