@@ -188,3 +188,53 @@ def test_stride2_conv_equals_strided_conv(shape):
   y = jax.random.normal(jax.random.key(2), (2, 3, 5, 8))
   np.testing.assert_array_equal(
       layers.space_to_depth(layers.depth_to_space(y, 2), 2), y)
+
+
+def _numpy_conv(x, w, pads):
+  """Direct stride-1 NHWC convolution in numpy: y[n,i,j,f] =
+  sum_{a,b,c} pad(x)[n, i+a, j+b, c] w[a, b, c, f]."""
+  kh, kw, _, f = w.shape
+  xp = np.pad(x, ((0, 0), *pads, (0, 0)))
+  ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+  y = np.zeros((x.shape[0], ho, wo, f))
+  for a in range(kh):
+    for b in range(kw):
+      y += np.einsum("nijc,cf->nijf", xp[:, a:a + ho, b:b + wo], w[a, b])
+  return y
+
+
+@pytest.mark.parametrize("x_shape,w_shape,padding,pads", [
+    ((2, 7, 9, 16), (3, 3, 16, 2), "SAME", ((1, 1), (1, 1))),
+    ((2, 8, 8, 10), (2, 2, 10, 3), "VALID", ((0, 0), (0, 0))),
+    ((2, 6, 6, 5), (3, 3, 5, 8), ((2, 1), (0, 2)), ((2, 1), (0, 2))),
+    ((2, 5, 5, 6), (3, 3, 6, 12), "SAME", ((1, 1), (1, 1))),  # lax path
+])
+def test_conv_general_dilated_matches_a_direct_convolution(
+    x_shape, w_shape, padding, pads):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(x_shape).astype(np.float32)
+  w = rng.standard_normal(w_shape).astype(np.float32)
+  conv = lambda f: (lambda x, w: f(x, w, (1, 1), padding,
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC")))
+  ours, ref = conv(layers.conv_general_dilated), conv(
+      jax.lax.conv_general_dilated)
+  y = ours(jnp.asarray(x), jnp.asarray(w))
+  np.testing.assert_allclose(y, _numpy_conv(x, w, pads), rtol=1e-4,
+                             atol=1e-4)
+  dy = jnp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+  for got, want in zip(jax.vjp(ours, x, w)[1](dy), jax.vjp(ref, x, w)[1](dy)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  # Second-order too (a gradient penalty differentiates through it).
+  gx = lambda f: jax.grad(lambda x: jnp.sum(jnp.tanh(f(x, w))))
+  np.testing.assert_allclose(
+      jax.jvp(gx(ours), (x,), (dy[:1].sum() * x,))[1],
+      jax.jvp(gx(ref), (x,), (dy[:1].sum() * x,))[1], rtol=1e-3, atol=1e-3)
+
+
+def test_thin_convolutions_become_matmuls_on_cpu():
+  x = jnp.ones((2, 14, 14, 64))
+  hlo = lambda w: jax.jit(lambda x, w: layers.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                         ).lower(x, w).compile().as_text()
+  assert " convolution(" not in hlo(jnp.ones((3, 3, 64, 4)))   # 36 <= 72
+  assert " convolution(" in hlo(jnp.ones((3, 3, 64, 16)))      # 144 > 72
