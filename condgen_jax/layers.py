@@ -225,12 +225,18 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return taps_conv(lhs, rhs, pads)
 
 
-def _taps_forward(x, w, pads):
+def _taps_matrix(w):
+  """[kh, kw, C, F] -> [C, kh*kw*F], column (a*kw + b)*F + f = tap (a, b)."""
   kh, kw, cin, cout = w.shape
+  return w.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
+
+
+def _taps_forward(x, w, pads):
+  kh, kw, _, cout = w.shape
   n, h, wd, _ = x.shape
   (pt, pb), (pl, pr) = pads
   ho, wo = h + pt + pb - kh + 1, wd + pl + pr - kw + 1
-  z = jnp.dot(x, w.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout))
+  z = jnp.dot(x, _taps_matrix(w))
   z = jnp.pad(z, ((0, 0), *pads, (0, 0)))
   z = z.reshape(n, h + pt + pb, wd + pl + pr, kh * kw, cout)
   return functools.reduce(operator.add, [
@@ -266,8 +272,7 @@ def _taps_bwd(pads, res, dy):
       dyp[:, kh - 1 + pt - a:kh - 1 + pt - a + h,
           kw - 1 + pl - b:kw - 1 + pl - b + wd]
       for a in range(kh) for b in range(kw)], axis=-1)
-  wt = w.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout)
-  dx = jnp.dot(dz, wt.T)
+  dx = jnp.dot(dz, _taps_matrix(w).T)
   dwt = jnp.dot(x.reshape(-1, cin).T, dz.reshape(-1, kh * kw * cout))
   return dx, dwt.reshape(cin, kh, kw, cout).transpose(1, 2, 0, 3)
 
