@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from condgen_jax import layers
+
 CONDITIONINGS = ("vectorize", "film", "embed_channel")
 
 
@@ -166,8 +168,8 @@ def normalization(kind: str, train: bool, name: str | None = None,
                   affine: bool = False):
   """A normalisation layer by name: 'batch', 'layer' or 'none'."""
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, use_scale=affine,
-                        use_bias=affine, momentum=0.9, name=name)
+    return layers.BatchNorm(use_running_average=not train, use_scale=affine,
+                            use_bias=affine, momentum=0.9, name=name)
   if kind == "layer":
     return nn.LayerNorm(use_scale=affine, use_bias=affine, name=name)
   if kind == "none":

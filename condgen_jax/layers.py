@@ -6,6 +6,8 @@
   see a collapsed batch (Salimans et al. 2016, sec. 3.2).
 - `VirtualBatchNorm`: normalises with the statistics of a fixed reference
   batch (Salimans et al. 2016, sec. 3.4).
+- `BatchNorm`: `nn.BatchNorm`'s variables and semantics, with the per-channel
+  sums of the forward and backward pass computed as matmuls (fast on CPU).
 - `spectral_norm`: wraps a layer in flax's `nn.SpectralNorm` (Miyato et al.
   2018) or returns it unchanged.
 - `SubPixelConv`, `Stride2Conv`: the GANs' x2 up- and down-sampling convs in
@@ -74,6 +76,98 @@ class MinibatchDiscrimination(nn.Module):
     l1 = jnp.sum(jnp.abs(m[:, None] - m[None, :]), axis=-1)  # [B, B, nk]
     o = jnp.sum(jnp.exp(-l1), axis=1)  # [B, nk]
     return jnp.concatenate([x, o], axis=-1)
+
+
+def _channel_sum(x2d):
+  """`[M, C] -> [C]` column sums as a matvec with ones. XLA:CPU runs large
+  reductions over the batch axis (split into reduce-windows) 5-10x slower
+  than this BLAS call; HIGHEST keeps full fp32 on TPU/GPU."""
+  ones = jnp.ones((x2d.shape[0],), x2d.dtype)
+  return jnp.dot(ones, x2d, precision=jax.lax.Precision.HIGHEST)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, epsilon: float = 1e-5):
+  """Batch-normalises `x` `[..., C]` over all but its last axis (Ioffe &
+  Szegedy 2015): y = scale (x - mean) / sqrt(var + epsilon) + bias, with the
+  biased batch variance. Returns (y, mean, var). Every per-channel sum, in
+  the forward pass and in its hand-written VJP, is a matmul (`_channel_sum`).
+  """
+  return _batch_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon):
+  c = x.shape[-1]
+  x2d = x.reshape(-1, c)
+  m = x2d.shape[0]
+  mean = _channel_sum(x2d) / m
+  xc = x2d - mean
+  var = _channel_sum(jnp.square(xc)) / m
+  rstd = jax.lax.rsqrt(var + epsilon)
+  xhat = xc * rstd
+  y = (xhat * scale + bias).reshape(x.shape)
+  return (y, mean, var), (xhat, rstd, scale)
+
+
+def _batch_norm_bwd(epsilon, res, cotangents):
+  del epsilon  # only through rstd
+  xhat, rstd, scale = res
+  dy, dmean, dvar = cotangents
+  shape = dy.shape
+  dy = dy.reshape(xhat.shape)
+  m = xhat.shape[0]
+  dbias = _channel_sum(dy)
+  dscale = _channel_sum(dy * xhat)
+  # d/dx of y through xhat, then of the mean and var outputs themselves.
+  dx = (scale * rstd) * (dy - dbias / m - xhat * (dscale / m))
+  dx = dx + dmean / m + xhat * (2.0 * dvar / (m * rstd))
+  return dx.reshape(shape), dscale, dbias
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+
+
+class BatchNorm(nn.Module):
+  """Batch norm over all but the last axis, variables as `nn.BatchNorm`'s
+  (params 'scale', 'bias'; 'batch_stats' 'mean', 'var').
+
+  Training (`use_running_average=False`) normalises with the batch mean and
+  biased variance and updates the running averages
+  ra <- momentum ra + (1 - momentum) batch statistic (the unbiased variance
+  is not used, as in flax); evaluation normalises with the running averages.
+  The statistics and the gradient's per-channel sums are matmuls
+  (`batch_norm_train`): XLA:CPU splits a sum over the batch into a tree of
+  reduce-windows, 4-8x slower than a matvec with ones (a [256, 14, 14, 64]
+  channel sum: 1.5 against 0.35 ms on 2 cores). Under `jax.jit` with the
+  batch sharded over a mesh, the sums (and so the statistics) span every
+  device.
+  """
+  use_running_average: bool = False
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    ra_mean = self.variable("batch_stats", "mean",
+                            lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var",
+                           lambda: jnp.ones((c,), jnp.float32))
+    scale = (self.param("scale", nn.initializers.ones, (c,))
+             if self.use_scale else jnp.ones((c,), x.dtype))
+    bias = (self.param("bias", nn.initializers.zeros, (c,))
+            if self.use_bias else jnp.zeros((c,), x.dtype))
+    if self.use_running_average:
+      rstd = jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return (x - ra_mean.value) * (rstd * scale) + bias
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+      ra_var.value = m * ra_var.value + (1.0 - m) * var
+    return y
 
 
 class VirtualBatchNorm(nn.Module):
