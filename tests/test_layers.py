@@ -234,8 +234,12 @@ def test_subpixel_conv_spans_a_stride2_transposed_conv():
   np.testing.assert_allclose(layer.apply(params, x), target, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (2, 7, 7, 4), (1, 8, 6, 2)])
+@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (2, 7, 7, 4), (1, 8, 6, 2),
+                                   (2, 9, 7, 16), (2, 6, 6, 24)])
 def test_stride2_conv_equals_strided_conv(shape):
+  # Below STRIDED_FORWARD_MIN_CHANNELS input channels the forward pass goes
+  # through space-to-depth, from it on through lax's strided conv; the
+  # gradient is the space-to-depth form's either way.
   x = jax.random.normal(jax.random.key(0), shape)
   ref = nn.Conv(5, (4, 4), strides=(2, 2), padding="SAME")
   params = ref.init(jax.random.key(1), x)
@@ -244,10 +248,16 @@ def test_stride2_conv_equals_strided_conv(shape):
       jax.tree.map(jnp.shape, params)
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
                              rtol=1e-5, atol=1e-5)
-  g_ref = jax.grad(lambda p: jnp.sum(ref.apply(p, x) ** 2))(params)
-  g_ours = jax.grad(lambda p: jnp.sum(ours.apply(p, x) ** 2))(params)
-  np.testing.assert_allclose(g_ours["params"]["kernel"],
-                             g_ref["params"]["kernel"], rtol=1e-4, atol=1e-4)
+  w = jax.random.normal(jax.random.key(3), ref.apply(params, x).shape)
+  g_ref = jax.grad(lambda p, x: jnp.sum(jnp.sin(ref.apply(p, x)) * w),
+                   argnums=(0, 1))(params, x)
+  g_ours = jax.grad(lambda p, x: jnp.sum(jnp.sin(ours.apply(p, x)) * w),
+                    argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  jaxpr = str(jax.make_jaxpr(lambda x: ours.apply(params, x))(x))
+  strided = shape[-1] >= layers.STRIDED_FORWARD_MIN_CHANNELS
+  assert ("window_strides=(2, 2)" in jaxpr) == strided
   y = jax.random.normal(jax.random.key(2), (2, 3, 5, 8))
   np.testing.assert_array_equal(
       layers.space_to_depth(layers.depth_to_space(y, 2), 2), y)
