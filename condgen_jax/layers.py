@@ -283,9 +283,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   matmul on CPU; a drop-in (`nn.Conv(..., conv_general_dilated=this)`).
 
   For a stride-1, undilated, ungrouped NHWC/HWIO conv with kernel
-  [kh, kw, C, F], kh*kw*F <= TAPS_MAX_N, on CPU (see `taps_conv`). The same
-  sum as the convolution, to float rounding. Everything else, and every
-  other backend, goes to lax.
+  [kh, kw, C, F] on CPU: kh*kw*F <= TAPS_MAX_N goes to `taps_conv`;
+  otherwise kh*kw*C <= TAPS_MAX_N (few input channels, whose input gradient
+  is a thin-output convolution) goes to `thin_input_conv`. The same sums as
+  the convolution, to float rounding. Everything else, and every other
+  backend, goes to lax.
   """
   def lax_conv():
     return jax.lax.conv_general_dilated(
@@ -307,16 +309,19 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       or any(d is not None and tuple(d) != (1, 1)
              for d in (lhs_dilation, rhs_dilation))
       or feature_group_count != 1 or batch_group_count != 1
-      or preferred_element_type is not None or precision is not None
-      or kh * kw * cout > TAPS_MAX_N):
+      or preferred_element_type is not None or precision is not None):
     return lax_conv()
+  cin = rhs.shape[2]
   if isinstance(padding, str):
     padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), (1, 1),
                                       padding)
   pads = tuple(tuple(int(p) for p in pair) for pair in padding)
-  if min(min(pair) for pair in pads) < 0:
-    return lax_conv()
-  return taps_conv(lhs, rhs, pads)
+  if kh * kw * cout <= TAPS_MAX_N and min(min(pair) for pair in pads) >= 0:
+    return taps_conv(lhs, rhs, pads)
+  if (kh * kw * cin <= TAPS_MAX_N and pads[0][0] < kh and pads[0][1] < kh
+      and pads[1][0] < kw and pads[1][1] < kw):
+    return thin_input_conv(lhs, rhs, pads)
+  return lax_conv()
 
 
 def _taps_matrix(w):
@@ -372,6 +377,50 @@ def _taps_bwd(pads, res, dy):
 
 
 taps_conv.defvjp(_taps_fwd, _taps_bwd)
+
+
+def _flipped_kernel(w):
+  """[kh, kw, C, F] -> [kh, kw, F, C], spatially reversed: the kernel of the
+  convolution that is the input gradient of a stride-1 conv with w."""
+  return w[::-1, ::-1].transpose(0, 1, 3, 2)
+
+
+def _input_grad_pads(pads, kh, kw):
+  (pt, pb), (pl, pr) = pads
+  return ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+
+
+def _lax_conv(x, w, pads):
+  return jax.lax.conv_general_dilated(
+      x, w, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def thin_input_conv(x, w, pads):
+  """Stride-1 NHWC conv of x [N, H, W, C] with w [kh, kw, C, F], explicit
+  `pads` (each < the kernel size), for few input channels (kh*kw*C <=
+  TAPS_MAX_N). The forward pass and weight gradient are lax's; the input
+  gradient, a convolution of dy with the flipped kernel down to C channels,
+  which XLA:CPU runs far below its peak, is computed as in `taps_conv`.
+  """
+  return _lax_conv(x, w, pads)
+
+
+def _thin_input_fwd(x, w, pads):
+  return _lax_conv(x, w, pads), (x, w)
+
+
+def _thin_input_bwd(pads, res, dy):
+  x, w = res
+  kh, kw = w.shape[:2]
+  # The plain function, not the custom_vjp `taps_conv`: this backward pass
+  # must itself be differentiable forward-mode (forward-over-reverse).
+  dx = _taps_forward(dy, _flipped_kernel(w), _input_grad_pads(pads, kh, kw))
+  dw = jax.vjp(lambda w: _lax_conv(x, w, pads), w)[1](dy)[0]
+  return dx, dw
+
+
+thin_input_conv.defvjp(_thin_input_fwd, _thin_input_bwd)
 
 
 # `Stride2Conv` runs its forward pass as lax's strided convolution when the

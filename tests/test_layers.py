@@ -280,7 +280,11 @@ def _numpy_conv(x, w, pads):
     ((2, 7, 9, 16), (3, 3, 16, 2), "SAME", ((1, 1), (1, 1))),
     ((2, 8, 8, 10), (2, 2, 10, 3), "VALID", ((0, 0), (0, 0))),
     ((2, 6, 6, 5), (3, 3, 5, 8), ((2, 1), (0, 2)), ((2, 1), (0, 2))),
-    ((2, 5, 5, 6), (3, 3, 6, 12), "SAME", ((1, 1), (1, 1))),  # lax path
+    # Thin input (kh*kw*C <= 72 < kh*kw*F): the input gradient is taps.
+    ((2, 5, 5, 6), (3, 3, 6, 12), "SAME", ((1, 1), (1, 1))),
+    ((2, 6, 7, 4), (3, 3, 4, 10), ((2, 0), (1, 2)), ((2, 0), (1, 2))),
+    ((2, 15, 15, 4), (2, 2, 4, 64), "VALID", ((0, 0), (0, 0))),
+    ((2, 5, 5, 16), (3, 3, 16, 12), "SAME", ((1, 1), (1, 1))),  # lax path
 ])
 def test_conv_general_dilated_matches_a_direct_convolution(
     x_shape, w_shape, padding, pads):
@@ -311,3 +315,14 @@ def test_thin_convolutions_become_matmuls_on_cpu():
                          ).lower(x, w).compile().as_text()
   assert " convolution(" not in hlo(jnp.ones((3, 3, 64, 4)))   # 36 <= 72
   assert " convolution(" in hlo(jnp.ones((3, 3, 64, 16)))      # 144 > 72
+
+
+def test_thin_input_convolutions_get_a_matmul_input_gradient_on_cpu():
+  def convs_in_grad(cin):
+    x, w = jnp.ones((2, 15, 15, cin)), jnp.ones((2, 2, cin, 64))
+    grad = jax.jit(jax.grad(lambda x, w: jnp.sum(layers.conv_general_dilated(
+        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                                 ** 2)))
+    return grad.lower(x, w).compile().as_text().count(" convolution(")
+  assert convs_in_grad(4) == 1   # 2*2*4 = 16 <= 72: lax forward, dot dx
+  assert convs_in_grad(32) == 2  # 2*2*32 = 128 > 72: lax forward and dx
