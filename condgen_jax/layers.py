@@ -12,7 +12,8 @@
   2018) or returns it unchanged.
 - `SubPixelConv`, `Stride2Conv`: the GANs' x2 up- and down-sampling convs in
   forms whose gradients XLA:CPU runs fast; `conv_general_dilated`, their
-  convolution, computes few-output-channel layers as a matmul on CPU.
+  convolution, computes few-output-channel layers, and the input gradient
+  of few-input-channel layers, as matmuls on CPU.
 """
 
 from __future__ import annotations
