@@ -288,7 +288,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   otherwise kh*kw*C <= TAPS_MAX_N (few input channels, whose input gradient
   is a thin-output convolution) goes to `thin_input_conv`. The same sums as
   the convolution, to float rounding. Everything else, and every other
-  backend, goes to lax.
+  backend, goes to lax. Those two paths are `jax.custom_vjp` functions:
+  reverse mode, reverse-over-reverse and forward-over-reverse (`jax.hessian`)
+  work through them, forward mode alone (`jax.jvp`, `jax.jacfwd`) does not.
   """
   def lax_conv():
     return jax.lax.conv_general_dilated(
@@ -452,20 +454,25 @@ def _stride2_s2d(x, kernel):
                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _stride2_lax(x, kernel):
+  return jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype), (2, 2),
+      _stride2_pads(x.shape, kernel.shape[0]),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 @jax.custom_vjp
 def stride2_conv(x, kernel):
   """Stride-2 'SAME' NHWC conv of x [N, H, W, C] with kernel [k, k, C, F]
   (k even), forward by lax's strided convolution; the gradient is that of
   the space-to-depth form, whose weight gradient is a plain convolution
   (the strided form's is a window-dilated one, slow on XLA:CPU)."""
-  k = kernel.shape[0]
-  return jax.lax.conv_general_dilated(
-      x, kernel.astype(x.dtype), (2, 2), _stride2_pads(x.shape, k),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return _stride2_lax(x, kernel)
 
 
 def _stride2_fwd(x, kernel):
-  return stride2_conv(x, kernel), (x, kernel)
+  # The plain function: this must trace under forward-over-reverse too.
+  return _stride2_lax(x, kernel), (x, kernel)
 
 
 def _stride2_bwd(res, dy):
@@ -483,7 +490,8 @@ class Stride2Conv(nn.Module):
   are the same, but every gradient is then a plain convolution: XLA:CPU runs
   the window-dilated convolution that a strided conv's weight gradient
   otherwise is several times slower. The forward pass is lax's strided conv
-  from `STRIDED_FORWARD_MIN_CHANNELS` input channels on (`stride2_conv`),
+  from `STRIDED_FORWARD_MIN_CHANNELS` input channels on (`stride2_conv`, a
+  `jax.custom_vjp`: no forward mode alone, as in `conv_general_dilated`),
   the space-to-depth form below. `kernel_size` must be even.
   """
   features: int

@@ -255,6 +255,17 @@ def test_stride2_conv_equals_strided_conv(shape):
                     argnums=(0, 1))(params, x)
   for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # Second order: forward-over-reverse, and reverse-over-reverse as in a
+  # gradient penalty.
+  gx = lambda m: jax.grad(lambda x: jnp.sum(jnp.tanh(m.apply(params, x))))
+  np.testing.assert_allclose(jax.jvp(gx(ours), (x,), (x,))[1],
+                             jax.jvp(gx(ref), (x,), (x,))[1],
+                             rtol=1e-3, atol=1e-3)
+  penalty = lambda m: jax.grad(lambda p: jnp.sum(jax.grad(
+      lambda x: jnp.sum(jnp.tanh(m.apply(p, x))))(x) ** 2))(params)
+  for a, b in zip(jax.tree.leaves(penalty(ours)),
+                  jax.tree.leaves(penalty(ref))):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
   jaxpr = str(jax.make_jaxpr(lambda x: ours.apply(params, x))(x))
   strided = shape[-1] >= layers.STRIDED_FORWARD_MIN_CHANNELS
   assert ("window_strides=(2, 2)" in jaxpr) == strided
