@@ -394,9 +394,9 @@ def _input_grad_pads(pads, kh, kw):
   return ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
 
 
-def _lax_conv(x, w, pads):
+def _lax_conv(x, w, pads, strides=(1, 1)):
   return jax.lax.conv_general_dilated(
-      x, w, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -436,12 +436,8 @@ STRIDED_FORWARD_MIN_CHANNELS = 16
 
 
 def _stride2_pads(shape, k):
-  pads = []
-  for size in shape[1:3]:
-    out = -(-size // 2)
-    total = max((out - 1) * 2 + k - size, 0)
-    pads.append((total // 2, total - total // 2))
-  return tuple(pads)
+  """'SAME' padding of a stride-2 k x k conv over the H, W of `shape`."""
+  return tuple(jax.lax.padtype_to_pads(shape[1:3], (k, k), (2, 2), "SAME"))
 
 
 def _stride2_s2d(x, kernel):
@@ -456,10 +452,8 @@ def _stride2_s2d(x, kernel):
 
 
 def _stride2_lax(x, kernel):
-  return jax.lax.conv_general_dilated(
-      x, kernel.astype(x.dtype), (2, 2),
-      _stride2_pads(x.shape, kernel.shape[0]),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return _lax_conv(x, kernel.astype(x.dtype),
+                   _stride2_pads(x.shape, kernel.shape[0]), (2, 2))
 
 
 @jax.custom_vjp
