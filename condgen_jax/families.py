@@ -17,6 +17,12 @@ MODELS = {
 }
 
 
+def has_convolutions(config) -> bool:
+  """Whether `config`'s model is convolutional (its CPU defaults differ)."""
+  return config.model in ("cgan_conv", "acgan") or (
+      config.model == "cvae" and config.get("architecture") == "conv")
+
+
 def get_family(model: str) -> types.ModuleType:
   if model not in MODELS:
     raise ValueError(f"Unknown model {model!r}; expected one of "

@@ -131,11 +131,6 @@ def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
                                                 sharding=x.sharding), state))
 
 
-def has_convolutions(config) -> bool:
-  return config.model in ("cgan_conv", "acgan") or (
-      config.model == "cvae" and config.get("architecture") == "conv")
-
-
 def resolve_steps_per_call(config, platform: str | None = None) -> int:
   """`config.steps_per_call`, or with 0 (auto) what measured fastest here.
 
@@ -148,7 +143,7 @@ def resolve_steps_per_call(config, platform: str | None = None) -> int:
     return k
   platform = platform or jax.default_backend()
   if platform == "cpu":
-    return 1 if has_convolutions(config) else 16
+    return 1 if families.has_convolutions(config) else 16
   return 8
 
 
@@ -157,7 +152,7 @@ def loop_unroll(config, k: int, platform: str | None = None) -> int:
   CPU (XLA:CPU runs convolutions inside a while loop ~100x slower), else none
   (a `lax.scan` loop: compile time independent of k)."""
   platform = platform or jax.default_backend()
-  return k if platform == "cpu" and has_convolutions(config) else 1
+  return k if platform == "cpu" and families.has_convolutions(config) else 1
 
 
 def make_multi_step(run: Run, k: int) -> Callable:

@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-  runtime.start(argv)
+  runtime.start(argv, _CONFIG.value)
   from condgen_jax import benchmark  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     report = benchmark.benchmark(_CONFIG.value, min_seconds=_MIN_SECONDS.value)

@@ -20,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  runtime.start(argv)
+  runtime.start(argv, _CONFIG.value)
   from condgen_jax import parallel, train  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
   with runtime.user_errors():

@@ -1,5 +1,7 @@
-"""Process-wide defaults of the entry points: XLA flags, threefry lowering."""
+"""Process-wide defaults of the entry points: XLA flags, threefry lowering,
+malloc and CPU dispatch."""
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +81,67 @@ def test_default_xla_flags_add_only_what_the_user_did_not_name(monkeypatch):
   assert runtime.set_default_xla_flags() == (
       "--xla_force_host_platform_device_count=2 "
       "--xla_cpu_experimental_ynn_fusion_type=")
+
+
+def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
+  # A fresh process mallocs, touches and frees a 64 MB block, twice, and
+  # counts the minor page faults of the second touch. By default glibc
+  # unmaps such a block on free, so each 4 KiB page faults again; kept, the
+  # second block reuses the first one's pages.
+  script = textwrap.dedent("""
+      import ctypes, json, resource
+      from condgen_jax import runtime
+
+      libc = ctypes.CDLL("libc.so.6")
+      libc.malloc.restype = ctypes.c_void_p
+      libc.free.argtypes = [ctypes.c_void_p]
+
+      def faults_of_a_fresh_block(size=64 << 20):
+        block = libc.malloc(size)  # as XLA's allocations (numpy's differ)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        ctypes.memset(block, 1, size)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        libc.free(block)
+        return faults
+
+      faults_of_a_fresh_block()
+      default = faults_of_a_fresh_block()
+      applied = runtime.keep_freed_memory()
+      faults_of_a_fresh_block()
+      kept = faults_of_a_fresh_block()
+      print(json.dumps({"applied": applied, "default": default, "kept": kept}))
+  """)
+  env = {k: v for k, v in os.environ.items() if k != "CONDGEN_KEEP_XLA_FLAGS"}
+  r = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                     text=True, timeout=300, env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  if not out["applied"]:
+    pytest.skip("not glibc")
+  pages = (64 << 20) // 4096
+  assert out["default"] > pages // 2, out
+  assert out["kept"] < pages // 100, out
+
+
+def test_synchronous_cpu_dispatch_only_for_models_with_convolutions(
+    monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments.configs import acgan, cgan_mlp, cvae  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("CONDGEN_KEEP_XLA_FLAGS", raising=False)
+  conv_cvae = cvae.get_config()
+  conv_cvae.architecture = "conv"
+  name = "jax_cpu_enable_async_dispatch"
+  was = jax.config.values[name]
+  try:
+    for config, conv in [(acgan.get_config(), True), (conv_cvae, True),
+                         (cgan_mlp.get_config(), False),
+                         (cvae.get_config(), False)]:
+      jax.config.update(name, True)
+      assert runtime.synchronous_cpu_dispatch(config) == conv
+      assert jax.config.values[name] == (not conv)
+    monkeypatch.setenv("CONDGEN_KEEP_XLA_FLAGS", "1")
+    jax.config.update(name, True)
+    assert not runtime.synchronous_cpu_dispatch(acgan.get_config())
+    assert jax.config.values[name]
+  finally:
+    jax.config.update(name, was)
