@@ -19,7 +19,8 @@ time per step on a 2-core CPU). The entry points tell glibc to keep freed
 memory for reuse (`keep_freed_memory`) and, for models with convolutions,
 run CPU computations on the calling thread (`synchronous_cpu_dispatch`), so
 that scratch space comes from the main heap, which can hold blocks of any
-size; JAX's dispatch thread has a glibc arena capped at 64 MB.
+size; JAX's dispatch thread gets a per-thread arena whose heaps stop at
+64 MB, and glibc mmaps anything larger requested there.
 
 Set `CONDGEN_KEEP_XLA_FLAGS=1` to leave XLA_FLAGS, JAX's lowerings and
 settings and glibc's malloc entirely untouched.
@@ -38,14 +39,19 @@ import numpy as np
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 
 
+def _keep_defaults() -> bool:
+  """Whether the user opted out of every CPU default below."""
+  return bool(os.environ.get("CONDGEN_KEEP_XLA_FLAGS"))
+
+
 def set_default_xla_flags() -> str:
   """Adds `CPU_FLAGS` to XLA_FLAGS (those not already named); returns them.
 
   Must run before JAX initialises its backends (the first computation).
   """
-  if os.environ.get("CONDGEN_KEEP_XLA_FLAGS"):
-    return os.environ.get("XLA_FLAGS", "")
   flags = os.environ.get("XLA_FLAGS", "")
+  if _keep_defaults():
+    return flags
   for flag in CPU_FLAGS:
     if flag.split("=")[0] not in flags:
       flags = f"{flags} {flag}".strip()
@@ -81,7 +87,7 @@ def unroll_threefry_on_cpu() -> bool:
   Bits are unchanged (tests/test_runtime.py checks the published test
   vectors and JAX's own values); programs compiled afterwards use it.
   """
-  if os.environ.get("CONDGEN_KEEP_XLA_FLAGS"):
+  if _keep_defaults():
     return False
   from jax.extend import random as jex_random  # pylint: disable=g-import-not-at-top
   from jax.interpreters import mlir  # pylint: disable=g-import-not-at-top
@@ -104,7 +110,7 @@ def keep_freed_memory() -> bool:
   its scratch space instead of faulting fresh pages in. The process keeps
   its peak memory until it exits. Returns whether it applied (glibc only).
   """
-  if os.environ.get("CONDGEN_KEEP_XLA_FLAGS"):
+  if _keep_defaults():
     return False
   if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
     return False
@@ -125,7 +131,7 @@ def synchronous_cpu_dispatch(config) -> bool:
   computation.
   """
   from condgen_jax import families  # pylint: disable=g-import-not-at-top
-  if os.environ.get("CONDGEN_KEEP_XLA_FLAGS"):
+  if _keep_defaults():
     return False
   if not families.has_convolutions(config):
     return False
