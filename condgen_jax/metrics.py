@@ -1,7 +1,8 @@
 """Sample-quality metrics for conditional generators, in JAX.
 
-Every metric works on classifier outputs (logits or penultimate features of
-the `classifier.ReferenceClassifier`, the domain-classifier protocol) or on raw
+Every metric but CAS (which trains a classifier on the images) works on
+classifier outputs (logits or penultimate features of the
+`classifier.ReferenceClassifier`, the domain-classifier protocol) or on raw
 vectors, and is batched so that ~10k x 10k comparisons fit in memory.
 
 - `class_accuracy`, `per_class_accuracy`: how often the classifier assigns a
@@ -11,13 +12,20 @@ vectors, and is batched so that ~10k x 10k comparisons fit in memory.
 - `frechet_distance`, `gaussian_statistics`, `fid`: FID (Heusel et al. 2017).
 - `per_class_fid`, `intra_fid`: FID within each class, averaged (Miyato &
   Koyama 2018).
+- `polynomial_mmd2`, `kid_per_subset`, `kid`: Kernel Inception Distance, the
+  unbiased MMD^2 under a cubic polynomial kernel over random subsets
+  (Binkowski et al. 2018).
 - `inception_score`: exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016).
 - `precision_recall`: k-NN manifold precision / recall (Kynkaanniemi et al.
   2019).
+- `density_coverage`: k-NN density and coverage (Naeem et al. 2020).
+- `classification_accuracy_score`: a classifier trained on the samples only,
+  tested on real data (CAS, Ravuri & Vinyals 2019).
 - `parzen_log_likelihood`, `select_parzen_sigma`: Gaussian Parzen-window
   log-likelihood (Goodfellow et al. 2014; Mirza & Osindero 2014).
-- `evaluate_samples`: all classifier-based metrics at once, with the sample
-  counts behind each.
+- `evaluate_samples`: all metrics of the reference classifier's outputs at
+  once (all the above but the Parzen window and CAS), with the sample counts
+  behind each.
 
 Matrix products use `Precision.HIGHEST`, so results do not depend on an
 accelerator's reduced-precision matmul defaults.
@@ -31,6 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
+
+from condgen_jax import classifier as classifier_lib
+from condgen_jax import data as data_lib
 
 HIGHEST = jax.lax.Precision.HIGHEST
 _matmul = functools.partial(jnp.matmul, precision=HIGHEST)
@@ -207,6 +218,96 @@ def intra_fid(real_features, real_labels, fake_features, fake_labels,
 
 
 # ----------------------------------------------------------------------------
+# Kernel Inception Distance.
+
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+def _cubic_kernel(a, b):
+  """k(x, y) = (x^T y / D + 1)^3 for every row pair, `[len(a), len(b)]`."""
+  return (_matmul(a, b.T) / a.shape[-1] + 1.0) ** 3
+
+
+@jax.jit
+def polynomial_mmd2(x, y):
+  """Unbiased MMD^2 between `x` `[m, D]` and `y` `[n, D]` (m, n >= 2):
+
+    MMD^2_u = sum_{i != i'} k(x_i, x_i') / (m (m - 1))
+              + sum_{j != j'} k(y_j, y_j') / (n (n - 1))
+              - 2 sum_{i, j} k(x_i, y_j) / (m n),
+
+  with the cubic polynomial kernel k(x, y) = (x^T y / D + 1)^3 of KID
+  (Binkowski et al. 2018, "Demystifying MMD GANs"). Unbiased, so it can be
+  slightly negative when both sets come from one distribution.
+  """
+  x, y = _as_float(x), _as_float(y)
+  m, n = x.shape[0], y.shape[0]
+  kxx, kyy = _cubic_kernel(x, x), _cubic_kernel(y, y)
+  return ((jnp.sum(kxx) - jnp.trace(kxx)) / (m * (m - 1))
+          + (jnp.sum(kyy) - jnp.trace(kyy)) / (n * (n - 1))
+          - 2.0 * jnp.sum(_cubic_kernel(x, y)) / (m * n))
+
+
+def kid_subset_size(num_real: int, num_fake: int,
+                    subset_size: int = KID_SUBSET_SIZE) -> int:
+  """The subset size KID uses: `subset_size` clipped to both set sizes."""
+  return min(subset_size, num_real, num_fake)
+
+
+@jax.jit
+def _subset_mmd2(real, fake, real_idx, fake_idx):
+  return jax.lax.map(lambda idx: polynomial_mmd2(real[idx[0]], fake[idx[1]]),
+                     (real_idx, fake_idx))
+
+
+def kid_per_subset(real_features, fake_features,
+                   num_subsets: int = KID_SUBSETS,
+                   subset_size: int = KID_SUBSET_SIZE, seed: int = 0):
+  """`[num_subsets]` values of `polynomial_mmd2` on random subsets.
+
+  Each subset takes m = `kid_subset_size(N, M, subset_size)` real and m fake
+  rows without replacement, as the reference implementations do (Binkowski
+  et al. 2018; 100 subsets of 1000 by default, as in torch-fidelity and
+  clean-fid). The indices come from `np.random.default_rng(seed)`: for each
+  subset in turn, `rng.choice(N, m, replace=False)` for the real rows, then
+  `rng.choice(M, m, replace=False)` for the fake ones; so the result is a
+  pure function of the features and `seed`. The subsets are evaluated one
+  at a time (memory ~3 m^2 floats).
+  """
+  real, fake = _as_float(real_features), _as_float(fake_features)
+  if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+    raise ValueError(f"features must be [N, D] and [M, D]; got {real.shape} "
+                     f"and {fake.shape}.")
+  if num_subsets < 1:
+    raise ValueError(f"num_subsets must be >= 1; got {num_subsets}.")
+  m = kid_subset_size(real.shape[0], fake.shape[0], subset_size)
+  if m < 2:
+    raise ValueError(f"KID needs subsets of >= 2 samples; got {m} (from "
+                     f"{real.shape[0]} real, {fake.shape[0]} fake, "
+                     f"subset_size={subset_size}).")
+  rng = np.random.default_rng(seed)
+  idx = [(rng.choice(real.shape[0], m, replace=False),
+          rng.choice(fake.shape[0], m, replace=False))
+         for _ in range(num_subsets)]
+  real_idx, fake_idx = (np.stack(i).astype(np.int32) for i in zip(*idx))
+  return _subset_mmd2(real, fake, jnp.asarray(real_idx), jnp.asarray(fake_idx))
+
+
+def kid(real_features, fake_features, num_subsets: int = KID_SUBSETS,
+        subset_size: int = KID_SUBSET_SIZE, seed: int = 0):
+  """Kernel Inception Distance, Binkowski et al. 2018, "Demystifying MMD
+  GANs": (mean, standard deviation (ddof=0, as torch-fidelity)) over subsets
+  of the unbiased MMD^2 with kernel k(x, y) = (x^T y / D + 1)^3; see
+  `polynomial_mmd2` and `kid_per_subset` for the estimator and the subsets.
+  Lower is better; 0 in expectation for samples of the real distribution.
+  """
+  values = kid_per_subset(real_features, fake_features, num_subsets,
+                          subset_size, seed)
+  return jnp.mean(values), jnp.std(values)
+
+
+# ----------------------------------------------------------------------------
 # Inception Score.
 
 
@@ -309,6 +410,59 @@ def precision_recall(real_features, fake_features, k: int = 3,
   return precision, recall
 
 
+@functools.partial(jax.jit, static_argnames="batch_size")
+def _ball_hits(support, support_radii, queries, batch_size: int = 1000):
+  """(`[M]` int: how many balls B(support_i, r_i) hold query j, `[N]` bool:
+  does ball i hold some query), `radii` squared as from `knn_radii`; batched
+  over the support rows (memory `batch_size x M`)."""
+  support, queries = _as_float(support), _as_float(queries)
+  q_sq = jnp.sum(queries * queries, axis=-1)
+  chunks, n = _row_chunks(support, batch_size)
+  # Padding rows get radius -1: they hold nothing.
+  radii = jnp.pad(support_radii, (0, chunks.shape[0] * batch_size - n),
+                  constant_values=-1.0).reshape(chunks.shape[:2])
+
+  def one(args):
+    rows, r = args
+    inside = _sq_dists(rows, queries, q_sq) <= r[:, None]
+    return jnp.sum(inside, axis=0, dtype=jnp.int32), jnp.any(inside, axis=1)
+
+  counts, holds = jax.lax.map(one, (chunks, radii))
+  return jnp.sum(counts, axis=0), holds.reshape(-1)[:n]
+
+
+def density_coverage(real_features, fake_features, k: int = 5,
+                     batch_size: int = 1000):
+  """Density and coverage, Naeem et al. 2020, "Reliable Fidelity and
+  Diversity Metrics for Generative Models".
+
+  With real X_1..X_N, fake Y_1..Y_M and B(X_i, NND_k(X_i)) the closed ball
+  around X_i reaching its k-th nearest other real sample (`knn_radii`):
+
+    density  = 1/(k M) sum_j sum_i 1[Y_j in B(X_i, NND_k(X_i))],
+    coverage = 1/N sum_i 1[exists j: Y_j in B(X_i, NND_k(X_i))].
+
+  Density is ~1 for fakes distributed like the reals (it can exceed 1);
+  coverage, in [0, 1], is the fraction of real neighbourhoods that hold a
+  fake sample. Only real-sample balls are used, so outlying reals matter
+  less than in `precision_recall`. Distances are computed `batch_size` rows
+  at a time. Returns two scalars. (The authors' `prdc` package tests
+  d < NND_k, an open ball; the two differ only on ties.)
+  """
+  real, fake = _as_float(real_features), _as_float(fake_features)
+  if k < 1:
+    raise ValueError(f"k must be >= 1; got {k}.")
+  if real.ndim != 2 or real.shape[0] <= k:
+    raise ValueError(f"real_features must be [N, D] with N > k={k}; got "
+                     f"{real.shape}.")
+  if fake.ndim != 2 or fake.shape[0] < 1 or fake.shape[1] != real.shape[1]:
+    raise ValueError(f"fake_features must be [M, {real.shape[1]}] with M >= "
+                     f"1; got {fake.shape}.")
+  counts, holds = _ball_hits(real, knn_radii(real, k, batch_size), fake,
+                             batch_size)
+  return jnp.sum(counts) / (k * fake.shape[0]), jnp.mean(holds)
+
+
 # ----------------------------------------------------------------------------
 # Parzen-window log-likelihood.
 
@@ -367,11 +521,59 @@ def select_parzen_sigma(samples, validation, sigmas, batch_size: int = 100):
 
 
 # ----------------------------------------------------------------------------
+# Classification Accuracy Score.
+
+CAS_STEPS = 300
+
+
+def classification_accuracy_score(train_images, train_labels, test_images,
+                                  test_labels, *, num_classes: int,
+                                  num_steps: int = CAS_STEPS,
+                                  batch_size: int = 64,
+                                  learning_rate: float = 3e-3,
+                                  max_shift: int = 0, seed: int = 0) -> float:
+  """Classification Accuracy Score, Ravuri & Vinyals 2019, "Classification
+  Accuracy Score for Conditional Generative Models".
+
+  A classifier f is trained on generated samples only, `train_images`
+  (float in [0, 1], `[N, H, W, C]`) with the classes they were generated for
+  `train_labels`, and tested on real data:
+
+    CAS = 1/M sum_j 1[argmax f(x_j) = y_j]   over `test_images`, `test_labels`
+
+  (real, e.g. the test split, float in [0, 1]). f is the reference
+  `classifier.CNN`, trained by `classifier.train_classifier` (Adam with
+  cosine decay from `learning_rate`, `num_steps` steps of `batch_size`,
+  clipped to N; random +-`max_shift` pixel shifts; all from `seed`). A few
+  hundred steps keep it affordable on CPU, so CAS is below what a longer
+  training on the same samples would give; compare it with the same setting
+  trained on real data. Returns a float in [0, 1].
+  """
+  train_images = np.asarray(train_images, np.float32)
+  test_images = np.asarray(test_images, np.float32)
+  if train_images.ndim != 4 or train_images.shape[1:] != test_images.shape[1:]:
+    raise ValueError(f"train and test images must be [N, H, W, C] of one "
+                     f"shape; got {train_images.shape} and "
+                     f"{test_images.shape}.")
+  ds = data_lib.Dataset(
+      "cas", train_images, np.asarray(train_labels, np.int32), test_images,
+      np.asarray(test_labels, np.int32),
+      tuple(str(c) for c in range(num_classes)), 1.0, "generated")
+  _, accuracy = classifier_lib.train_classifier(
+      ds, seed=seed, num_steps=num_steps,
+      batch_size=min(batch_size, len(train_images)),
+      learning_rate=learning_rate, max_shift=max_shift)
+  return accuracy
+
+
+# ----------------------------------------------------------------------------
 # Everything at once.
 
 
 def evaluate_samples(classifier, fake_images, fake_labels, real_images,
                      real_labels, *, num_classes: int, k: int = 3,
+                     density_k: int = 5, kid_subsets: int = KID_SUBSETS,
+                     kid_size: int = KID_SUBSET_SIZE, seed: int = 0,
                      batch_size: int = 1000) -> dict:
   """Classifier-based metrics of conditional samples, as plain Python values.
 
@@ -384,13 +586,19 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
       layout (e.g. the test split).
     num_classes: K.
     k: neighbourhood size of precision / recall.
+    density_k: neighbourhood size of density / coverage.
+    kid_subsets, kid_size, seed: KID's number of subsets, their size (clipped
+      to the sample counts, see `kid_subset_size`) and the seed of their
+      draws.
 
   Returns a dict with class_accuracy, matched_class_accuracy and its
   code_to_class map (see `matched_class_accuracy`), per_class_accuracy
   (list of K),
   fid, intra_fid, inception_score (of the fake samples), precision, recall,
-  num_fake, num_real, num_fake_per_class, num_real_per_class and
-  sample_counts: for each metric, the number of fake / real samples it used.
+  kid and kid_std (mean and standard deviation over subsets), density,
+  coverage, num_fake, num_real, num_fake_per_class, num_real_per_class and
+  sample_counts: for each metric, the number of fake / real samples it used
+  (with k for the k-NN metrics; subsets and subset_size for KID).
   """
   fake_labels, real_labels = np.asarray(fake_labels), np.asarray(real_labels)
   fake_logits, fake_feats = classifier.logits_and_features(fake_images)
@@ -404,7 +612,12 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
   real_counts = np.bincount(real_labels, minlength=num_classes).tolist()
 
   precision, recall = precision_recall(real_feats, fake_feats, k, batch_size)
+  density, coverage = density_coverage(real_feats, fake_feats, density_k,
+                                       batch_size)
+  kid_mean, kid_std = kid(real_feats, fake_feats, kid_subsets, kid_size, seed)
   both = {"fake": num_fake, "real": num_real}
+  kid_counts = dict(both, subsets=kid_subsets,
+                    subset_size=kid_subset_size(num_real, num_fake, kid_size))
   matched, code_to_class = matched_class_accuracy(fake_logits, fake_labels,
                                                   num_classes)
   return {
@@ -419,6 +632,10 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
       "inception_score": float(inception_score(fake_logits)),
       "precision": float(precision),
       "recall": float(recall),
+      "kid": float(kid_mean),
+      "kid_std": float(kid_std),
+      "density": float(density),
+      "coverage": float(coverage),
       "num_fake": num_fake,
       "num_real": num_real,
       "num_fake_per_class": fake_counts,
@@ -432,5 +649,9 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
           "inception_score": {"fake": num_fake, "real": 0},
           "precision": dict(both, k=k),
           "recall": dict(both, k=k),
+          "kid": kid_counts,
+          "kid_std": dict(kid_counts),
+          "density": dict(both, k=density_k),
+          "coverage": dict(both, k=density_k),
       },
   }

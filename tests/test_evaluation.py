@@ -6,6 +6,7 @@ import pytest
 
 from condgen_jax import classifier as classifier_lib
 from condgen_jax import evaluation
+from condgen_jax import metrics
 from condgen_jax import train
 from conftest import tiny_cvae_config
 
@@ -19,6 +20,9 @@ def digits_classifier(digits, tmp_path_factory):
 def test_metric_mode():
   assert evaluation.metric_mode("fid") == "min"
   assert evaluation.metric_mode("class_accuracy") == "max"
+  assert evaluation.metric_mode("kid") == "min"
+  for name in ("density", "coverage", "cas"):
+    assert evaluation.metric_mode(name) == "max", name
   with pytest.raises(ValueError, match="'sharpness'"):
     evaluation.metric_mode("sharpness")
 
@@ -29,10 +33,16 @@ def test_evaluate_state_reports_every_metric_with_counts(digits,
   out = evaluation.evaluate_state(run, run.state, num_per_class=20,
                                   classifier=digits_classifier, parzen=True)
   for key in ("class_accuracy", "fid", "intra_fid", "inception_score",
-              "precision", "recall", "parzen_log_likelihood",
-              "test_neg_elbo"):
+              "precision", "recall", "kid", "kid_std", "density", "coverage",
+              "cas", "parzen_log_likelihood", "test_neg_elbo"):
     assert np.isfinite(out[key]), key
   assert out["num_fake"] == 200 and out["num_real"] == 360
+  assert out["sample_counts"]["kid"] == {"fake": 200, "real": 360,
+                                         "subsets": 100, "subset_size": 200}
+  assert out["sample_counts"]["density"] == {"fake": 200, "real": 360, "k": 5}
+  assert out["cas_counts"] == {"train": 200, "test": 360,
+                               "steps": metrics.CAS_STEPS}
+  assert 0 <= out["cas"] <= 1
   assert len(out["per_class_accuracy"]) == 10
   assert out["parzen_counts"]["samples"] == 200
   assert out["parzen_sigma"] in evaluation.PARZEN_SIGMAS
@@ -44,9 +54,11 @@ def test_training_keeps_the_best_checkpoint(tmp_path, digits,
   config = tiny_cvae_config(num_steps=60, eval_every=20, checkpoint_every=20,
                             eval_num_per_class=10, best_metric="fid")
   real = evaluation.evaluate_state
+  # CAS (a classifier training, ~3 s) is left out: the choice is by FID.
   monkeypatch.setattr(
       evaluation, "evaluate_state",
-      lambda *a, **k: real(*a, **dict(k, classifier=digits_classifier)))
+      lambda *a, **k: real(*a, **dict(k, classifier=digits_classifier,
+                                      cas=False)))
   train.train_and_evaluate(config, tmp_path, digits)
   records = [json.loads(l) for l in
              (tmp_path / "eval_metrics.jsonl").read_text().splitlines()]

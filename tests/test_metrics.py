@@ -1,6 +1,7 @@
 """Metrics against values computed independently (numpy / scipy / by hand)."""
 
 import dataclasses
+import functools
 import re
 
 import jax
@@ -9,7 +10,10 @@ import numpy as np
 import pytest
 import scipy.linalg
 from scipy.special import logsumexp
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics.pairwise import polynomial_kernel
 
+from condgen_jax import data
 from condgen_jax import metrics
 
 
@@ -162,6 +166,90 @@ def test_intra_fid_needs_two_samples_per_class():
                       np.array([0, 0, 1, 1, 1, 2]), 3)
 
 
+# ---------------------------------------------------------------- KID
+
+
+def _numpy_mmd2(x, y):
+  """Unbiased MMD^2 with sklearn's (gamma x.y + coef0)^degree kernel."""
+  x, y = np.float64(x), np.float64(y)
+  kern = functools.partial(polynomial_kernel, degree=3, gamma=1 / x.shape[1],
+                           coef0=1)
+  m, n = len(x), len(y)
+  kxx, kyy = kern(x, x), kern(y, y)
+  return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+          + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+          - 2 * kern(x, y).mean())
+
+
+def test_polynomial_mmd2_by_hand():
+  # D = 1: k(x, y) = (xy + 1)^3. X = {0, 1}, Y = {0, -1}:
+  # k(0, 1) = 1, k(0, -1) = 1 -> XX and YY terms 2 / 2 = 1 each;
+  # cross k(0,0) + k(0,-1) + k(1,0) + k(1,-1) = 1 + 1 + 1 + 0 = 3 -> 2 * 3 / 4.
+  x, y = np.array([[0.], [1.]]), np.array([[0.], [-1.]])
+  np.testing.assert_allclose(metrics.polynomial_mmd2(x, y), 0.5, rtol=1e-6)
+  np.testing.assert_allclose(_numpy_mmd2(x, y), 0.5)
+
+
+def test_polynomial_mmd2_matches_sklearn_kernel():
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(40, 6)).astype(np.float32)
+  y = (rng.normal(size=(30, 6)) * 1.3 + 0.4).astype(np.float32)
+  for a, b in ((x, y), (x, x[:25]), (y, x)):
+    np.testing.assert_allclose(float(metrics.polynomial_mmd2(a, b)),
+                               _numpy_mmd2(a, b), rtol=1e-4, atol=1e-5)
+
+
+def test_kid_matches_numpy_over_the_documented_subsets():
+  rng = np.random.default_rng(12)
+  real = np.abs(rng.normal(size=(120, 8))).astype(np.float32)
+  fake = np.abs(rng.normal(size=(90, 8)) * 1.2 + 0.2).astype(np.float32)
+
+  def numpy_kid(num_subsets, m, seed):
+    draws = np.random.default_rng(seed)
+    values = []
+    for _ in range(num_subsets):
+      r = real[draws.choice(len(real), m, replace=False)]
+      f = fake[draws.choice(len(fake), m, replace=False)]
+      values.append(_numpy_mmd2(r, f))
+    return np.array(values)
+
+  for num_subsets, size, m, seed in ((7, 50, 50, 0), (3, 1000, 90, 5)):
+    expected = numpy_kid(num_subsets, m, seed)
+    per = metrics.kid_per_subset(real, fake, num_subsets, size, seed)
+    np.testing.assert_allclose(per, expected, rtol=1e-4, atol=1e-6)
+    mean, std = metrics.kid(real, fake, num_subsets, size, seed)
+    np.testing.assert_allclose([mean, std], [expected.mean(), expected.std()],
+                               rtol=1e-4, atol=1e-6)
+  assert metrics.kid_subset_size(120, 90) == 90
+  assert metrics.kid_subset_size(5000, 2000) == 1000
+  # Deterministic in the seed, and the seed matters.
+  a = metrics.kid_per_subset(real, fake, 4, 30, seed=1)
+  np.testing.assert_array_equal(a, metrics.kid_per_subset(real, fake, 4, 30,
+                                                          seed=1))
+  assert not np.allclose(a, metrics.kid_per_subset(real, fake, 4, 30, seed=2))
+
+
+def test_kid_is_near_zero_for_one_distribution():
+  rng = np.random.default_rng(13)
+  a, b = (rng.normal(size=(400, 4)).astype(np.float32) for _ in range(2))
+  same, std = metrics.kid(a, b, num_subsets=10, subset_size=200)
+  shifted, _ = metrics.kid(a, b + 1.0, num_subsets=10, subset_size=200)
+  # Unbiased: about 0 (here -0.03 +- 0.03 over subsets); a mean shift of 1
+  # per coordinate gives ~10.
+  assert abs(float(same)) < 2 * float(std) < 0.1
+  assert float(shifted) > 5.0
+
+
+def test_kid_rejects_bad_inputs():
+  x = np.zeros((10, 3), np.float32)
+  with pytest.raises(ValueError, match=">= 2 samples"):
+    metrics.kid(x, x[:1])
+  with pytest.raises(ValueError, match=r"\[N, D\] and \[M, D\]"):
+    metrics.kid(x, np.zeros((10, 4), np.float32))
+  with pytest.raises(ValueError, match="num_subsets"):
+    metrics.kid(x, x, num_subsets=0)
+
+
 # ---------------------------------------------------------------- IS
 
 
@@ -228,6 +316,50 @@ def test_precision_recall_identical_sets_and_chunking():
                                       brute(fake, real, 3)])
 
 
+# ---------------------------------------------------------------- D / C
+
+
+def _numpy_density_coverage(real, fake, k):
+  real, fake = np.float64(real), np.float64(fake)
+  d_rr = np.linalg.norm(real[:, None] - real[None], axis=-1)
+  radii = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+  inside = np.linalg.norm(real[:, None] - fake[None], axis=-1) <= radii[:, None]
+  return inside.sum() / (k * len(fake)), inside.any(axis=1).mean()
+
+
+def test_density_coverage_on_a_line():
+  real = np.arange(5, dtype=np.float32)[:, None]  # 0..4
+  fake = np.array([[0.5], [1.8], [10.]], np.float32)
+  # k=1: every real radius is 1. 0.5 lies in the balls of 0 and 1, 1.8 in
+  # those of 1 and 2, 10 in none -> density (2 + 2 + 0) / (1 * 3) = 4/3.
+  # Reals 0, 1, 2 hold a fake; 3 (nearest fake 1.8, 1.2 away) and 4 do not
+  # -> coverage 3/5.
+  np.testing.assert_allclose(metrics.density_coverage(real, fake, k=1),
+                             [4 / 3, 0.6], rtol=1e-6)
+  # k=2: radii 2, 1, 1, 1, 2. 0.5 is in the balls of 0, 1; 1.8 in those of
+  # 0, 1, 2 (|4 - 1.8| = 2.2 > 2, |3 - 1.8| > 1) -> density 5 / 6; the same
+  # three reals are covered -> 3/5.
+  np.testing.assert_allclose(metrics.density_coverage(real, fake, k=2),
+                             [5 / 6, 0.6], rtol=1e-6)
+
+
+def test_density_coverage_match_brute_force_and_chunking():
+  rng = np.random.default_rng(14)
+  real = rng.normal(size=(57, 5)).astype(np.float32)
+  for fake in (rng.normal(size=(43, 5)).astype(np.float32),
+               (rng.normal(size=(31, 5)) * 0.5 + 0.7).astype(np.float32)):
+    for k, batch_size in ((5, 1000), (3, 16)):
+      got = metrics.density_coverage(real, fake, k=k, batch_size=batch_size)
+      np.testing.assert_allclose(got, _numpy_density_coverage(real, fake, k),
+                                 rtol=1e-6)
+  # Fakes equal to the reals cover every real ball.
+  assert float(metrics.density_coverage(real, real, batch_size=16)[1]) == 1.0
+  with pytest.raises(ValueError, match="N > k=5"):
+    metrics.density_coverage(real[:5], real)
+  with pytest.raises(ValueError, match=r"\[M, 5\]"):
+    metrics.density_coverage(real, real[:, :3])
+
+
 # ---------------------------------------------------------------- Parzen
 
 
@@ -279,6 +411,44 @@ def test_select_parzen_sigma_picks_the_best_validation_score():
     metrics.select_parzen_sigma(samples, valid, [0.1, -1.0])
 
 
+# ---------------------------------------------------------------- CAS
+
+CAS_STEPS = 200  # 98.3% on digits; each training is ~2 s of CPU, mostly
+                 # compilation
+
+
+def test_cas_on_digits(digits):
+  x_train = data.to_float(digits.train_images, digits.max_value)
+  x_test = data.to_float(digits.test_images, digits.max_value)
+  # Baseline: multinomial logistic regression on the pixels, 96.4%.
+  logreg = LogisticRegression(max_iter=2000).fit(
+      x_train.reshape(len(x_train), -1), digits.train_labels)
+  baseline = logreg.score(x_test.reshape(len(x_test), -1), digits.test_labels)
+  # "Generated" = the real training images: the CNN trained on them must be
+  # at least about as good as the linear baseline.
+  cas = metrics.classification_accuracy_score(
+      x_train, digits.train_labels, x_test, digits.test_labels,
+      num_classes=10, num_steps=CAS_STEPS)
+  assert cas >= baseline - 0.01, (cas, baseline)
+  # Labels independent of the images: chance level (0.1 for 10 classes;
+  # the standard error on 360 test images is ~0.016).
+  shuffled = np.random.default_rng(0).permutation(digits.train_labels)
+  chance = metrics.classification_accuracy_score(
+      x_train, shuffled, x_test, digits.test_labels, num_classes=10,
+      num_steps=CAS_STEPS)
+  assert 0.02 < chance < 0.2, chance
+
+
+def test_cas_rejects_bad_inputs():
+  x = np.zeros((4, 8, 8, 1), np.float32)
+  with pytest.raises(ValueError, match="one shape"):
+    metrics.classification_accuracy_score(
+        x, np.zeros(4), np.zeros((4, 4, 4, 1)), np.zeros(4), num_classes=2)
+  with pytest.raises(ValueError, match=r"must be in \[0, 2\)"):
+    metrics.classification_accuracy_score(
+        x, np.array([0, 1, 2, 0]), x, np.zeros(4), num_classes=2)
+
+
 # ---------------------------------------------------------------- all
 
 
@@ -314,6 +484,26 @@ def test_evaluate_samples_keys_and_counts():
   assert out["num_fake_per_class"] == [8, 8, 8]
   assert out["num_real_per_class"] == [10, 10, 10]
   assert out["sample_counts"]["fid"] == {"fake": 24, "real": 30}
-  for key in ("fid", "intra_fid", "precision", "recall"):
+  assert out["sample_counts"]["kid"] == {"fake": 24, "real": 30,
+                                         "subsets": 100, "subset_size": 24}
+  assert out["sample_counts"]["density"] == {"fake": 24, "real": 30, "k": 5}
+  assert out["sample_counts"]["coverage"] == {"fake": 24, "real": 30, "k": 5}
+  for key in ("fid", "intra_fid", "precision", "recall", "kid", "kid_std",
+              "density", "coverage"):
     assert isinstance(out[key], float) and np.isfinite(out[key]), key
   assert 0 <= out["precision"] <= 1 and 0 <= out["recall"] <= 1
+  # Computed on the classifier's features (here the flattened pixels).
+  real_f = np.asarray(real, np.float32).reshape(30, -1)
+  fake_f = np.asarray(fake, np.float32).reshape(24, -1)
+  np.testing.assert_allclose(
+      [out["density"], out["coverage"]],
+      _numpy_density_coverage(real_f, fake_f, 5), rtol=1e-6)
+  per_subset = []
+  draws = np.random.default_rng(0)
+  for _ in range(100):  # m = 24: every subset holds all the fakes
+    r = real_f[draws.choice(30, 24, replace=False)]
+    f = fake_f[draws.choice(24, 24, replace=False)]
+    per_subset.append(_numpy_mmd2(r, f))
+  np.testing.assert_allclose([out["kid"], out["kid_std"]],
+                             [np.mean(per_subset), np.std(per_subset)],
+                             rtol=1e-4, atol=1e-6)
