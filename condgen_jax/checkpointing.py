@@ -1,54 +1,133 @@
-"""Orbax checkpoints of a run's state, and the run's identity in its workdir.
+"""A run's workdir: its config and config history, orbax checkpoints, and
+the checks that keep both safe to resume after a kill at any moment.
 
-A workdir holds `config.json` (the config that made it) and orbax checkpoints
-under `checkpoints/` (the latest few, for resuming) and `best/` (the best by a
-chosen metric, when asked for). Orbax writes each checkpoint to a temporary
-folder and renames it when complete, so a run killed at any moment leaves the
-last complete checkpoint intact; `restore_latest` uses it.
+A workdir holds
+- `config.json`: the config the run is continuing with;
+- `config_history.jsonl`: one record per config the run has used (the first
+  one, then each change allowed by `allow_config_change`, with its step);
+- orbax checkpoints under `checkpoints/` (the latest few, for resuming) and
+  `best/` (the best by a chosen metric, when asked for);
+- `skipped_checkpoints/`: checkpoints that failed to restore, set aside (not
+  deleted) when a resume fell back to an earlier one.
+
+Every path goes through `etils.epath`, so a workdir may be local or remote
+(`gs://bucket/run`). Files are rewritten atomically (write, then rename);
+orbax writes each checkpoint to a temporary folder and renames it when
+complete. No checkpoint ever holds a non-finite value: `save` checks the
+state first (one compiled reduction).
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
+import os
+import sys
+import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 CONFIG_FILE = "config.json"
+HISTORY_FILE = "config_history.jsonl"
+SKIPPED_DIR = "skipped_checkpoints"
 # Keys that decide the shape of a run's state: a workdir made with other
-# values cannot be resumed by this config.
+# values cannot be resumed by this config, whatever the override.
 IDENTITY_KEYS = ("model", "dataset")
+# Keys that only extend or observe a run, or say where its data is: they may
+# differ on resume. Every other key changes what the run computes.
+OBSERVER_KEYS = ("num_steps", "log_every", "checkpoint_every",
+                 "sample_every", "eval_every", "eval_num_per_class",
+                 "samples_per_class", "max_to_keep", "steps_per_call",
+                 "data_dir", "tfds_dir", "download", "allow_config_change")
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a non-finite loss or state."""
+
+
+def as_path(path) -> epath.Path:
+  """`path` as an epath.Path; local paths made absolute (orbax needs it)."""
+  path = epath.Path(path)
+  if is_local(path):
+    path = epath.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+  return path
+
+
+def is_local(path) -> bool:
+  return "://" not in str(path)
+
+
+def write_text_atomic(path, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and a rename."""
+  path = epath.Path(path)
+  tmp = path.parent / f".{path.name}.tmp"
+  tmp.write_text(text)
+  tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------
+# The run's config.
 
 
 def read_config(workdir) -> ml_collections.ConfigDict:
   """The config a run was made with, from `workdir/config.json`."""
-  path = pathlib.Path(workdir) / CONFIG_FILE
+  path = as_path(workdir) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: {str(workdir)!r} is not "
                             "a condgen-jax workdir (train into it first).")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(_read_json(path))
 
 
-def check_workdir(workdir, config) -> None:
-  """Raises ValueError if `workdir` holds a run of another model or dataset.
+def _read_json(path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); use another "
+                     "--workdir.") from None
 
-  Nothing in the workdir is touched.
+
+def _plain(config) -> dict:
+  """The config as JSON values (tuples as lists), as config.json holds it."""
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json(sort_keys=True))
+  return json.loads(json.dumps(dict(config), sort_keys=True))
+
+
+def config_changes(old: dict, new) -> dict:
+  """{key: (old value, new value)} for the keys that change what the run
+  computes. Keys absent from `old` (added to the library since the run
+  started: their defaults keep the old behaviour) are not compared."""
+  new = _plain(new)
+  missing = "<absent>"
+  return {k: (old[k], new.get(k, missing)) for k in sorted(old)
+          if k not in OBSERVER_KEYS and old[k] != new.get(k, missing)}
+
+
+def check_workdir(workdir, config) -> dict:
+  """Checks that `config` may train into `workdir`; touches nothing.
+
+  Raises ValueError when the workdir is not a folder, holds a run of another
+  model or dataset, or holds a run whose config differs from `config` in a
+  key that changes what the run computes (unless
+  `config.allow_config_change`); OSError when it cannot be written. Returns
+  the allowed changes, {key: (old, new)}.
   """
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+  workdir = as_path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir {str(workdir)!r} is a file, not a folder.")
+  check_writable(workdir)
+  path = workdir / CONFIG_FILE
   if not path.exists():
+    ckpt_dir = workdir / "checkpoints"
     if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
       raise ValueError(f"{ckpt_dir} holds checkpoints but {path} is missing: "
                        "not a workdir this config can resume. Use another "
                        "--workdir.")
-    return
-  try:
-    old = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); use another "
-                     "--workdir.") from None
+    return {}
+  old = _read_json(path)
   for key in IDENTITY_KEYS:
     if old.get(key) != config.get(key):
       raise ValueError(
@@ -56,14 +135,61 @@ def check_workdir(workdir, config) -> None:
           f"{old.get(key)!r}, but the config asks for {key}="
           f"{config.get(key)!r}. Use another --workdir, or the same "
           f"{key} to resume it.")
+  changes = config_changes(old, config)
+  if changes and not config.get("allow_config_change", False):
+    listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in
+                       changes.items())
+    raise ValueError(
+        f"--workdir {str(workdir)!r} holds a run made with another config "
+        f"({listed}). Resume it with its own values, use another --workdir, "
+        "or pass --config.allow_config_change=True to continue with the new "
+        "values (recorded in config_history.jsonl).")
+  return changes
 
 
-def write_config(workdir, config) -> None:
-  path = pathlib.Path(workdir) / CONFIG_FILE
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(config.to_json(indent=2, sort_keys=True))
-  tmp.replace(path)
+def check_writable(workdir) -> None:
+  """OSError (PermissionError) when a local workdir, or a file in it that a
+  run rewrites, cannot be written."""
+  if not is_local(workdir):
+    return
+  folder = os.fspath(workdir)
+  existing = folder
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise PermissionError(f"--workdir {folder!r}: {existing!r} is not "
+                          "writable.")
+  for name in (CONFIG_FILE, HISTORY_FILE, "metrics.jsonl",
+               "eval_metrics.jsonl"):
+    path = os.path.join(folder, name)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+      raise PermissionError(f"{path} is not writable; the run rewrites it.")
+
+
+def write_config(workdir, config, *, step: int = 0,
+                 changes: dict | None = None) -> None:
+  """Writes `config.json`, and appends to `config_history.jsonl` when the run
+  is new (no history yet) or `changes` were allowed at `step`."""
+  workdir = as_path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  history = workdir / HISTORY_FILE
+  record = None
+  if not history.exists():
+    record = {"step": step, "config": _plain(config)}
+  elif changes:
+    record = {"step": step, "changes": {k: list(v) for k, v in
+                                        changes.items()},
+              "config": _plain(config)}
+  if record is not None:
+    record["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    old = history.read_text() if history.exists() else ""
+    write_text_atomic(history, old + json.dumps(record, sort_keys=True) + "\n")
+  write_text_atomic(workdir / CONFIG_FILE,
+                    config.to_json(indent=2, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints.
 
 
 def manager(directory, *, max_to_keep: int | None = 2,
@@ -83,14 +209,51 @@ def manager(directory, *, max_to_keep: int | None = 2,
       create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(pathlib.Path(directory).absolute(),
-                               options=options)
+  return ocp.CheckpointManager(as_path(directory), options=options)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """Paths of the floating-point leaves of `tree` holding a NaN or an inf
+  ([] when all are finite: one compiled reduction, then names on failure)."""
+  if bool(jax.device_get(_all_finite(tree))):
+    return []
+  bad = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(
+        jax.device_get(jnp.all(jnp.isfinite(leaf)))):
+      bad.append(jax.tree_util.keystr(path))
+  return bad
+
+
+def check_finite_state(state, step: int) -> None:
+  """NonFiniteError naming the non-finite leaves of `state` at `step`."""
+  bad = nonfinite_leaves(state)
+  if bad:
+    raise NonFiniteError(
+        f"non-finite values in the state at step {step} ({', '.join(bad[:3])}"
+        f"{' and more' if len(bad) > 3 else ''})")
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state,
-         metrics: dict | None = None) -> None:
+         metrics: dict | None = None) -> bool:
+  """Saves `state` as checkpoint `step`; returns False when that step is
+  already saved (a resumed run reaching it again computes the same state).
+
+  Raises NonFiniteError, saving nothing, if the state is not all finite.
+  """
+  check_finite_state(state, step)
+  if step in mngr.all_steps():
+    return False
   mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
             force=True)
+  return True
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target):
@@ -102,14 +265,75 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
   except Exception as e:  # orbax raises many types for foreign data.
     raise ValueError(
         f"Checkpoint {step} in {mngr.directory} does not fit this config's "
-        f"model state ({type(e).__name__}: {str(e)[:300]}). It was written by "
-        "another model or config, or is corrupt; use another --workdir.") \
-        from e
+        f"model state or is corrupt ({type(e).__name__}: "
+        f"{_first_line(e)})") from e
 
 
-def restore_latest(mngr: ocp.CheckpointManager, target):
-  """(state, step) from the latest complete checkpoint, or (target, None)."""
-  step = mngr.latest_step()
-  if step is None:
-    return target, None
-  return restore(mngr, step, target), step
+def _first_line(e: Exception, limit: int = 200) -> str:
+  text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  return text[:limit]
+
+
+def restore_newest(directory, target, *, finite: bool = True):
+  """(state, step, skipped) from the newest checkpoint in `directory` that
+  restores cleanly (and, with `finite`, holds finite values only); `skipped`
+  lists (step, reason) for the newer ones that did not. (target, None, [])
+  when there is no checkpoint. Raises ValueError when none restores."""
+  directory = as_path(directory)
+  if not directory.exists():
+    return target, None, []
+  mngr = manager(directory, read_only=True)
+  try:
+    steps = sorted(mngr.all_steps(), reverse=True)
+    skipped = []
+    for step in steps:
+      try:
+        state = restore(mngr, step, target)
+      except ValueError as e:
+        skipped.append((step, str(e)))
+        continue
+      bad = nonfinite_leaves(state) if finite else []
+      if bad:
+        skipped.append((step, f"checkpoint {step} holds non-finite values "
+                              f"({', '.join(bad[:3])})"))
+        continue
+      return state, step, skipped
+  finally:
+    mngr.close()
+  if skipped:
+    reasons = "; ".join(reason for _, reason in skipped)
+    raise ValueError(
+        f"No checkpoint in {directory} restores: {reasons}. It was written "
+        "by another model or config, or is corrupt; use another --workdir.")
+  return target, None, []
+
+
+def set_aside(workdir, directory, skipped) -> list[str]:
+  """Moves the `skipped` checkpoints of `directory` to
+  `workdir/skipped_checkpoints/` (kept, out of orbax's way, so a resumed run
+  can save those steps again); returns where each went."""
+  moved = []
+  for step, _ in skipped:
+    src = as_path(directory) / str(step)
+    if not src.exists():
+      continue
+    dst_dir = as_path(workdir) / SKIPPED_DIR
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / f"{as_path(directory).name}_{step}"
+    n = 1
+    while dst.exists():
+      dst, n = dst_dir / f"{as_path(directory).name}_{step}.{n}", n + 1
+    src.rename(dst)
+    moved.append(str(dst))
+  return moved
+
+
+def report_skipped(skipped, restored_step) -> None:
+  """One stderr line per skipped checkpoint (process 0)."""
+  if jax.process_index() != 0:
+    return
+  for step, reason in skipped:
+    to = (f"restored step {restored_step} instead" if restored_step is not
+          None else "no earlier checkpoint")
+    print(f"warning: skipped checkpoint {step}: {reason}; {to}.",
+          file=sys.stderr)

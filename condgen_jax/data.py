@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import zlib
 import os
 import pathlib
 
@@ -128,8 +129,14 @@ def _load_digits() -> Dataset:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
   """Parses one (optionally gzipped) IDX file into a numpy array."""
   opener = gzip.open if str(path).endswith(".gz") else open
-  with opener(path, "rb") as f:
-    data = f.read()
+  try:
+    with opener(path, "rb") as f:
+      data = f.read()
+  except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+    raise ValueError(f"{path} is not a readable gzip file ({e}); replace it "
+                     "with the official IDX .gz file.") from None
+  if len(data) < 4:
+    raise ValueError(f"{path} is too short to be an IDX file.")
   zero, dtype_code, ndim = data[0] * 256 + data[1], data[2], data[3]
   if zero != 0 or dtype_code != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file.")
@@ -151,6 +158,23 @@ def find_idx_dir(name: str, data_dir: str | None) -> pathlib.Path | None:
     if all((folder / f).exists() for f in files):
       return folder
   return None
+
+
+def check_idx_files(folder) -> None:
+  """ValueError naming the first of the four IDX files in `folder` whose
+  header does not read (not gzip, truncated, not IDX), before TFDS or numpy
+  parse them."""
+  for pair in IDX_FILES.values():
+    for file in pair:
+      path = pathlib.Path(folder) / file
+      try:
+        with gzip.open(path, "rb") as f:
+          header = f.read(4)
+      except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"{path} is not a readable gzip file ({e}); replace "
+                         "it with the official IDX .gz file.") from None
+      if len(header) < 4 or header[:3] != b"\0\0\x08":
+        raise ValueError(f"{path} is not an unsigned-byte IDX file.")
 
 
 def load_idx(name: str, folder: str | os.PathLike) -> Dataset:
@@ -215,6 +239,7 @@ def _load_tfds_or_idx(name, data_dir, tfds_dir, download) -> Dataset:
     return _read_tfds(name, tfds_dir)
   idx_dir = find_idx_dir(name, data_dir)
   if idx_dir is not None:
+    check_idx_files(idx_dir)
     if _has_tensorflow():
       build_tfds(name, idx_dir, tfds_dir)
       return _read_tfds(name, tfds_dir)

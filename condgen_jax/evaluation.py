@@ -5,7 +5,11 @@
 - sample metrics under the dataset's reference classifier (domain-classifier
   protocol, as TF-GAN does for MNIST): class accuracy (overall and per class),
   FID and intra-class FID in the classifier's feature space against the test
-  split, classifier Inception Score, precision and recall (k = 3);
+  split, classifier Inception Score, precision and recall (k = 3), KID (100
+  subsets of up to 1000), density and coverage (k = 5);
+- the Classification Accuracy Score (Ravuri & Vinyals 2019): the reference
+  CNN trained for `cas_steps` steps on the samples and their requested
+  labels only, its accuracy on the test split (`cas=False` skips it);
 - optionally the Parzen-window log-likelihood of Goodfellow et al. 2014 /
   Mirza & Osindero 2014 (sigma chosen on a validation split of 10,000
   training images, reported on the test split as mean and standard error).
@@ -17,11 +21,11 @@ with it and writes `workdir/eval.json`.
 from __future__ import annotations
 
 import json
-import pathlib
 
 import jax
 import numpy as np
 
+from condgen_jax import checkpointing
 from condgen_jax import classifier as classifier_lib
 from condgen_jax import data as data_lib
 from condgen_jax import metrics
@@ -31,9 +35,24 @@ from condgen_jax import sampling
 METRIC_MODES = {"fid": "min", "intra_fid": "min", "test_neg_elbo": "min",
                 "test_iw_nll": "min", "class_accuracy": "max",
                 "inception_score": "max", "precision": "max", "recall": "max",
-                "parzen_log_likelihood": "max"}
+                "parzen_log_likelihood": "max", "kid": "min",
+                "density": "max", "coverage": "max", "cas": "max",
+                "test_class_acc": "max"}
 PARZEN_SIGMAS = tuple(np.geomspace(0.05, 0.5, 10).round(4).tolist())
 PARZEN_VALIDATION = 10_000
+
+
+# What every evaluation of samples reports, whatever the family (the Parzen
+# estimate is computed by `experiments.evaluate` only).
+SAMPLE_METRICS = ("fid", "intra_fid", "class_accuracy", "inception_score",
+                  "precision", "recall", "kid", "density", "coverage", "cas")
+
+
+def best_metrics(family_metrics=()) -> tuple[str, ...]:
+  """The metrics a run may keep its best checkpoint by: the sample metrics
+  and its family's (`family.metric_names(config)`) that have a mode."""
+  return tuple(m for m in (*SAMPLE_METRICS, *family_metrics)
+               if m in METRIC_MODES)
 
 
 def metric_mode(name: str) -> str:
@@ -61,8 +80,13 @@ def parzen_metrics(samples, dataset: data_lib.Dataset,
 
 def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
                    classifier=None, parzen: bool = False,
-                   family_metrics: bool = True) -> dict:
-  """All applicable metrics of `state` (see the module docstring)."""
+                   family_metrics: bool = True, cas: bool = True,
+                   cas_steps: int = metrics.CAS_STEPS) -> dict:
+  """All applicable metrics of `state` (see the module docstring).
+
+  `seed` draws the samples, KID's subsets and CAS's classifier training;
+  `cas_steps` is the number of training steps of CAS's classifier.
+  """
   ds = run.dataset
   results = {}
   if family_metrics:
@@ -73,10 +97,17 @@ def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
   fake, fake_labels = sampling.sample_per_class(run, state, num_per_class,
                                                 seed)
   real, real_labels = ds.split("test")
+  real = data_lib.to_float(real, ds.max_value)
   results.update(metrics.evaluate_samples(
-      classifier, fake, fake_labels, data_lib.to_float(real, ds.max_value),
-      real_labels, num_classes=ds.num_classes))
+      classifier, fake, fake_labels, real, real_labels,
+      num_classes=ds.num_classes, seed=seed))
   results["classifier_test_accuracy"] = float(classifier.test_accuracy)
+  if cas:
+    results["cas"] = metrics.classification_accuracy_score(
+        fake, fake_labels, real, real_labels, num_classes=ds.num_classes,
+        num_steps=cas_steps, seed=seed)
+    results["cas_counts"] = {"train": len(fake), "test": len(real),
+                             "steps": cas_steps}
   if parzen:
     results.update(parzen_metrics(fake, ds))
   return results
@@ -92,7 +123,6 @@ def write_results(workdir, results: dict, name: str = "eval.json") -> None:
   """Writes `results` to `workdir/name` atomically (process 0 only)."""
   if jax.process_index() != 0:
     return
-  path = pathlib.Path(workdir) / name
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-  tmp.replace(path)
+  checkpointing.write_text_atomic(checkpointing.as_path(workdir) / name,
+                                  json.dumps(results, indent=2,
+                                             sort_keys=True))

@@ -74,6 +74,7 @@ import optax
 from condgen_jax import data as data_lib
 from condgen_jax import gans
 from condgen_jax import losses
+from condgen_jax import validation
 
 # gan_loss name -> (discriminator loss(real_logits, fake_logits),
 #                   generator loss(fake_logits)), both per example.
@@ -216,6 +217,29 @@ def settings(config) -> Settings:
     if getattr(s, name) < 0:
       raise ValueError(f"{name} must be >= 0; got {getattr(s, name)!r}.")
   return s
+
+
+def validate_config(config) -> None:
+  """Every GAN key's value, before anything is written; ValueError names
+  the first bad one."""
+  settings(config)
+  validation.positive(config, "g_learning_rate", "d_learning_rate",
+                      defaults=TRAIN_DEFAULTS)
+  for key in ("adam_b1", "adam_b2", "momentum"):
+    validation.in_range(config, key, 0.0, 1.0, default=TRAIN_DEFAULTS[key])
+  for key in ("dropout_rate", "g_dropout_rate"):
+    validation.in_range(config, key, 0.0, 1.0,
+                        default=gans.MODEL_DEFAULTS[key])
+  validation.at_least(config, 1, "g_width", "d_width", "d_kernel_size",
+                      "mbd_kernels", "mbd_kernel_dim",
+                      defaults=gans.MODEL_DEFAULTS)
+  gans.validate_model_config(config)
+
+
+def metric_names(config) -> tuple[str, ...]:
+  """The metrics `evaluate` reports for this config (besides the runner's
+  sample metrics)."""
+  return ("test_class_acc",) if config.model == "acgan" else ()
 
 
 @struct.dataclass

@@ -324,6 +324,26 @@ def model_option(config, key: str):
   return config.get(key, MODEL_DEFAULTS[key])
 
 
+def validate_model_config(config) -> None:
+  """ValueError naming the first model key with a value not allowed."""
+  get = lambda key: model_option(config, key)
+  _check("model", config.model, MODELS)
+  if config.model == "cgan_mlp":
+    _check("g_activation", get("g_activation"), G_ACTIVATIONS)
+    _check("g_output", get("g_output"), G_OUTPUTS)
+    if get("virtual_batch_norm"):
+      raise ValueError("virtual_batch_norm=True needs a generator with "
+                       "normalisation layers (cgan_conv or acgan); cgan_mlp "
+                       "has none.")
+    return
+  _check("g_conditioning", get("g_conditioning"), G_CONDITIONINGS)
+  allowed_d = D_CONDITIONINGS + (("none",) if config.model == "acgan" else ())
+  _check("d_conditioning", get("d_conditioning"), allowed_d)
+  _check("g_norm", get("g_norm"), NORMS)
+  _check("d_norm", get("d_norm"), NORMS)
+  _check("g_upsample", get("g_upsample"), UPSAMPLES)
+
+
 def make_models(config, image_shape, num_classes: int):
   """(generator, discriminator) for `config.model`; see `MODEL_DEFAULTS`.
 
@@ -334,12 +354,8 @@ def make_models(config, image_shape, num_classes: int):
   """
   image_shape = tuple(int(s) for s in image_shape)
   get = lambda key: model_option(config, key)
-  _check("model", config.model, MODELS)
+  validate_model_config(config)
   if config.model == "cgan_mlp":
-    if get("virtual_batch_norm"):
-      raise ValueError("virtual_batch_norm=True needs a generator with "
-                       "normalisation layers (cgan_conv or acgan); cgan_mlp "
-                       "has none.")
     return (MLPGenerator(image_shape, num_classes,
                          dropout_rate=float(get("g_dropout_rate")),
                          norm=config.get("g_norm", "none"),
@@ -352,11 +368,6 @@ def make_models(config, image_shape, num_classes: int):
                 minibatch_discrimination=bool(get("minibatch_discrimination")),
                 mbd_kernels=int(get("mbd_kernels")),
                 mbd_kernel_dim=int(get("mbd_kernel_dim"))))
-  _check("g_conditioning", get("g_conditioning"), G_CONDITIONINGS)
-  allowed_d = D_CONDITIONINGS + (("none",) if config.model == "acgan" else ())
-  _check("d_conditioning", get("d_conditioning"), allowed_d)
-  _check("g_norm", get("g_norm"), NORMS)
-  _check("d_norm", get("d_norm"), NORMS)
   if image_shape[0] % 4 or image_shape[1] % 4:
     raise ValueError(f"{config.model} needs H and W divisible by 4; got "
                      f"image_shape {image_shape}.")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import pathlib
+import io
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -41,9 +42,13 @@ def save_grid(images, path, num_rows: int, min_size: int = 280) -> None:
   if scale > 1:
     image = image.resize((image.size[0] * scale, image.size[1] * scale),
                          Image.NEAREST)
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  image.save(path)
+  buffer = io.BytesIO()
+  image.save(buffer, format="PNG")
+  tmp = path.parent / f".{path.name}.tmp"
+  tmp.write_bytes(buffer.getvalue())
+  tmp.replace(path)
 
 
 def class_rows(num_classes: int, per_class: int) -> np.ndarray:

@@ -153,13 +153,22 @@ def apply_cpu_defaults(config=None) -> None:
 
 @contextlib.contextmanager
 def user_errors():
-  """Turns the errors a user can fix (bad names, missing data, foreign
-  workdirs, non-finite losses) into one line on stderr and exit status 2."""
+  """Turns the errors a user can fix (bad names and values, missing or
+  unreadable files, foreign workdirs, non-finite losses) into one line on
+  stderr and exit status 2."""
   try:
     yield
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except (ValueError, OSError, FloatingPointError) as e:
+    fail(e)
+
+
+def fail(error) -> None:
+  """Prints `error` as one line on stderr and exits with status 2."""
+  message = " ".join(str(error).split())
+  if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+    message = f"{type(error).__name__}: {message}"
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
 
 
 def quiet_logs() -> None:
@@ -170,20 +179,46 @@ def quiet_logs() -> None:
 
 
 def parse_flags(argv):
-  """absl flags parser that turns a bad `--config.key=value` override (an
-  unknown key, a value of the wrong type) into one error line and exit 2."""
+  """absl flags parser that turns a bad `--config` file (missing, not
+  loadable) or a bad `--config.key=value` override (an unknown key, a value
+  of the wrong type) into one error line and exit 2."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+      # config_flags defers a load failure to the first attribute access.
+      getattr(flags.FLAGS["config"].value, "to_dict")
+    return rest
   except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    fail(e)
+  except (OSError, SyntaxError, ImportError) as e:
+    path = _config_argument(argv)
+    reason = (_root_cause(e) if os.path.isfile(path) or os.path.isdir(path)
+              else "no such file")
+    fail(f"--config: cannot load {path!r}: {reason}")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     bad = [a for a in argv[1:] if a.startswith("--config.")]
-    print(f"error: bad config override among {bad}: {e}. Overrides must "
-          "name keys that the config file defines, with values of their "
-          "type.", file=sys.stderr)
-    sys.exit(2)
+    fail(f"bad config override among {bad}: {e}. Overrides must name keys "
+         "that the config file defines, with values of their type.")
+
+
+def _config_argument(argv) -> str:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "?"
+
+
+def _root_cause(e: BaseException) -> str:
+  """The innermost exception of a chain, as `Type: first line`."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  if isinstance(e, SyntaxError):
+    return f"SyntaxError: {e.msg} (line {e.lineno})"
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def start(argv, config=None) -> None:

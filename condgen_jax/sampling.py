@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import jax
 import numpy as np
+from etils import epath
 
 from condgen_jax import data as data_lib
 from condgen_jax import images as images_lib
@@ -48,3 +51,24 @@ def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
                 jax.random.fold_in(key, i))
     out.append(parallel.to_host(images)[:len(chunk)])
   return np.concatenate(out).astype(np.float32)
+
+
+def output_path(path) -> epath.Path:
+  """`path` as an epath.Path whose folder exists (created if missing);
+  OSError when it cannot be created or `path` is a folder."""
+  path = epath.Path(path)
+  if path.is_dir():
+    raise IsADirectoryError(f"{path} is a folder; give a file name.")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def save_npz(path, **arrays) -> None:
+  """`np.savez` to exactly `path` (numpy would append '.npz' to a name
+  without it), written atomically."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  path = epath.Path(path)
+  tmp = path.parent / f".{path.name}.tmp"
+  tmp.write_bytes(buffer.getvalue())
+  tmp.replace(path)

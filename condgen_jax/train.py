@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
 import time
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
+from etils import epath
 
 from condgen_jax import checkpointing
 from condgen_jax import data as data_lib
@@ -33,32 +33,40 @@ from condgen_jax import evaluation
 from condgen_jax import families
 from condgen_jax import images as images_lib
 from condgen_jax import parallel
+from condgen_jax import validation
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
 
 
 def validate_config(config) -> None:
-  """Raises ValueError naming the first bad value and what is allowed."""
-  families.get_family(config.model)
+  """Raises ValueError naming the first bad value and what is allowed: the
+  runner's keys here, the model's keys by its family."""
+  family = families.get_family(config.model)
   if config.dataset not in data_lib.DATASETS:
     raise ValueError(f"Unknown dataset {config.dataset!r}; expected one of "
                      f"{data_lib.DATASETS}.")
-  for key in ("num_steps", "batch_size"):
-    if int(config.get(key, 1)) < 1:
-      raise ValueError(f"config.{key} must be >= 1; got {config[key]!r}.")
-  if int(config.get("steps_per_call", 0)) < 0:
-    raise ValueError("config.steps_per_call must be >= 0 (0 = auto); got "
-                     f"{config.steps_per_call!r}.")
+  validation.at_least(config, 1, "num_steps", "batch_size", "max_to_keep",
+                      "eval_num_per_class", "samples_per_class",
+                      defaults={"max_to_keep": 2, "eval_num_per_class": 100,
+                                "samples_per_class": 10})
+  validation.at_least(config, 0, "steps_per_call", "eval_every",
+                      *INTERVAL_KEYS)
+  validation.at_least(config, 0, "seed")
   if config.get("prng_impl") is not None:
     try:
       jax.random.key(0, impl=config.prng_impl)
     except ValueError as e:
       raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
                        f"jax.random implementation: {e}") from None
-  for key in INTERVAL_KEYS + ("eval_every",):
-    if int(config.get(key, 0)) < 0:
-      raise ValueError(f"config.{key} must be >= 0 (0 = never); got "
-                       f"{config[key]!r}.")
+  if not isinstance(config.get("allow_config_change", False), bool):
+    raise ValueError("config.allow_config_change must be True or False; got "
+                     f"{config.allow_config_change!r}.")
+  family.validate_config(config)
+  if config.get("best_metric"):
+    allowed = evaluation.best_metrics(family.metric_names(config))
+    if config.best_metric not in allowed:
+      raise ValueError(f"Unknown best_metric {config.best_metric!r} for "
+                       f"model {config.model!r}; expected one of {allowed}.")
 
 
 def load_data(config) -> data_lib.Dataset:
@@ -213,13 +221,24 @@ def train_steps(run: Run, state, start: int, stop: int, permutation):
   return state, metrics
 
 
-def check_finite(metrics: dict, step: int) -> None:
+def check_finite(metrics: dict, step: int, since: int) -> None:
+  """NonFiniteError naming the first non-finite metric of steps (since, step]."""
   for name, value in metrics.items():
     if not np.all(np.isfinite(value)):
-      raise FloatingPointError(
-          f"Non-finite {name}={value} at step {step}: training stopped. The "
-          "last good checkpoint is kept; lower the learning rate or change "
-          "the loss, then run the same command to resume from it.")
+      raise checkpointing.NonFiniteError(
+          f"non-finite {name}={value} at step {step} (steps {since + 1}-"
+          f"{step} ran since the last check)")
+
+
+def stop_message(error: Exception, saved_step: int | None, ckpt_dir) -> str:
+  """What a run stopped by a non-finite value tells the user."""
+  if saved_step is None:
+    kept = "no checkpoint has been saved, so the next run starts afresh"
+  else:
+    kept = (f"the latest checkpoint, step {saved_step} in {ckpt_dir}, holds "
+            "finite values and the same command resumes from it")
+  return (f"{error}: training stopped; {kept}. Lower the learning rate or "
+          "change the loss first.")
 
 
 def sample_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
@@ -235,12 +254,12 @@ def sample_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
 class MetricWriter:
   """metrics.jsonl + TensorBoard, written by process 0 only."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir):
     self.enabled = jax.process_index() == 0
+    self.tb = None
     if self.enabled:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.path = workdir / "metrics.jsonl"
-      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+      self.path = epath.Path(workdir) / "metrics.jsonl"
+      self.tb = _summary_writer(epath.Path(workdir) / "tensorboard")
 
   def write(self, step: int, scalars: dict, filename: str | None = None):
     if not self.enabled:
@@ -249,111 +268,158 @@ class MetricWriter:
     path = self.path.with_name(filename) if filename else self.path
     with path.open("a") as f:
       f.write(json.dumps(record) + "\n")
-    for k, v in scalars.items():
-      self.tb.add_scalar(k, float(v), step)
-    self.tb.flush()
+    if self.tb is not None:
+      for k, v in scalars.items():
+        self.tb.add_scalar(k, float(v), step)
+      self.tb.flush()
 
   def close(self):
-    if self.enabled:
+    if self.tb is not None:
       self.tb.close()
 
 
-def _truncate_metrics_log(path: pathlib.Path, step: int) -> None:
-  """Drops records after `step` (written before a crash) so a resumed run's
-  metrics.jsonl has each step once."""
+def _summary_writer(folder):
+  """A tensorboardX writer; None (with a warning) where tensorboardX cannot
+  write, e.g. a remote folder whose client library is not installed."""
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  try:
+    return SummaryWriter(str(folder))
+  except Exception as e:  # pylint: disable=broad-except
+    if checkpointing.is_local(folder):
+      raise
+    logging.warning("No TensorBoard events in %s: %s", folder, e)
+    return None
+
+
+def truncate_metrics_log(path, step: int) -> None:
+  """Drops the records after `step` (written before a kill) and any torn
+  last line, atomically, so a resumed run's log has each step once."""
+  path = epath.Path(path)
   if not path.exists():
     return
-  lines = [l for l in path.read_text().splitlines() if l.strip()]
   keep = []
-  for line in lines:
+  for line in path.read_text().splitlines():
     try:
       if json.loads(line)["step"] <= step:
         keep.append(line)
-    except (json.JSONDecodeError, KeyError):
+    except (json.JSONDecodeError, KeyError, TypeError):
       pass
-  path.write_text("".join(l + "\n" for l in keep))
+  checkpointing.write_text_atomic(path, "".join(l + "\n" for l in keep))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+@dataclasses.dataclass
+class _Progress:
+  """What the loop has done so far, for its logs and its stop message."""
+  step: int
+  saved: int | None  # the latest checkpoint on disk
+  log_time: float = 0.0
+  log_step: int = 0
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                        dataset: data_lib.Dataset | None = None):
-  """Trains (or resumes) the run in `workdir`; returns the final state."""
-  workdir = pathlib.Path(workdir)
-  validate_config(config)
-  checkpointing.check_workdir(workdir, config)
-  run = setup(config, dataset)
-  is_main = jax.process_index() == 0
+  """Trains (or resumes) the run in `workdir`; returns the final state.
 
-  mngr = checkpointing.manager(workdir / "checkpoints",
+  Everything is checked before anything is written: the config's values,
+  the workdir (writable, same model, dataset and computing keys), the data
+  and the newest checkpoint that restores cleanly (newer damaged ones are
+  reported and moved to workdir/skipped_checkpoints/).
+  """
+  workdir = checkpointing.as_path(workdir)
+  validate_config(config)
+  changes = checkpointing.check_workdir(workdir, config)
+  run = setup(config, dataset)
+  ckpt_dir = workdir / "checkpoints"
+  state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)
+  if jax.process_index() == 0:
+    checkpointing.report_skipped(skipped, restored)
+    checkpointing.set_aside(workdir, ckpt_dir, skipped)
+    checkpointing.write_config(workdir, config, step=restored or 0,
+                               changes=changes)
+    for name in ("metrics.jsonl", "eval_metrics.jsonl"):
+      truncate_metrics_log(workdir / name, restored or 0)
+  if restored is not None:
+    logging.info("Resumed from checkpoint %d in %s", restored, workdir)
+  mngr = checkpointing.manager(ckpt_dir,
                                max_to_keep=config.get("max_to_keep", 2))
   best_mngr = None
   if config.get("eval_every", 0) and config.get("best_metric"):
     best_mngr = checkpointing.manager(
         workdir / "best", max_to_keep=1, best_metric=config.best_metric,
         best_mode=evaluation.metric_mode(config.best_metric))
-  state, restored_step = checkpointing.restore_latest(mngr, run.state)
-  if is_main:
-    checkpointing.write_config(workdir, config)
-    for name in ("metrics.jsonl", "eval_metrics.jsonl"):
-      _truncate_metrics_log(workdir / name, restored_step or 0)
-  step = int(parallel.to_host(state.step))
-  if restored_step is not None:
-    logging.info("Resumed from checkpoint %d in %s", restored_step, workdir)
+  progress = _Progress(step=int(parallel.to_host(state.step)), saved=restored)
+  try:
+    return _train_loop(run, state, workdir, mngr, best_mngr, progress)
+  except checkpointing.NonFiniteError as e:
+    raise checkpointing.NonFiniteError(
+        stop_message(e, progress.saved, ckpt_dir)) from None
+  finally:
+    for m in (mngr, best_mngr):
+      if m is not None:
+        m.wait_until_finished()
+        m.close()
 
+
+def _train_loop(run: Run, state, workdir, mngr, best_mngr,
+                progress: _Progress):
+  config = run.config
+  is_main = jax.process_index() == 0
   writer = MetricWriter(workdir)
-  per_class = int(config.get("samples_per_class", 10))
   perm_fn = jax.jit(data_lib.epoch_permutation, static_argnums=2,
                     out_shardings=parallel.replicated(run.mesh))
   num_train = len(run.dataset.train_labels)
   perm, perm_epoch = None, None
-  last_log_time, last_log_step = time.perf_counter(), step
-  bar = tqdm.tqdm(total=config.num_steps, initial=step, disable=not is_main,
-                  dynamic_ncols=True, desc=config.model)
-  metrics = None
+  bar = tqdm.tqdm(total=config.num_steps, initial=progress.step,
+                  disable=not is_main, dynamic_ncols=True, desc=config.model)
   k = resolve_steps_per_call(config)
   for size in {k, 1}:
     run.steps(size)  # compile now, so images_per_s measures training alone
-  last_log_time = time.perf_counter()
+  progress.log_time, progress.log_step = time.perf_counter(), progress.step
   try:
-    while step < config.num_steps:
+    while progress.step < config.num_steps:
+      step = progress.step
       stop = next_boundary(step, config, run.steps_per_epoch)
       epoch = step // run.steps_per_epoch
       if epoch != perm_epoch:
         perm, perm_epoch = perm_fn(run.rngs["data"], epoch, num_train), epoch
       state, metrics = train_steps(run, state, step, stop, perm)
+      host_metrics = parallel.to_host(metrics)
+      check_finite(host_metrics, stop, step)
+      checkpointing.check_finite_state(state, stop)
       bar.update(stop - step)
-      step = stop
-      last = step == config.num_steps
-      host_metrics = None
-      if _due(step, config.log_every) or last or \
-          _due(step, config.checkpoint_every):
-        host_metrics = parallel.to_host(metrics)
-        check_finite(host_metrics, step)
-      if _due(step, config.log_every) or last:
-        now = time.perf_counter()
-        rate = ((step - last_log_step) * config.batch_size
-                / max(now - last_log_time, 1e-9))
-        last_log_time, last_log_step = now, step
-        writer.write(step, {**host_metrics, "images_per_s": rate})
-        bar.set_postfix(loss=f"{float(host_metrics['loss']):.4g}",
-                        img_s=f"{rate:.0f}")
-      if _due(step, config.sample_every) or last:
-        grid = sample_grid(run, state, per_class, run.rngs["sample"])
-        if is_main:
-          images_lib.save_grid(
-              grid, workdir / "samples" / f"step_{step:08d}.png",
-              run.dataset.num_classes)
-      if _due(step, config.get("eval_every", 0)):
-        periodic_evaluation(run, state, step, writer, best_mngr)
-      if _due(step, config.checkpoint_every) or last:
-        checkpointing.save(mngr, step, state)
+      progress.step = stop
+      _at_boundary(run, state, workdir, host_metrics, writer, bar, mngr,
+                   best_mngr, progress)
   finally:
     bar.close()
     writer.close()
-    for m in (mngr, best_mngr):
-      if m is not None:
-        m.wait_until_finished()
-        m.close()
   return state
+
+
+def _at_boundary(run: Run, state, workdir, host_metrics, writer, bar, mngr,
+                 best_mngr, progress: _Progress) -> None:
+  """Logs, samples, evaluates and saves as due at `progress.step`."""
+  config, step = run.config, progress.step
+  last = step == config.num_steps
+  if _due(step, config.log_every) or last:
+    now = time.perf_counter()
+    rate = ((step - progress.log_step) * config.batch_size
+            / max(now - progress.log_time, 1e-9))
+    progress.log_time, progress.log_step = now, step
+    writer.write(step, {**host_metrics, "images_per_s": rate})
+    bar.set_postfix(loss=f"{float(host_metrics['loss']):.4g}",
+                    img_s=f"{rate:.0f}")
+  if _due(step, config.sample_every) or last:
+    grid = sample_grid(run, state, int(config.get("samples_per_class", 10)),
+                       run.rngs["sample"])
+    if jax.process_index() == 0:
+      images_lib.save_grid(grid, workdir / "samples" / f"step_{step:08d}.png",
+                           run.dataset.num_classes)
+  if _due(step, config.get("eval_every", 0)):
+    periodic_evaluation(run, state, step, writer, best_mngr)
+  if _due(step, config.checkpoint_every) or last:
+    checkpointing.save(mngr, step, state)
+    progress.saved = step
 
 
 def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
@@ -366,37 +432,44 @@ def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
         run.dataset, verbose=jax.process_index() == 0)
   results = evaluation.evaluate_state(
       run, state, num_per_class=int(config.get("eval_num_per_class", 100)),
-      seed=0, classifier=run.classifier)
+      seed=0, classifier=run.classifier,
+      # CAS trains a classifier: only when it picks the best checkpoint.
+      cas=config.get("best_metric") == "cas")
   values = evaluation.scalars(results)
   writer.write(step, {f"eval/{k}": v for k, v in values.items()},
                filename="eval_metrics.jsonl")
   if best_mngr is not None:
-    if config.best_metric not in values:
-      raise ValueError(f"best_metric={config.best_metric!r} is not among the "
-                       f"evaluation's metrics {sorted(values)}.")
     checkpointing.save(best_mngr, step, state, metrics=values)
   return results
-
 
 
 def restore_run(workdir, *, step: int | None = None, best: bool = False,
                 dataset: data_lib.Dataset | None = None):
   """(run, state, step) of a trained workdir, from its config.json and its
-  latest checkpoint (or `step`; or with `best`, the best one kept by periodic
-  evaluation). Raises ValueError / FileNotFoundError with a clear message when
-  the workdir holds no usable checkpoint."""
-  workdir = pathlib.Path(workdir)
+  newest checkpoint that restores (or `step`; or with `best`, the best one
+  kept by periodic evaluation). Raises ValueError / FileNotFoundError with a
+  clear message when the workdir holds no usable checkpoint, or when the
+  checkpoint holds non-finite parameters."""
+  workdir = checkpointing.as_path(workdir)
   config = checkpointing.read_config(workdir)
   run = setup(config, dataset)
   ckpt_dir = workdir / ("best" if best else "checkpoints")
   if not ckpt_dir.exists():
     raise FileNotFoundError(f"{ckpt_dir} does not exist: nothing to restore.")
-  mngr = checkpointing.manager(ckpt_dir, read_only=True)
-  try:
-    step = mngr.latest_step() if step is None else step
+  if step is None:
+    state, step, skipped = checkpointing.restore_newest(ckpt_dir, run.state,
+                                                        finite=False)
+    checkpointing.report_skipped(skipped, step)
     if step is None:
       raise FileNotFoundError(f"No complete checkpoint in {ckpt_dir}.")
-    state = checkpointing.restore(mngr, step, run.state)
-  finally:
-    mngr.close()
+  else:
+    mngr = checkpointing.manager(ckpt_dir, read_only=True)
+    try:
+      state = checkpointing.restore(mngr, step, run.state)
+    finally:
+      mngr.close()
+  bad = checkpointing.nonfinite_leaves(state)
+  if bad:
+    raise ValueError(f"Checkpoint {step} in {ckpt_dir} holds non-finite "
+                     f"values ({', '.join(bad[:3])}); refusing to use it.")
   return run, state, step

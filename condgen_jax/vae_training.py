@@ -19,9 +19,11 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from condgen_jax import conditioning as cond_lib
 from condgen_jax import cvae
 from condgen_jax import data as data_lib
 from condgen_jax import losses
+from condgen_jax import validation
 
 TrainState = train_state.TrainState
 
@@ -33,6 +35,27 @@ def make_model(config, image_shape, num_classes) -> cvae.CVAE:
       prior=config.prior, condition=config.condition,
       conditioning=config.conditioning, hidden=tuple(config.hidden),
       channels=tuple(config.channels))
+
+
+def validate_config(config) -> None:
+  """Every CVAE key's value, before anything is written; ValueError names
+  the first bad one."""
+  validation.positive(config, "learning_rate")
+  validation.at_least(config, 1, "latent_dim")
+  validation.at_least(config, 0, "iw_samples")
+  validation.all_at_least(config, 1, "hidden")
+  validation.all_at_least(config, 1, "channels")
+  validation.one_of(config, "architecture", cvae.ARCHITECTURES)
+  validation.one_of(config, "prior", cvae.PRIORS)
+  validation.one_of(config, "condition", cvae.CONDITIONS)
+  validation.one_of(config, "conditioning", cond_lib.CONDITIONINGS)
+
+
+def metric_names(config) -> tuple[str, ...]:
+  """The metrics `evaluate` reports for this config (besides the runner's
+  sample metrics)."""
+  return ("test_neg_elbo",) + (("test_iw_nll",)
+                               if int(config.get("iw_samples", 0)) else ())
 
 
 def create_state(config, image_shape, num_classes, rng) -> TrainState:

@@ -3,7 +3,8 @@ r"""Samples K images of every class from a trained run.
   python -m experiments.sample --workdir=DIR --num_per_class=K --out=FILE.npz \
       [--png=FILE.png] [--seed=0]
 
-FILE.npz holds `images` (float32 in [0, 1], (N, H, W, C)) and `labels`
+FILE.npz (written at exactly that path; missing folders are created, as for
+--png) holds `images` (float32 in [0, 1], (N, H, W, C)) and `labels`
 (int32), K per class in class order; the output depends only on the
 checkpoint and the seed.
 """
@@ -23,17 +24,19 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 def main(argv):
   runtime.start(argv)
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from condgen_jax import images, sampling, train  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _NUM.value <= 0:
       raise ValueError(f"--num_per_class must be positive; got {_NUM.value}.")
+    out = sampling.output_path(_OUT.value)
+    png = sampling.output_path(_PNG.value) if _PNG.value else None
     run, state, step = train.restore_run(_WORKDIR.value)
     x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
-    np.savez(_OUT.value, images=x, labels=y)
-    if _PNG.value:
-      images.save_grid(x, _PNG.value, run.dataset.num_classes)
-    print(f"wrote {len(y)} samples of step {step} to {_OUT.value}")
+    sampling.save_npz(out, images=x, labels=y)
+    if png is not None:
+      images.save_grid(x, png, run.dataset.num_classes)
+  print(f"wrote {len(y)} samples of step {step} to {out}"
+        + (f" and the grid to {png}" if png is not None else ""))
 
 
 if __name__ == "__main__":

@@ -130,3 +130,107 @@ def test_sample_rejects_nonpositive_count(trained, tmp_path):
           f"--out={tmp_path / 'x.npz'}")
   assert r.returncode == 2 and "num_per_class" in r.stderr
   assert not (tmp_path / "x.npz").exists()
+
+
+def _one_error_line(r, *fragments):
+  """Exit 2, no traceback, one `error:` line holding every fragment."""
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+  errors = [l for l in r.stderr.splitlines() if l.startswith("error: ")]
+  assert len(errors) == 1, r.stderr[-2000:]
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]
+  return errors[0]
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (None, "no such file"),
+    ("def get_config(:\n", "SyntaxError: invalid syntax (line 1)"),
+])
+def test_a_missing_or_broken_config_file_is_one_error(tmp_path, content,
+                                                      fragment):
+  config = tmp_path / "c.py"
+  if content is not None:
+    config.write_text(content)
+  r = run("train", f"--config={config}", f"--workdir={tmp_path / 'w'}")
+  _one_error_line(r, f"cannot load '{config}'", fragment)
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_that_is_a_file_is_one_error(tmp_path):
+  (tmp_path / "w").write_text("not a folder")
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={tmp_path / 'w'}", *TINY)
+  _one_error_line(r, "is a file, not a folder")
+  assert (tmp_path / "w").read_text() == "not a folder"
+
+
+def _chattr(flag, path):
+  return subprocess.run(["chattr", flag, str(path)],
+                        capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("frozen", ["workdir", "metrics.jsonl"])
+def test_a_read_only_workdir_or_log_is_one_error_and_nothing_changes(
+    trained, frozen):
+  target = trained if frozen == "workdir" else trained / frozen
+  before = tree_digest(trained)
+  if not _chattr("+i", target):
+    pytest.skip("chattr +i is not supported here")
+  try:
+    r = run("train", "--config=experiments/configs/cvae.py",
+            f"--workdir={trained}", "--config.num_steps=40", *TINY)
+  finally:
+    _chattr("-i", target)
+  _one_error_line(r, "PermissionError", "not writable")
+  assert tree_digest(trained) == before
+
+
+def test_a_changed_seed_is_one_error_until_allowed(trained):
+  before = tree_digest(trained)
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={trained}", "--config.num_steps=20", "--config.seed=7",
+          *TINY)
+  _one_error_line(r, "seed: 0 -> 7", "--config.allow_config_change=True")
+  assert tree_digest(trained) == before
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("--config.learning_rate=0", "learning_rate must be finite and > 0"),
+    ("--config.learning_rate=-10", "learning_rate must be finite and > 0"),
+    ("--config.best_metric=test_class_acc", "Unknown best_metric"),
+    ("--config.batch_size=0", "batch_size must be an integer >= 1"),
+])
+def test_bad_values_are_one_error_before_anything_is_written(
+    tmp_path, override, fragment):
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={tmp_path / 'w'}", *TINY, override)
+  _one_error_line(r, fragment)
+  assert not (tmp_path / "w").exists()
+
+
+def test_idx_files_that_are_not_gzip_are_one_error(tmp_path):
+  folder = tmp_path / "data" / "mnist"
+  folder.mkdir(parents=True)
+  for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    (folder / name).write_bytes(b"this is not gzip")
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={tmp_path / 'w'}",
+          f"--config.data_dir={tmp_path / 'data'}",
+          env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
+  _one_error_line(r, "train-images-idx3-ubyte.gz is not a readable gzip")
+  assert not (tmp_path / "w").exists()
+
+
+def test_sample_creates_the_out_folder_and_writes_the_exact_path(trained,
+                                                                tmp_path):
+  out = tmp_path / "new" / "deeper" / "x"
+  png = tmp_path / "other" / "g.png"
+  r = run("sample", f"--workdir={trained}", "--num_per_class=2",
+          f"--out={out}", f"--png={png}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert out.is_file() and not out.with_suffix(".npz").exists()
+  assert png.is_file()
+  assert f"to {out} and the grid to {png}" in r.stdout
+  assert np.load(out)["images"].shape == (20, 8, 8, 1)

@@ -31,9 +31,15 @@ def _env(devices=1, **extra):
   return env
 
 
-def _train(workdir, *args, devices=1, **popen):
+# A GAN run as small: the Mirza & Osindero MLPs on digits.
+TINY_GAN = ["--config=experiments/configs/cgan_mlp.py",
+            "--config.dataset=digits", "--config.batch_size=32",
+            "--config.log_every=10", "--config.sample_every=0"]
+
+
+def _train(workdir, *args, devices=1, base=TINY, **popen):
   cmd = [sys.executable, "-m", "experiments.train", f"--workdir={workdir}",
-         *TINY, *args]
+         *base, *args]
   return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices, **popen.pop(
       "extra_env", {})), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, **popen)
@@ -47,7 +53,8 @@ def _finish(proc, timeout=300):
 
 def _params(workdir, digits):
   _, state, step = train.restore_run(workdir, dataset=digits)
-  return step, [np.asarray(x) for x in jax.tree.leaves(state.params)]
+  params = getattr(state, "params", None) or (state.g_params, state.d_params)
+  return step, [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +137,48 @@ def test_sigkill_at_any_moment_then_resume_finishes(tmp_path, digits):
   assert step == 120
   for x, y in zip(killed, clean, strict=True):
     np.testing.assert_array_equal(x, y)
+
+
+def _logged_steps(path):
+  import json  # pylint: disable=g-import-not-at-top
+  return [json.loads(l)["step"] for l in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("base", [TINY, TINY_GAN], ids=["cvae", "cgan_mlp"])
+def test_sigkill_with_periodic_evaluation_then_resume_finishes(
+    tmp_path, digits, base):
+  """Kill -9 while the run trains, evaluates and keeps best checkpoints
+  (evaluation every 6 steps, regular saves every 4: best and regular saves
+  of one step at 12, 24, ...), re-run the same command: it finishes with
+  the params of an uninterrupted run, each step logged once."""
+  args = ["--config.num_steps=48", "--config.checkpoint_every=4",
+          "--config.eval_every=6", "--config.eval_num_per_class=5",
+          "--config.log_every=6", "--config.best_metric=fid"]
+  cache = {"CONDGEN_CACHE_DIR": os.environ.get(
+      "CONDGEN_CACHE_DIR", str(tmp_path.parent / "classifier_cache"))}
+  # the reference classifier is trained (and cached) by the straight run
+  straight = tmp_path.parent / (tmp_path.name + "_straight")
+  _finish(_train(straight, *args, base=base, extra_env=cache), timeout=600)
+  rng = np.random.default_rng(1)
+  killed = 0
+  for target in (6, 18, 30):
+    proc = _train(tmp_path, *args, base=base, extra_env=cache,
+                  start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and _latest(tmp_path) < target:
+      time.sleep(0.01)
+    time.sleep(float(rng.uniform(0.0, 0.5)))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed += proc.returncode == -signal.SIGKILL
+  assert killed == 3
+  assert _latest(tmp_path) < 48
+  _finish(_train(tmp_path, *args, base=base, extra_env=cache))
+  step, resumed = _params(tmp_path, digits)
+  _, clean = _params(straight, digits)
+  assert step == 48
+  for x, y in zip(resumed, clean, strict=True):
+    np.testing.assert_array_equal(x, y)
+  assert _logged_steps(tmp_path / "metrics.jsonl") == list(range(6, 49, 6))
+  assert _logged_steps(tmp_path / "eval_metrics.jsonl") == list(
+      range(6, 49, 6))

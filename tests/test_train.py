@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -87,17 +88,55 @@ def test_next_boundary():
   assert train.next_boundary(90, config, 44) == 100
 
 
-def test_nan_stops_with_step_and_term_and_keeps_checkpoint(tmp_path, digits):
-  config = tiny_cvae_config(num_steps=20, checkpoint_every=10)
-  train.train_and_evaluate(config, tmp_path, digits)
-  bad = tiny_cvae_config(num_steps=40, checkpoint_every=10,
-                         learning_rate=float("nan"))
-  with pytest.raises(FloatingPointError, match=r"Non-finite \w+=nan at step 30"):
-    train.train_and_evaluate(bad, tmp_path, digits)
+def _poison_params_after(monkeypatch, bad_step: int):
+  """Makes the update from `bad_step` to `bad_step + 1` write NaN params
+  (the metrics of that step, computed before it, stay finite)."""
+  from condgen_jax import vae_training
+  original = vae_training.make_train_step
+
+  def make(*args):
+    step_fn = original(*args)
+
+    def train_step(state, batch, rng):
+      new, metrics = step_fn(state, batch, rng)
+      params = jax.tree.map(
+          lambda p: jax.numpy.where(state.step == bad_step, jax.numpy.nan, p),
+          new.params)
+      return new.replace(params=params), metrics
+    return train_step
+  monkeypatch.setattr(vae_training, "make_train_step", make)
+
+
+@pytest.mark.parametrize("bad_step,match", [
+    # NaN params from step 25: the loss of step 26 on is NaN; stopped at the
+    # next boundary (log at 30), before the save at 30.
+    (25, r"non-finite \w+=nan at step 30 \(steps 21-30"),
+    # NaN params written by the last step before the save at 40: its loss
+    # was finite, the state check before the save stops it.
+    (39, r"non-finite values in the state at step 40 \(\.params\["),
+])
+def test_nan_stops_before_any_save_and_names_the_kept_checkpoint(
+    tmp_path, digits, monkeypatch, bad_step, match):
+  config = tiny_cvae_config(num_steps=40, checkpoint_every=20, log_every=10,
+                            sample_every=0)
+  _poison_params_after(monkeypatch, bad_step)
+  with pytest.raises(FloatingPointError, match=match) as info:
+    train.train_and_evaluate(config, tmp_path, digits)
+  assert f"latest checkpoint, step 20 in {tmp_path}" in str(info.value)
   mngr = checkpointing.manager(tmp_path / "checkpoints", read_only=True)
-  assert mngr.latest_step() == 20
+  assert mngr.all_steps() == [20]
   _, state, _ = train.restore_run(tmp_path, dataset=digits)
   assert all(np.isfinite(x).all() for x in _params(state))
+
+
+def test_nan_before_the_first_save_says_none_is_kept(tmp_path, digits,
+                                                     monkeypatch):
+  _poison_params_after(monkeypatch, 3)
+  with pytest.raises(FloatingPointError,
+                     match="no checkpoint has been saved"):
+    train.train_and_evaluate(tiny_cvae_config(num_steps=20), tmp_path,
+                             digits)
+  assert not list((tmp_path / "checkpoints").iterdir())
 
 
 def test_foreign_workdir_is_refused_untouched(tmp_path, digits):
@@ -113,8 +152,12 @@ def test_foreign_workdir_is_refused_untouched(tmp_path, digits):
 def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path, digits):
   train.train_and_evaluate(tiny_cvae_config(num_steps=10), tmp_path, digits)
   wider = tiny_cvae_config(num_steps=20, hidden=(128, 32))
+  with pytest.raises(ValueError, match=r"hidden: \[64, 32\] -> \[128, 32\]"):
+    train.train_and_evaluate(wider, tmp_path, digits)
+  wider.allow_config_change = True
   with pytest.raises(ValueError, match="does not fit"):
     train.train_and_evaluate(wider, tmp_path, digits)
+  assert (tmp_path / "checkpoints" / "10").is_dir()  # nothing set aside
 
 
 @pytest.mark.parametrize("key,value,match", [
@@ -170,3 +213,119 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path, digits):
   with pytest.raises(ValueError, match="corrupt"):
     train.train_and_evaluate(tiny_cvae_config(num_steps=20), tmp_path, digits)
   assert {p: p.read_bytes() for p in data_files} == before
+
+
+def _fake_evaluation(monkeypatch):
+  """Periodic evaluation without a classifier: fid = -step, so every
+  evaluation is the best so far and is saved under best/."""
+  monkeypatch.setattr(train.evaluation, "evaluate_state",
+                      lambda run, state, **kw: {"fid": -float(state.step)})
+
+
+def _logged_steps(path):
+  return [json.loads(l)["step"] for l in path.read_text().splitlines()]
+
+
+def test_kill_between_the_best_and_the_regular_save_then_resume(
+    tmp_path, digits, monkeypatch):
+  """A kill after best/20 and before checkpoints/20 is saved: the same
+  command finishes, with the params of an uninterrupted run."""
+  _fake_evaluation(monkeypatch)
+  config = tiny_cvae_config(num_steps=30, eval_every=10, checkpoint_every=10,
+                            log_every=10, best_metric="fid")
+  straight = train.train_and_evaluate(config, tmp_path / "a", digits)
+  killed = tmp_path / "b"
+  train.train_and_evaluate(tiny_cvae_config(
+      num_steps=20, eval_every=10, checkpoint_every=10, log_every=10,
+      best_metric="fid"), killed, digits)
+  shutil.rmtree(killed / "checkpoints" / "20")  # the save the kill prevented
+  assert (killed / "best" / "20").exists()
+  resumed = train.train_and_evaluate(config, killed, digits)
+  _assert_bit_identical(straight, resumed)
+  assert _logged_steps(killed / "metrics.jsonl") == [10, 20, 30]
+  assert _logged_steps(killed / "eval_metrics.jsonl") == [10, 20, 30]
+  _, best, step = train.restore_run(killed, best=True, dataset=digits)
+  assert step == 30 and int(best.step) == 30
+
+
+def _truncate_largest_file(folder):
+  biggest = max((p for p in folder.rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  biggest.write_bytes(biggest.read_bytes()[:biggest.stat().st_size // 2])
+
+
+def _remove_metadata(folder):
+  (folder / "default" / "_METADATA").unlink()
+
+
+@pytest.mark.parametrize("damage", [_truncate_largest_file, _remove_metadata])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(
+    tmp_path, digits, capsys, damage):
+  config = tiny_cvae_config(num_steps=30, checkpoint_every=10)
+  straight = train.train_and_evaluate(config, tmp_path / "a", digits)
+  workdir = tmp_path / "b"
+  train.train_and_evaluate(tiny_cvae_config(num_steps=20,
+                                            checkpoint_every=10),
+                           workdir, digits)
+  damage(workdir / "checkpoints" / "20")
+  capsys.readouterr()
+  resumed = train.train_and_evaluate(config, workdir, digits)
+  err = capsys.readouterr().err
+  assert "skipped checkpoint 20: " in err
+  assert "restored step 10 instead" in err
+  _assert_bit_identical(straight, resumed)
+  # the damaged checkpoint is kept, out of orbax's way
+  assert (workdir / "skipped_checkpoints" / "checkpoints_20").is_dir()
+  assert _logged_steps(workdir / "metrics.jsonl") == [10, 20, 30]
+
+
+def test_a_changed_seed_is_refused_untouched_then_allowed_and_recorded(
+    tmp_path, digits):
+  train.train_and_evaluate(tiny_cvae_config(num_steps=20), tmp_path, digits)
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  changed = tiny_cvae_config(num_steps=30, seed=3, batch_size=16)
+  with pytest.raises(ValueError,
+                     match=r"batch_size: 32 -> 16; seed: 0 -> 3"):
+    train.train_and_evaluate(changed, tmp_path, digits)
+  after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  assert after == before
+  # num_steps and the intervals may change freely
+  train.train_and_evaluate(tiny_cvae_config(num_steps=30, log_every=5),
+                           tmp_path, digits)
+  changed.allow_config_change = True
+  state = train.train_and_evaluate(
+      tiny_cvae_config(num_steps=40, seed=3, batch_size=16,
+                       allow_config_change=True), tmp_path, digits)
+  assert int(state.step) == 40
+  history = [json.loads(l) for l in
+             (tmp_path / "config_history.jsonl").read_text().splitlines()]
+  assert [h["step"] for h in history] == [0, 30]
+  assert history[0]["config"]["seed"] == 0
+  assert history[1]["changes"] == {"batch_size": [32, 16], "seed": [0, 3]}
+  assert json.loads((tmp_path / "config.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("learning_rate", 0.0, "learning_rate must be finite and > 0; got 0.0"),
+    ("learning_rate", -10.0, "learning_rate must be finite and > 0"),
+    ("learning_rate", float("nan"), "learning_rate must be finite"),
+    ("latent_dim", 0, "latent_dim must be an integer >= 1; got 0"),
+    ("hidden", (64, 0), "hidden must be a non-empty sequence"),
+    ("best_metric", "loss", "Unknown best_metric 'loss' for model 'cvae'"),
+    ("best_metric", "test_class_acc", "Unknown best_metric 'test_class_acc'"),
+    ("best_metric", "test_iw_nll", "Unknown best_metric 'test_iw_nll'"),
+    ("max_to_keep", 0, "max_to_keep must be an integer >= 1"),
+    ("eval_num_per_class", 0, "eval_num_per_class must be an integer >= 1"),
+])
+def test_values_are_checked_before_anything_is_written(tmp_path, key, value,
+                                                       match):
+  config = tiny_cvae_config()
+  config[key] = value
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(config, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
+def test_iw_nll_is_a_valid_best_metric_with_iw_samples():
+  train.validate_config(tiny_cvae_config(best_metric="test_iw_nll",
+                                         iw_samples=5))

@@ -27,4 +27,8 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.best_metric = "fid"  # kept under workdir/best/ when eval_every > 0
   c.samples_per_class = 10  # columns of the sample grid
   c.max_to_keep = 2
+  # Resume a workdir whose run used other values of keys that change what
+  # it computes (seed, batch size, model or optimiser keys); the change is
+  # recorded in config_history.jsonl.
+  c.allow_config_change = False
   return c

@@ -1,0 +1,168 @@
+import json
+
+import fsspec
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from etils.epath import backend as epath_backend
+from etils.epath import gpath
+from fsspec.implementations import memory
+
+from condgen_jax import checkpointing
+from condgen_jax import images
+from condgen_jax import sampling
+from condgen_jax import train
+
+
+def _config(**kw):
+  c = ml_collections.ConfigDict({"model": "cvae", "dataset": "digits",
+                                 "seed": 0, "batch_size": 32,
+                                 "learning_rate": 1e-3, "num_steps": 10,
+                                 "log_every": 5, "hidden": (8, 4),
+                                 "allow_config_change": False})
+  c.update(kw)
+  return c
+
+
+def test_config_changes_ignore_observer_keys_and_keys_new_to_the_library():
+  old = json.loads(_config().to_json())
+  assert checkpointing.config_changes(
+      old, _config(num_steps=99, log_every=1, new_key=3)) == {}
+  assert checkpointing.config_changes(
+      old, _config(seed=1, hidden=(8, 8))) == {"hidden": ([8, 4], [8, 8]),
+                                               "seed": (0, 1)}
+  new = _config()
+  del new["learning_rate"]
+  assert checkpointing.config_changes(old, new) == {
+      "learning_rate": (1e-3, "<absent>")}
+
+
+def test_check_workdir_refuses_a_file_and_a_changed_config(tmp_path):
+  (tmp_path / "f").write_text("x")
+  with pytest.raises(ValueError, match="is a file, not a folder"):
+    checkpointing.check_workdir(tmp_path / "f", _config())
+  checkpointing.write_config(tmp_path, _config())
+  assert checkpointing.check_workdir(tmp_path, _config(num_steps=50)) == {}
+  with pytest.raises(ValueError, match=r"\(seed: 0 -> 4\)"):
+    checkpointing.check_workdir(tmp_path, _config(seed=4))
+  with pytest.raises(ValueError, match="model='cvae'"):
+    checkpointing.check_workdir(tmp_path, _config(model="acgan",
+                                                  allow_config_change=True))
+  assert checkpointing.check_workdir(
+      tmp_path, _config(seed=4, allow_config_change=True)) == {"seed": (0, 4)}
+
+
+def test_write_config_appends_the_history_and_never_rewrites_it(tmp_path):
+  checkpointing.write_config(tmp_path, _config())
+  checkpointing.write_config(tmp_path, _config(num_steps=20))  # a resume
+  checkpointing.write_config(tmp_path, _config(seed=2), step=10,
+                             changes={"seed": (0, 2)})
+  lines = (tmp_path / "config_history.jsonl").read_text().splitlines()
+  records = [json.loads(l) for l in lines]
+  assert [r["step"] for r in records] == [0, 10]
+  assert records[0]["config"]["seed"] == 0 and "changes" not in records[0]
+  assert records[1]["changes"] == {"seed": [0, 2]}
+  assert checkpointing.read_config(tmp_path).seed == 2
+  assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_nonfinite_leaves_names_each_bad_leaf():
+  tree = {"a": jnp.ones(3), "b": {"c": jnp.array([1.0, jnp.nan]),
+                                  "d": jnp.array([jnp.inf])},
+          "step": jnp.int32(3), "key": jax.random.key(0)}
+  assert checkpointing.nonfinite_leaves(tree) == ["['b']['c']", "['b']['d']"]
+  assert checkpointing.nonfinite_leaves({"a": jnp.ones(2)}) == []
+
+
+def test_save_refuses_a_nonfinite_state_and_skips_a_saved_step(tmp_path):
+  mngr = checkpointing.manager(tmp_path / "c")
+  good = {"w": jnp.arange(3.0)}
+  assert checkpointing.save(mngr, 1, good)
+  assert not checkpointing.save(mngr, 1, {"w": jnp.zeros(3)})
+  with pytest.raises(checkpointing.NonFiniteError,
+                     match=r"at step 2 \(\['w'\]\)"):
+    checkpointing.save(mngr, 2, {"w": jnp.array([0.0, jnp.nan, 1.0])})
+  mngr.close()
+  assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["1"]
+  state, step, skipped = checkpointing.restore_newest(tmp_path / "c", good)
+  assert step == 1 and skipped == []
+  np.testing.assert_array_equal(state["w"], [0.0, 1.0, 2.0])
+
+
+def test_restore_newest_skips_a_damaged_checkpoint_and_set_aside_keeps_it(
+    tmp_path):
+  mngr = checkpointing.manager(tmp_path / "c", max_to_keep=None)
+  for step in (1, 2):
+    checkpointing.save(mngr, step, {"w": jnp.full(4, float(step))})
+  mngr.close()
+  files = [p for p in (tmp_path / "c" / "2").rglob("*") if p.is_file()]
+  biggest = max(files, key=lambda p: p.stat().st_size)
+  biggest.write_bytes(biggest.read_bytes()[:10])  # a torn write
+  target = {"w": jnp.zeros(4)}
+  state, step, skipped = checkpointing.restore_newest(tmp_path / "c", target)
+  assert step == 1 and [s for s, _ in skipped] == [2]
+  assert "Checkpoint 2" in skipped[0][1]
+  np.testing.assert_array_equal(state["w"], np.ones(4))
+  moved = checkpointing.set_aside(tmp_path, tmp_path / "c", skipped)
+  assert moved == [str(tmp_path / "skipped_checkpoints" / "c_2")]
+  assert not (tmp_path / "c" / "2").exists()
+  with pytest.raises(ValueError, match="No checkpoint in .* restores"):
+    checkpointing.restore_newest(tmp_path / "c", {"w": jnp.zeros(5)})
+
+
+def test_check_writable_refuses_an_immutable_workdir_and_file(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  (tmp_path / "metrics.jsonl").write_text("")
+  checkpointing.check_writable(tmp_path)
+  if subprocess.run(["chattr", "+i", str(tmp_path / "metrics.jsonl")],
+                    capture_output=True).returncode:
+    pytest.skip("chattr +i is not supported here")
+  try:
+    with pytest.raises(PermissionError, match="metrics.jsonl is not writable"):
+      checkpointing.check_writable(tmp_path)
+  finally:
+    subprocess.run(["chattr", "-i", str(tmp_path / "metrics.jsonl")])
+
+
+@pytest.fixture
+def remote(monkeypatch):
+  """s3:// paths served by fsspec's in-memory filesystem through epath."""
+  monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)
+  fsspec.register_implementation("s3", memory.MemoryFileSystem, clobber=True)
+  epath_backend.fsspec_backend._get_filesystem.cache_clear()
+  monkeypatch.setattr(train, "_summary_writer", lambda folder: None)
+  memory.MemoryFileSystem.store.clear()
+  yield checkpointing.as_path("s3://bucket/run")
+  memory.MemoryFileSystem.store.clear()
+  epath_backend.fsspec_backend._get_filesystem.cache_clear()
+
+
+def test_workdir_files_go_through_epath_to_a_remote_path(remote):
+  assert str(remote) == "s3://bucket/run"  # not pathlib's "s3:/bucket/run"
+  assert not checkpointing.is_local(remote)
+  config = _config()
+  assert checkpointing.check_workdir(remote, config) == {}
+  checkpointing.write_config(remote, config)
+  assert checkpointing.read_config(remote).seed == 0
+  with pytest.raises(ValueError, match=r"seed: 0 -> 1"):
+    checkpointing.check_workdir(remote, _config(seed=1))
+  writer = train.MetricWriter(remote)
+  for step in (5, 10):
+    writer.write(step, {"loss": float(step)})
+  writer.close()
+  with (remote / "metrics.jsonl").open("a") as f:
+    f.write('{"step": 1')  # a torn line
+  train.truncate_metrics_log(remote / "metrics.jsonl", 5)
+  assert (remote / "metrics.jsonl").read_text() == (
+      '{"step": 5, "loss": 5.0}\n')
+  images.save_grid(np.zeros((4, 8, 8, 1)), remote / "samples" / "g.png", 2)
+  out = sampling.output_path(remote / "new" / "s")
+  sampling.save_npz(out, images=np.ones((2, 3)))
+  names = {p.name for p in remote.iterdir()}
+  assert {"config.json", "config_history.jsonl", "metrics.jsonl", "samples",
+          "new"} <= names
+  assert (remote / "new" / "s").exists()  # the exact name, no ".npz" added
+  with (remote / "new" / "s").open("rb") as f:
+    np.testing.assert_array_equal(np.load(f)["images"], np.ones((2, 3)))
