@@ -31,13 +31,13 @@ from condgen_jax import data as data_lib
 from condgen_jax import metrics
 from condgen_jax import sampling
 
-# Whether larger is better, for choosing a best checkpoint.
-METRIC_MODES = {"fid": "min", "intra_fid": "min", "test_neg_elbo": "min",
-                "test_iw_nll": "min", "class_accuracy": "max",
-                "inception_score": "max", "precision": "max", "recall": "max",
-                "parzen_log_likelihood": "max", "kid": "min",
-                "density": "max", "coverage": "max", "cas": "max",
-                "test_class_acc": "max"}
+# The metrics every evaluation of samples reports, whatever the family, and
+# whether smaller or larger is better (for choosing a best checkpoint). The
+# Parzen estimate is computed by `experiments.evaluate` only.
+SAMPLE_METRIC_MODES = {"fid": "min", "intra_fid": "min", "class_accuracy": "max",
+                       "inception_score": "max", "precision": "max",
+                       "recall": "max", "kid": "min", "density": "max",
+                       "coverage": "max", "cas": "max"}
 PARZEN_SIGMAS = tuple(np.geomspace(0.05, 0.5, 10).round(4).tolist())
 PARZEN_VALIDATION = 10_000
 
@@ -55,11 +55,19 @@ def best_metrics(family_metrics=()) -> tuple[str, ...]:
                if m in METRIC_MODES)
 
 
-def metric_mode(name: str) -> str:
-  if name not in METRIC_MODES:
+def metric_modes(family_modes: dict | None = None) -> dict:
+  """{metric: 'min' | 'max'} of the metrics a run may keep its best
+  checkpoint by: the sample metrics and its family's
+  (`family.metric_modes(config)`)."""
+  return {**SAMPLE_METRIC_MODES, **(family_modes or {})}
+
+
+def metric_mode(name: str, family_modes: dict | None = None) -> str:
+  modes = metric_modes(family_modes)
+  if name not in modes:
     raise ValueError(f"Unknown best_metric {name!r}; expected one of "
-                     f"{tuple(METRIC_MODES)}.")
-  return METRIC_MODES[name]
+                     f"{tuple(modes)}.")
+  return modes[name]
 
 
 def parzen_metrics(samples, dataset: data_lib.Dataset,

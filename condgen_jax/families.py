@@ -1,30 +1,81 @@
-"""Which training module serves which `config.model`.
+"""Model families: the one table of `config.model` names, and the interface
+the runner (`condgen_jax.train`) drives.
 
-A family module provides `create_state`, `make_train_step`, `make_sample_fn`
-and `evaluate` (see `condgen_jax.vae_training` for their contracts).
+A family is a module (or any object) with
+
+  validate_config(config)          ValueError naming a bad value; called
+                                   before anything is written
+  create_state(config, image_shape, num_classes, rng) -> state pytree
+  make_train_step(config, image_shape, num_classes)
+      -> train_step(state, batch, rng) -> (state, metrics); metrics holds
+         float32 scalars, 'loss' among them
+  make_sample_fn(config, image_shape, num_classes)
+      -> sample(state, conditions, rng) -> float32 images in [0, 1]
+  evaluate(config, state, dataset, rng) -> dict of the family's own metrics
+  metric_modes(config) -> {name: 'min' | 'max'} of what `evaluate`
+                                   reports (for choosing a best checkpoint)
+  has_convolutions(config) -> bool: whether the model convolves (XLA:CPU
+                                   runs such models one step per call)
+
+`config.model` is a name of `MODELS` or the import path of a module
+implementing the interface (`package.module`), so a new family needs no
+edit here: `--config.model=my_package.my_family`. A name's presets are
+config values that the name implies (e.g. 'acgan' = the GAN family with a
+class head); `option` reads them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import types
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  module: str
+  presets: dict = dataclasses.field(default_factory=dict)
+
 
 MODELS = {
-    "cvae": "condgen_jax.vae_training",
-    "cgan_mlp": "condgen_jax.gan_training",
-    "cgan_conv": "condgen_jax.gan_training",
-    "acgan": "condgen_jax.gan_training",
+    "cvae": Entry("condgen_jax.vae_training"),
+    "cgan_mlp": Entry("condgen_jax.gan_training", {"architecture": "mlp"}),
+    "cgan_conv": Entry("condgen_jax.gan_training",
+                       {"architecture": "conv",
+                        "d_conditioning": "projection"}),
+    "acgan": Entry("condgen_jax.gan_training",
+                   {"architecture": "conv", "class_head": True,
+                    "d_conditioning": "none"}),
 }
+
+
+def _entry(model: str) -> Entry:
+  if model in MODELS:
+    return MODELS[model]
+  if isinstance(model, str) and "." in model:
+    return Entry(model)
+  raise ValueError(f"Unknown model {model!r}; expected one of "
+                   f"{tuple(MODELS)} or the import path of a family module "
+                   "('package.module').")
+
+
+def get_family(model: str) -> Any:
+  """The family module serving `model` (a name or an import path)."""
+  entry = _entry(model)
+  try:
+    return importlib.import_module(entry.module)
+  except ImportError as e:
+    raise ValueError(f"model={model!r} does not import: {e}.") from None
+
+
+def option(config, key: str, default=None):
+  """`config[key]`, else the preset of `config.model` for it, else
+  `default`."""
+  if key in config and config[key] is not None:
+    return config[key]
+  return _entry(config.model).presets.get(key, default)
 
 
 def has_convolutions(config) -> bool:
   """Whether `config`'s model is convolutional (its CPU defaults differ)."""
-  return config.model in ("cgan_conv", "acgan") or (
-      config.model == "cvae" and config.get("architecture") == "conv")
-
-
-def get_family(model: str) -> types.ModuleType:
-  if model not in MODELS:
-    raise ValueError(f"Unknown model {model!r}; expected one of "
-                     f"{tuple(MODELS)}.")
-  return importlib.import_module(MODELS[model])
+  return bool(get_family(config.model).has_convolutions(config))

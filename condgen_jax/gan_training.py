@@ -63,7 +63,6 @@ generates in [0, 1] and sees real images as they come.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.struct as struct
@@ -72,39 +71,10 @@ import jax.numpy as jnp
 import optax
 
 from condgen_jax import data as data_lib
+from condgen_jax import gan_objectives
 from condgen_jax import gans
-from condgen_jax import losses
 from condgen_jax import validation
 
-# gan_loss name -> (discriminator loss(real_logits, fake_logits),
-#                   generator loss(fake_logits)), both per example.
-ADVERSARIAL_LOSSES = {
-    "minimax": (losses.minimax_discriminator_loss,
-                losses.minimax_generator_loss),
-    "non_saturating": (losses.minimax_discriminator_loss,
-                       losses.non_saturating_generator_loss),
-    "least_squares": (losses.least_squares_discriminator_loss,
-                      losses.least_squares_generator_loss),
-    "wasserstein": (losses.wasserstein_discriminator_loss,
-                    losses.wasserstein_generator_loss),
-    "wasserstein_gp": (losses.wasserstein_discriminator_loss,
-                       losses.wasserstein_generator_loss),
-    "hinge": (losses.hinge_discriminator_loss, losses.hinge_generator_loss),
-}
-GAN_LOSSES = tuple(ADVERSARIAL_LOSSES)  # the built-in names
-
-
-def register_gan_loss(name: str, discriminator_loss, generator_loss) -> None:
-  """Makes `config.gan_loss=name` train with a new pair of loss functions.
-
-  discriminator_loss(real_logits, fake_logits) and generator_loss(fake_logits)
-  take logits and return one value per example, like those in `losses`.
-  """
-  if not name or not callable(discriminator_loss) or \
-      not callable(generator_loss):
-    raise ValueError("register_gan_loss needs a name and two callables; got "
-                     f"{name!r}, {discriminator_loss!r}, {generator_loss!r}.")
-  ADVERSARIAL_LOSSES[name] = (discriminator_loss, generator_loss)
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
@@ -129,14 +99,15 @@ TRAIN_DEFAULTS = {
     "adam_b2": 0.999,
     "momentum": 0.5,
     "vbn_batch_size": 64,
+    "r1_gamma": 0.0,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """The config, validated and turned into Python values."""
-  model: str
-  gan_loss: str
+  architecture: str
+  class_head: bool
   z_dim: int
   z_prior: str
   n_critic: int
@@ -155,24 +126,24 @@ class Settings:
   adam_b1: float
   adam_b2: float
   momentum: float
+  r1_gamma: float
   vbn_batch_size: int
   virtual_batch_norm: bool
   g_output: str
 
   @property
   def tanh_output(self) -> bool:
-    return self.model != "cgan_mlp" or self.g_output == "tanh"
-
-  @property
-  def class_head(self) -> bool:
-    return self.model == "acgan"
+    """Whether G generates in [-1, 1] (real images are mapped there)."""
+    return self.architecture != "mlp" or self.g_output == "tanh"
 
 
 def settings(config) -> Settings:
   """Reads and validates the GAN keys; ValueError names the bad value."""
   get = lambda k: config.get(k, TRAIN_DEFAULTS[k])
   s = Settings(
-      model=config.model, gan_loss=get("gan_loss"), z_dim=int(get("z_dim")),
+      architecture=gans.model_option(config, "architecture"),
+      class_head=bool(gans.model_option(config, "class_head")),
+      z_dim=int(get("z_dim")),
       z_prior=get("z_prior"), n_critic=int(get("n_critic")),
       real_label_smoothing=float(get("real_label_smoothing")),
       gp_weight=float(get("gp_weight")), clip_value=float(get("clip_value")),
@@ -186,12 +157,11 @@ def settings(config) -> Settings:
       d_learning_rate=float(get("d_learning_rate")),
       adam_b1=float(get("adam_b1")), adam_b2=float(get("adam_b2")),
       momentum=float(get("momentum")),
+      r1_gamma=float(get("r1_gamma")),
       vbn_batch_size=int(get("vbn_batch_size")),
       virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")),
       g_output=gans.model_option(config, "g_output"))
-  for name, allowed in (("model", gans.MODELS),
-                        ("gan_loss", tuple(ADVERSARIAL_LOSSES)),
-                        ("z_prior", Z_PRIORS), ("optimizer", OPTIMIZERS)):
+  for name, allowed in (("z_prior", Z_PRIORS), ("optimizer", OPTIMIZERS)):
     if getattr(s, name) not in allowed:
       raise ValueError(f"Unknown {name} {getattr(s, name)!r}; expected one "
                        f"of {allowed}.")
@@ -204,16 +174,8 @@ def settings(config) -> Settings:
   if not 0.0 <= s.real_label_smoothing < 1.0:
     raise ValueError(f"real_label_smoothing must be in [0, 1); got "
                      f"{s.real_label_smoothing!r}.")
-  if s.real_label_smoothing and s.gan_loss not in ("minimax",
-                                                   "non_saturating"):
-    raise ValueError(f"real_label_smoothing={s.real_label_smoothing} applies "
-                     "to gan_loss 'minimax' or 'non_saturating' only; got "
-                     f"gan_loss={s.gan_loss!r}.")
-  if s.gan_loss == "wasserstein" and not s.clip_value > 0:
-    raise ValueError(f"gan_loss='wasserstein' needs clip_value > 0; got "
-                     f"{s.clip_value!r}.")
   for name in ("gp_weight", "feature_matching", "g_adv_weight",
-               "real_class_weight", "fake_class_weight"):
+               "real_class_weight", "fake_class_weight", "r1_gamma"):
     if getattr(s, name) < 0:
       raise ValueError(f"{name} must be >= 0; got {getattr(s, name)!r}.")
   return s
@@ -223,6 +185,7 @@ def validate_config(config) -> None:
   """Every GAN key's value, before anything is written; ValueError names
   the first bad one."""
   settings(config)
+  gan_objectives.get_objective(config)
   validation.positive(config, "g_learning_rate", "d_learning_rate",
                       defaults=TRAIN_DEFAULTS)
   for key in ("adam_b1", "adam_b2", "momentum"):
@@ -236,10 +199,15 @@ def validate_config(config) -> None:
   gans.validate_model_config(config)
 
 
-def metric_names(config) -> tuple[str, ...]:
-  """The metrics `evaluate` reports for this config (besides the runner's
+def has_convolutions(config) -> bool:
+  """The conv GANs convolve; Mirza & Osindero's MLPs do not."""
+  return gans.model_option(config, "architecture") == "conv"
+
+
+def metric_modes(config) -> dict:
+  """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
   sample metrics)."""
-  return ("test_class_acc",) if config.model == "acgan" else ()
+  return {"test_class_acc": "max"} if settings(config).class_head else {}
 
 
 @struct.dataclass
@@ -275,7 +243,8 @@ def sample_z(key, shape, prior: str):
   raise ValueError(f"Unknown z_prior {prior!r}; expected one of {Z_PRIORS}.")
 
 
-def _optimizer(s: Settings, lr: float, clip: bool):
+def _optimizer(s: Settings, lr: float,
+               extra: optax.GradientTransformation | None = None):
   if s.optimizer == "adam":
     tx = optax.adam(lr, b1=s.adam_b1, b2=s.adam_b2)
   elif s.optimizer == "sgd":  # Mirza & Osindero 2014's schedule
@@ -285,7 +254,7 @@ def _optimizer(s: Settings, lr: float, clip: bool):
     tx = optax.sgd(schedule, momentum=s.momentum)
   else:
     tx = optax.rmsprop(lr)
-  return optax.chain(tx, losses.clip_weights(s.clip_value)) if clip else tx
+  return optax.chain(tx, extra) if extra is not None else tx
 
 
 def _ref(state_or_ref):
@@ -310,8 +279,9 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
   g_vars = generator.init({"params": g_key, "dropout": drop_key}, z, c,
                           ref=_ref(vbn_ref))
   d_vars = discriminator.init({"params": d_key, "dropout": drop_key}, x, c)
-  g_tx = _optimizer(s, s.g_learning_rate, clip=False)
-  d_tx = _optimizer(s, s.d_learning_rate, clip=s.gan_loss == "wasserstein")
+  g_tx = _optimizer(s, s.g_learning_rate)
+  d_tx = _optimizer(s, s.d_learning_rate,
+                    gan_objectives.get_objective(config).d_transform)
   g_params, d_params = g_vars["params"], d_vars["params"]
   return GANState(
       step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
@@ -320,14 +290,6 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
       g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
       ema_params=g_params if s.ema_decay > 0 else None, vbn_ref=vbn_ref,
       g_tx=g_tx, d_tx=d_tx)
-
-
-def _adversarial_losses(s: Settings):
-  """(d_loss(real_logits, fake_logits), g_loss(fake_logits)), per example."""
-  d, g = ADVERSARIAL_LOSSES[s.gan_loss]
-  if s.real_label_smoothing:
-    d = functools.partial(d, real_label_smoothing=s.real_label_smoothing)
-  return d, g
 
 
 class _Players:
@@ -363,129 +325,117 @@ def _accuracy(class_logits, labels):
   return jnp.mean((jnp.argmax(class_logits, -1) == labels).astype(jnp.float32))
 
 
+def _d_metrics(objective, real, fake, labels, class_head: bool) -> dict:
+  """What D's update reports besides its terms."""
+  lr, lf = real["logit"], fake["logit"]
+  m = {"d_real": jnp.mean(jax.nn.sigmoid(lr)),
+       "d_fake": jnp.mean(jax.nn.sigmoid(lf))}
+  if objective.metrics is not None:
+    m.update(objective.metrics(lr, lf))
+  if class_head:
+    m.update(real_class_acc=_accuracy(real["class_logits"], labels),
+             fake_class_acc=_accuracy(fake["class_logits"], labels))
+  return m
+
+
 def make_train_step(config, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics); see the module doc.
 
-  Metrics (float32 scalars): loss (d_loss + g_loss, only for progress
-  displays: no player minimises it), d_loss, d_adv_loss, d_real and d_fake (mean
-  sigmoid(D) on the real and generated batch of the last D update, before
-  it), g_loss, g_adv_loss; gradient_penalty (wasserstein_gp);
-  wasserstein_estimate = mean D(x) - mean D(G(z)) (wasserstein losses);
-  feature_matching (when weighted); for acgan d_real_class_loss,
-  d_fake_class_loss, g_fake_class_loss, real_class_acc, fake_class_acc.
+  `n_critic` discriminator updates, then one generator update. Each player
+  minimises the weighted sum of its terms (`gan_objectives.
+  discriminator_terms` / `generator_terms`); every term's mean is a metric
+  (d_adv_loss, g_adv_loss, gradient_penalty, r1_penalty, feature_matching,
+  d_real_class_loss, d_fake_class_loss, g_fake_class_loss), with d_loss,
+  g_loss, loss (their sum, for progress displays only), d_real and d_fake
+  (mean sigmoid(D) before the last D update), the objective's metrics
+  (wasserstein_estimate) and, with a class head, real/fake_class_acc.
   """
   s = settings(config)
   players = _Players(config, image_shape, num_classes)
-  d_adv, g_adv = _adversarial_losses(s)
+  objective = gan_objectives.get_objective(config)
+  d_terms = gan_objectives.discriminator_terms(config, objective, s.class_head)
+  g_terms = gan_objectives.generator_terms(config, objective, s.class_head)
+  g_needs_real = objective.generator_needs_real or s.feature_matching > 0
 
   def d_loss_fn(d_params, d_stats, x_real, fake, labels, keys):
-    out_real, d_stats = players.discriminate(d_params, d_stats, x_real, labels,
-                                             train=True, rng=keys[0])
-    out_fake, d_stats = players.discriminate(d_params, d_stats, fake, labels,
+    real_out, d_stats = players.discriminate(d_params, d_stats, x_real,
+                                             labels, train=True, rng=keys[0])
+    fake_out, d_stats = players.discriminate(d_params, d_stats, fake, labels,
                                              train=True, rng=keys[1])
-    lr, lf = out_real["logit"], out_fake["logit"]
-    adv = jnp.mean(d_adv(lr, lf))
-    loss = adv
-    m = {"d_adv_loss": adv, "d_real": jnp.mean(jax.nn.sigmoid(lr)),
-         "d_fake": jnp.mean(jax.nn.sigmoid(lf))}
-    if s.gan_loss in ("wasserstein", "wasserstein_gp"):
-      m["wasserstein_estimate"] = jnp.mean(lr) - jnp.mean(lf)
-    if s.gan_loss == "wasserstein_gp":
-      def critic(x):
-        out, _ = players.discriminate(d_params, d_stats, x, labels,
-                                      train=True, rng=keys[0],
-                                      update_stats=False)
-        return out["logit"]
-      gp = jnp.mean(losses.gradient_penalty(critic, x_real, fake, keys[2]))
-      loss = loss + s.gp_weight * gp
-      m["gradient_penalty"] = gp
-    if s.class_head:
-      real_cls = jnp.mean(losses.acgan_real_class_loss(
-          out_real["class_logits"], labels))
-      fake_cls = jnp.mean(losses.acgan_fake_class_loss(
-          out_fake["class_logits"], labels))
-      loss = loss + s.real_class_weight * real_cls
-      if s.d_fake_class:
-        loss = loss + s.fake_class_weight * fake_cls
-      m.update(d_real_class_loss=real_cls, d_fake_class_loss=fake_cls,
-               real_class_acc=_accuracy(out_real["class_logits"], labels),
-               fake_class_acc=_accuracy(out_fake["class_logits"], labels))
+
+    def critic(x):  # for penalties: D at the updated statistics, frozen
+      out, _ = players.discriminate(d_params, d_stats, x, labels, train=True,
+                                    rng=keys[0], update_stats=False)
+      return out["logit"]
+    context = gan_objectives.Context(real_out, fake_out, labels, critic,
+                                     x_real, fake, keys[2])
+    loss, m = gan_objectives.total(d_terms, context)
+    m.update(_d_metrics(objective, real_out, fake_out, labels, s.class_head))
     m["d_loss"] = loss
     return loss, (d_stats, m)
 
   def g_loss_fn(g_params, g_stats, d_params, d_stats, z, labels, ref,
-                real_features, keys):
+                real_out, keys):
     fake, g_stats = players.generate(g_params, g_stats, z, labels, ref=ref,
                                      train=True, rng=keys[0])
-    out_fake, _ = players.discriminate(d_params, d_stats, fake, labels,
+    fake_out, _ = players.discriminate(d_params, d_stats, fake, labels,
                                        train=True, rng=keys[1],
                                        update_stats=False)
-    adv = jnp.mean(g_adv(out_fake["logit"]))
-    loss = s.g_adv_weight * adv
-    m = {"g_adv_loss": adv}
-    if s.feature_matching > 0:
-      fm = jnp.mean(losses.feature_matching_loss(real_features,
-                                                 out_fake["features"]))
-      loss = loss + s.feature_matching * fm
-      m["feature_matching"] = fm
-    if s.class_head:
-      cls = jnp.mean(losses.acgan_fake_class_loss(out_fake["class_logits"],
-                                                  labels))
-      loss = loss + s.fake_class_weight * cls
-      m["g_fake_class_loss"] = cls
+    loss, m = gan_objectives.total(
+        g_terms, gan_objectives.Context(real_out, fake_out, labels))
     m["g_loss"] = loss
     return loss, (g_stats, m)
 
-  def to_model_range(x):
-    return 2.0 * x - 1.0 if s.tanh_output else x
+  def d_update(state, d_params, d_stats, d_opt_state, x_real, labels, rng):
+    z_key, g_key, *d_keys = jax.random.split(rng, 5)
+    z = sample_z(z_key, (labels.shape[0], s.z_dim), s.z_prior)
+    fake, _ = players.generate(state.g_params, state.g_stats, z, labels,
+                               ref=_ref(state.vbn_ref), train=True, rng=g_key)
+    grads, (d_stats, m) = jax.grad(d_loss_fn, has_aux=True)(
+        d_params, d_stats, x_real, jax.lax.stop_gradient(fake), labels,
+        d_keys)
+    updates, d_opt_state = state.d_tx.update(grads, d_opt_state, d_params)
+    return optax.apply_updates(d_params, updates), d_stats, d_opt_state, m
+
+  def g_update(state, d_params, d_stats, x_real, labels, rng):
+    z_key, real_key, *g_keys = jax.random.split(rng, 4)
+    z = sample_z(z_key, (labels.shape[0], s.z_dim), s.z_prior)
+    real_out = None
+    if g_needs_real:
+      real_out, _ = players.discriminate(d_params, d_stats, x_real, labels,
+                                         train=True, rng=real_key,
+                                         update_stats=False)
+      real_out = jax.lax.stop_gradient(real_out)
+    grads, (g_stats, m) = jax.grad(g_loss_fn, has_aux=True)(
+        state.g_params, state.g_stats, d_params, d_stats, z, labels,
+        _ref(state.vbn_ref), real_out, g_keys)
+    updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state,
+                                             state.g_params)
+    return optax.apply_updates(state.g_params, updates), g_stats, \
+        g_opt_state, m
 
   def train_step(state: GANState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    x_real = to_model_range(batch["image"].astype(jnp.float32))
-    labels = batch["label"]
-    b = labels.shape[0]
-    ref = _ref(state.vbn_ref)
-    d_params, d_stats, d_opt_state = (state.d_params, state.d_stats,
-                                      state.d_opt_state)
-    metrics = {}
+    x_real, labels = batch["image"].astype(jnp.float32), batch["label"]
+    if s.tanh_output:
+      x_real = 2.0 * x_real - 1.0
+    d_params, d_stats, d_opt = state.d_params, state.d_stats, state.d_opt_state
     for i in range(s.n_critic):  # unrolled: n_critic is small and static
-      z_key, g_key, *d_keys = jax.random.split(jax.random.fold_in(rng, i), 5)
-      z = sample_z(z_key, (b, s.z_dim), s.z_prior)
-      fake, _ = players.generate(state.g_params, state.g_stats, z, labels,
-                                 ref=ref, train=True, rng=g_key)
-      fake = jax.lax.stop_gradient(fake)
-      grads, (d_stats, metrics) = jax.grad(d_loss_fn, has_aux=True)(
-          d_params, d_stats, x_real, fake, labels, d_keys)
-      updates, d_opt_state = state.d_tx.update(grads, d_opt_state, d_params)
-      d_params = optax.apply_updates(d_params, updates)
-
-    g_rng = jax.random.fold_in(rng, s.n_critic)
-    z_key, real_key, *g_keys = jax.random.split(g_rng, 4)
-    z = sample_z(z_key, (b, s.z_dim), s.z_prior)
-    real_features = None
-    if s.feature_matching > 0:
-      out_real, _ = players.discriminate(d_params, d_stats, x_real, labels,
-                                         train=True, rng=real_key,
-                                         update_stats=False)
-      real_features = jax.lax.stop_gradient(out_real["features"])
-    grads, (g_stats, g_metrics) = jax.grad(g_loss_fn, has_aux=True)(
-        state.g_params, state.g_stats, d_params, d_stats, z, labels, ref,
-        real_features, g_keys)
-    updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state,
-                                             state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    ema_params = state.ema_params
+      d_params, d_stats, d_opt, d_m = d_update(
+          state, d_params, d_stats, d_opt, x_real, labels,
+          jax.random.fold_in(rng, i))
+    g_params, g_stats, g_opt, g_m = g_update(
+        state, d_params, d_stats, x_real, labels,
+        jax.random.fold_in(rng, s.n_critic))
+    ema = state.ema_params
     if s.ema_decay > 0:
-      ema_params = optax.incremental_update(g_params, ema_params,
-                                            1.0 - s.ema_decay)
-    metrics = {**metrics, **g_metrics}
-    metrics["loss"] = metrics["d_loss"] + metrics["g_loss"]
-    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-    new_state = state.replace(
+      ema = optax.incremental_update(g_params, ema, 1.0 - s.ema_decay)
+    metrics = {**d_m, **g_m, "loss": d_m["d_loss"] + g_m["g_loss"]}
+    return state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params,
-        g_stats=g_stats, d_stats=d_stats, g_opt_state=g_opt_state,
-        d_opt_state=d_opt_state, ema_params=ema_params)
-    return new_state, metrics
+        g_stats=g_stats, d_stats=d_stats, g_opt_state=g_opt,
+        d_opt_state=d_opt, ema_params=ema), {
+            k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
   return train_step
 

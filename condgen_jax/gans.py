@@ -34,9 +34,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from condgen_jax import conditioning
+from condgen_jax import families
 from condgen_jax import layers
 
-MODELS = ("cgan_mlp", "cgan_conv", "acgan")
+ARCHITECTURES = ("mlp", "conv")
 G_CONDITIONINGS = ("concat", "film")
 D_CONDITIONINGS = ("vectorize", "embed_channel", "film", "projection")
 NORMS = ("none", "batch", "layer")
@@ -49,8 +50,12 @@ G_OUTPUTS = ("sigmoid", "tanh")
 # convolution that spans them and trains several times faster on XLA:CPU.
 UPSAMPLES = ("transpose", "pixel_shuffle")
 MODEL_DEFAULTS = {
+    # Presets of the model names ('cgan_mlp', 'acgan', ...) in
+    # `families.MODELS` take precedence over these.
+    "architecture": "conv",  # 'mlp': Mirza & Osindero's fixed MLPs
+    "class_head": False,  # AC-GAN: D also predicts the class
     "g_conditioning": "concat",
-    "d_conditioning": None,  # 'projection' for cgan_conv, 'none' for acgan
+    "d_conditioning": "projection",
     "g_width": 64,
     "g_upsample": "transpose",
     "d_width": 64,
@@ -318,17 +323,18 @@ class ConvDiscriminator(nn.Module):
 
 
 def model_option(config, key: str):
-  """`config[key]`, or its default in `MODEL_DEFAULTS` when absent."""
-  if key == "d_conditioning" and config.get(key) is None:
-    return "none" if config.model == "acgan" else "projection"
-  return config.get(key, MODEL_DEFAULTS[key])
+  """`config[key]`, else the model name's preset, else `MODEL_DEFAULTS`."""
+  return families.option(config, key, MODEL_DEFAULTS[key])
 
 
 def validate_model_config(config) -> None:
   """ValueError naming the first model key with a value not allowed."""
   get = lambda key: model_option(config, key)
-  _check("model", config.model, MODELS)
-  if config.model == "cgan_mlp":
+  _check("architecture", get("architecture"), ARCHITECTURES)
+  if get("class_head") not in (True, False):
+    raise ValueError(f"class_head must be True or False; got "
+                     f"{get('class_head')!r}.")
+  if get("architecture") == "mlp":
     _check("g_activation", get("g_activation"), G_ACTIVATIONS)
     _check("g_output", get("g_output"), G_OUTPUTS)
     if get("virtual_batch_norm"):
@@ -337,7 +343,7 @@ def validate_model_config(config) -> None:
                        "has none.")
     return
   _check("g_conditioning", get("g_conditioning"), G_CONDITIONINGS)
-  allowed_d = D_CONDITIONINGS + (("none",) if config.model == "acgan" else ())
+  allowed_d = D_CONDITIONINGS + (("none",) if get("class_head") else ())
   _check("d_conditioning", get("d_conditioning"), allowed_d)
   _check("g_norm", get("g_norm"), NORMS)
   _check("d_norm", get("d_norm"), NORMS)
@@ -345,7 +351,7 @@ def validate_model_config(config) -> None:
 
 
 def make_models(config, image_shape, num_classes: int):
-  """(generator, discriminator) for `config.model`; see `MODEL_DEFAULTS`.
+  """(generator, discriminator) for the config; see `MODEL_DEFAULTS`.
 
   cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
   (its hidden layers), g_dropout_rate, g_activation, g_output and the
@@ -355,7 +361,7 @@ def make_models(config, image_shape, num_classes: int):
   image_shape = tuple(int(s) for s in image_shape)
   get = lambda key: model_option(config, key)
   validate_model_config(config)
-  if config.model == "cgan_mlp":
+  if get("architecture") == "mlp":
     return (MLPGenerator(image_shape, num_classes,
                          dropout_rate=float(get("g_dropout_rate")),
                          norm=config.get("g_norm", "none"),
@@ -369,7 +375,7 @@ def make_models(config, image_shape, num_classes: int):
                 mbd_kernels=int(get("mbd_kernels")),
                 mbd_kernel_dim=int(get("mbd_kernel_dim"))))
   if image_shape[0] % 4 or image_shape[1] % 4:
-    raise ValueError(f"{config.model} needs H and W divisible by 4; got "
+    raise ValueError("The conv GANs need H and W divisible by 4; got "
                      f"image_shape {image_shape}.")
   generator = ConvGenerator(image_shape, num_classes,
                             conditioning=get("g_conditioning"),
@@ -383,5 +389,5 @@ def make_models(config, image_shape, num_classes: int):
       minibatch_discrimination=bool(get("minibatch_discrimination")),
       mbd_kernels=int(get("mbd_kernels")),
       mbd_kernel_dim=int(get("mbd_kernel_dim")),
-      class_head=config.model == "acgan")
+      class_head=bool(get("class_head")))
   return generator, discriminator

@@ -17,6 +17,8 @@ gradients. They are elementwise in the logits and keep their leading shape
 - Wasserstein (Arjovsky et al. 2017), `clip_weights`, and the gradient
   penalty (Gulrajani et al. 2017);
 - hinge (Lim & Ye 2017; Miyato et al. 2018);
+- relativistic average (Jolicoeur-Martineau 2019), whose generator loss
+  needs the real logits, and the R1 penalty (Mescheder et al. 2018);
 - AC-GAN class terms (Odena et al. 2017);
 - feature matching (Salimans et al. 2016).
 """
@@ -279,3 +281,42 @@ def feature_matching_loss(real_features, fake_features):
                      f"{real_features.shape} and {fake_features.shape}.")
   value = jnp.sum(jnp.square(jnp.mean(real, 0) - jnp.mean(fake, 0)))
   return jnp.broadcast_to(value, (fake.shape[0],))
+
+
+def relativistic_average_discriminator_loss(real_logits, fake_logits):
+  """-log s(C(x) - E C(G(z))) - log(1 - s(C(G(z)) - E C(x))).
+
+  The relativistic average standard GAN (RaSGAN) of Jolicoeur-Martineau 2019,
+  "The relativistic discriminator: a key element missing from standard GAN",
+  eq. 7 (s = sigmoid, C the critic's logit). The expectations are means over
+  the batch's other half, so one value per (real, fake) pair:
+    loss_i = softplus(-(r_i - mean f)) + softplus(f_i - mean r).
+  """
+  real_logits = jnp.asarray(real_logits)
+  fake_logits = jnp.asarray(fake_logits)
+  return (jax.nn.softplus(-(real_logits - jnp.mean(fake_logits)))
+          + jax.nn.softplus(fake_logits - jnp.mean(real_logits)))
+
+
+def relativistic_average_generator_loss(real_logits, fake_logits):
+  """-log s(C(G(z)) - E C(x)) - log(1 - s(C(x) - E C(G(z)))).
+
+  Jolicoeur-Martineau 2019, eq. 8: the discriminator's loss with the roles
+  of real and fake swapped, so the generator needs the real logits too:
+    loss_i = softplus(-(f_i - mean r)) + softplus(r_i - mean f).
+  """
+  return relativistic_average_discriminator_loss(fake_logits, real_logits)
+
+
+def r1_penalty(critic_fn: Callable, real):
+  """||grad_x D(x)||_2^2 on real data, per example.
+
+  Mescheder et al. 2018, "Which Training Methods for GANs do actually
+  Converge?", eq. 9: R1 = gamma/2 E_x ||grad D(x)||^2, added to the
+  discriminator's loss with any GAN objective (gamma/2 is the caller's
+  weight). `critic_fn` maps `[B, ...]` to per-example logits `[B]`, each
+  depending on its own input only. Returns `[B]`.
+  """
+  real = jnp.asarray(real)
+  grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(real)
+  return jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1)

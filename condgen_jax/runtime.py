@@ -133,7 +133,11 @@ def synchronous_cpu_dispatch(config) -> bool:
   from condgen_jax import families  # pylint: disable=g-import-not-at-top
   if _keep_defaults():
     return False
-  if not families.has_convolutions(config):
+  try:
+    convolutional = families.has_convolutions(config)
+  except ValueError:  # a bad model name: the entry point reports it
+    return False
+  if not convolutional:
     return False
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)

@@ -63,10 +63,11 @@ def validate_config(config) -> None:
                      f"{config.allow_config_change!r}.")
   family.validate_config(config)
   if config.get("best_metric"):
-    allowed = evaluation.best_metrics(family.metric_names(config))
+    allowed = evaluation.metric_modes(family.metric_modes(config))
     if config.best_metric not in allowed:
       raise ValueError(f"Unknown best_metric {config.best_metric!r} for "
-                       f"model {config.model!r}; expected one of {allowed}.")
+                       f"model {config.model!r}; expected one of "
+                       f"{tuple(allowed)}.")
 
 
 def load_data(config) -> data_lib.Dataset:
@@ -346,7 +347,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   if config.get("eval_every", 0) and config.get("best_metric"):
     best_mngr = checkpointing.manager(
         workdir / "best", max_to_keep=1, best_metric=config.best_metric,
-        best_mode=evaluation.metric_mode(config.best_metric))
+        best_mode=evaluation.metric_mode(
+            config.best_metric, run.family.metric_modes(config)))
   progress = _Progress(step=int(parallel.to_host(state.step)), saved=restored)
   try:
     return _train_loop(run, state, workdir, mngr, best_mngr, progress)

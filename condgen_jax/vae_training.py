@@ -51,11 +51,17 @@ def validate_config(config) -> None:
   validation.one_of(config, "conditioning", cond_lib.CONDITIONINGS)
 
 
-def metric_names(config) -> tuple[str, ...]:
-  """The metrics `evaluate` reports for this config (besides the runner's
+def has_convolutions(config) -> bool:
+  return config.get("architecture") == "conv"
+
+
+def metric_modes(config) -> dict:
+  """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
   sample metrics)."""
-  return ("test_neg_elbo",) + (("test_iw_nll",)
-                               if int(config.get("iw_samples", 0)) else ())
+  modes = {"test_neg_elbo": "min"}
+  if int(config.get("iw_samples", 0)):
+    modes["test_iw_nll"] = "min"
+  return modes
 
 
 def create_state(config, image_shape, num_classes, rng) -> TrainState:

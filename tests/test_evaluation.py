@@ -25,6 +25,7 @@ def test_metric_mode():
     assert evaluation.metric_mode(name) == "max", name
   with pytest.raises(ValueError, match="'sharpness'"):
     evaluation.metric_mode("sharpness")
+  assert evaluation.metric_mode("sharpness", {"sharpness": "max"}) == "max"
 
 
 def test_evaluate_state_reports_every_metric_with_counts(digits,

@@ -306,3 +306,26 @@ def test_clip_weights_errors():
   tx = losses.clip_weights(0.1)
   with pytest.raises(ValueError, match="params"):
     tx.update({"w": jnp.zeros(2)}, tx.init({"w": jnp.zeros(2)}))
+
+
+def test_relativistic_average_losses_match_numpy():
+  r = np.array([2.0, -1.0, 0.3], np.float32)
+  f = np.array([0.5, 3.0, -2.0], np.float32)
+  softplus = lambda x: np.log1p(np.exp(x))
+  d = softplus(-(r - f.mean())) + softplus(f - r.mean())
+  g = softplus(-(f - r.mean())) + softplus(r - f.mean())
+  np.testing.assert_allclose(
+      losses.relativistic_average_discriminator_loss(r, f), d, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.relativistic_average_generator_loss(r, f), g, rtol=1e-6)
+
+
+def test_r1_penalty_is_the_squared_input_gradient_norm():
+  # D(x) = sum(w * x^2) per example: grad = 2 w x, ||.||^2 = sum 4 w^2 x^2.
+  w = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)
+  x = np.array([[[1.0, 2.0], [0.0, -1.0]], [[3.0, 0.5], [2.0, 1.0]]],
+               np.float32)
+  critic = lambda xs: jnp.sum(w * xs ** 2, axis=(1, 2))
+  expected = np.sum((2 * w * x) ** 2, axis=(1, 2))
+  np.testing.assert_allclose(losses.r1_penalty(critic, x), expected,
+                             rtol=1e-6)

@@ -1,0 +1,283 @@
+"""GAN objectives as objects, and the named terms each player minimises.
+
+A `GANObjective` holds what makes one GAN loss: the discriminator's and the
+generator's per-example losses as functions of both discriminator outputs
+(`real`, `fake`: dicts with 'logit', 'features' and, with a class head,
+'class_logits'), an optional regulariser of the discriminator (a function
+of the critic, e.g. the WGAN-GP gradient penalty), an optional optimiser
+transform for the discriminator (WGAN weight clipping) and extra metrics.
+
+`config.gan_loss` names a built-in (`BUILTINS`) or is an import path
+`package.module:attribute` to a `GANObjective` or to a function
+`config -> GANObjective`; every process (train, sample, evaluate) rebuilds
+the same objective from the config. A new loss is one such object:
+
+    def my_loss(config):
+      return GANObjective(
+          discriminator_loss=lambda real, fake: ...,   # [B]
+          generator_loss=lambda real, fake: ...)       # [B]
+
+    python -m experiments.train ... --config.gan_loss=my_module:my_loss
+
+`discriminator_terms` / `generator_terms` list the named, weighted terms of
+each player's loss: the objective's, the R1 penalty (`r1_gamma`, any
+objective), the AC-GAN class terms and feature matching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from condgen_jax import losses
+
+Outputs = dict  # a discriminator's outputs: 'logit', 'features', ...
+
+
+@dataclasses.dataclass(frozen=True)
+class GANObjective:
+  """One GAN loss; see the module docstring.
+
+  discriminator_loss(real, fake) and generator_loss(real, fake) return one
+  value per example. `generator_needs_real`: whether generator_loss reads
+  `real` (the step then runs D on the real batch in the generator update;
+  otherwise `real` is None there). `regularizer(critic, x_real, x_fake,
+  key) -> [B]` is added to D's loss with `regularizer_weight`.
+  `d_transform`: an optax transform chained after D's optimiser.
+  `metrics(real_logits, fake_logits) -> dict` of extra scalars.
+  """
+  discriminator_loss: Callable[[Outputs, Outputs], jax.Array]
+  generator_loss: Callable[[Outputs | None, Outputs], jax.Array]
+  generator_needs_real: bool = False
+  regularizer: Callable | None = None
+  regularizer_name: str = "regularizer"
+  regularizer_weight: float = 0.0
+  d_transform: optax.GradientTransformation | None = None
+  metrics: Callable[[jax.Array, jax.Array], dict] | None = None
+
+
+def _logits(d_loss, g_loss, **kw) -> GANObjective:
+  """An objective whose losses read the logits only (the classic ones)."""
+  return GANObjective(
+      discriminator_loss=lambda real, fake: d_loss(real["logit"],
+                                                   fake["logit"]),
+      generator_loss=lambda real, fake: g_loss(fake["logit"]), **kw)
+
+
+def _no_label_smoothing(config, name: str) -> None:
+  if config.get("real_label_smoothing", 0.0):
+    raise ValueError(f"real_label_smoothing={config.real_label_smoothing} "
+                     "applies to gan_loss 'minimax' or 'non_saturating' "
+                     f"only; got gan_loss={name!r}.")
+
+
+def _wasserstein_estimate(real_logits, fake_logits) -> dict:
+  return {"wasserstein_estimate": jnp.mean(real_logits)
+                                  - jnp.mean(fake_logits)}
+
+
+def minimax(config, generator_loss=losses.minimax_generator_loss):
+  """Goodfellow et al. 2014, with one-sided label smoothing."""
+  smoothing = float(config.get("real_label_smoothing", 0.0))
+  d_loss = losses.minimax_discriminator_loss
+  if smoothing:
+    d_loss = functools.partial(d_loss, real_label_smoothing=smoothing)
+  return _logits(d_loss, generator_loss)
+
+
+def non_saturating(config):
+  """Minimax D, the -log D(G(z)) generator loss (Goodfellow et al. 2014)."""
+  return minimax(config, losses.non_saturating_generator_loss)
+
+
+def least_squares(config):
+  """Mao et al. 2017."""
+  _no_label_smoothing(config, "least_squares")
+  return _logits(losses.least_squares_discriminator_loss,
+                 losses.least_squares_generator_loss)
+
+
+def wasserstein(config):
+  """Arjovsky et al. 2017: the critic's weights clipped to +-clip_value."""
+  _no_label_smoothing(config, "wasserstein")
+  clip = float(config.get("clip_value", 0.01))
+  if not clip > 0:
+    raise ValueError(f"gan_loss='wasserstein' needs clip_value > 0; got "
+                     f"{clip!r}.")
+  return _logits(losses.wasserstein_discriminator_loss,
+                 losses.wasserstein_generator_loss,
+                 d_transform=losses.clip_weights(clip),
+                 metrics=_wasserstein_estimate)
+
+
+def wasserstein_gp(config):
+  """Gulrajani et al. 2017: the gradient penalty, weight gp_weight."""
+  _no_label_smoothing(config, "wasserstein_gp")
+  return _logits(losses.wasserstein_discriminator_loss,
+                 losses.wasserstein_generator_loss,
+                 regularizer=losses.gradient_penalty,
+                 regularizer_name="gradient_penalty",
+                 regularizer_weight=float(config.get("gp_weight", 10.0)),
+                 metrics=_wasserstein_estimate)
+
+
+def hinge(config):
+  """Lim & Ye 2017; Miyato et al. 2018."""
+  _no_label_smoothing(config, "hinge")
+  return _logits(losses.hinge_discriminator_loss,
+                 losses.hinge_generator_loss)
+
+
+def relativistic_average(config):
+  """RaSGAN (Jolicoeur-Martineau 2019): both losses read both logits."""
+  _no_label_smoothing(config, "relativistic_average")
+  return GANObjective(
+      discriminator_loss=lambda real, fake: (
+          losses.relativistic_average_discriminator_loss(real["logit"],
+                                                         fake["logit"])),
+      generator_loss=lambda real, fake: (
+          losses.relativistic_average_generator_loss(real["logit"],
+                                                     fake["logit"])),
+      generator_needs_real=True)
+
+
+BUILTINS = {
+    "minimax": minimax,
+    "non_saturating": non_saturating,
+    "least_squares": least_squares,
+    "wasserstein": wasserstein,
+    "wasserstein_gp": wasserstein_gp,
+    "hinge": hinge,
+    "relativistic_average": relativistic_average,
+}
+
+
+def get_objective(config) -> GANObjective:
+  """The objective `config.gan_loss` names: a key of `BUILTINS` or
+  'package.module:attribute' (a GANObjective or a function of the config
+  returning one). ValueError names a bad name."""
+  name = config.get("gan_loss", "non_saturating")
+  if name in BUILTINS:
+    return BUILTINS[name](config)
+  if not isinstance(name, str) or ":" not in name:
+    raise ValueError(f"Unknown gan_loss {name!r}; expected one of "
+                     f"{tuple(BUILTINS)} or an import path "
+                     "'package.module:attribute'.")
+  module_name, attribute = name.split(":", 1)
+  try:
+    found = getattr(importlib.import_module(module_name), attribute)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f"gan_loss={name!r} does not import: {e}.") from None
+  objective = found if isinstance(found, GANObjective) else found(config)
+  if not isinstance(objective, GANObjective):
+    raise ValueError(f"gan_loss={name!r} gives {type(objective).__name__}, "
+                     "not a GANObjective.")
+  return objective
+
+
+# ----------------------------------------------------------------------------
+# The terms each player minimises.
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a term may read: both D outputs (`real` is None in the G update
+  when nothing there needs it), the labels, the critic x -> logits (for
+  penalties), both batches and a key."""
+  real: Any
+  fake: Any
+  labels: jax.Array
+  critic: Callable | None = None
+  x_real: jax.Array | None = None
+  x_fake: jax.Array | None = None
+  key: jax.Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """A named per-example term; the loss adds weight * mean(fn(context)).
+  With weight None it is reported as a metric but not minimised."""
+  name: str
+  fn: Callable[[Context], jax.Array]
+  weight: float | None = 1.0
+
+
+def discriminator_terms(config, objective: GANObjective,
+                        class_head: bool) -> list[Term]:
+  """D's loss: the adversarial loss, the objective's regulariser, the R1
+  penalty and, with a class head, the AC-GAN class terms."""
+  terms = [Term("d_adv_loss",
+                lambda c: objective.discriminator_loss(c.real, c.fake))]
+  if objective.regularizer is not None:
+    terms.append(Term(objective.regularizer_name, lambda c: (
+        objective.regularizer(c.critic, c.x_real, c.x_fake, c.key)),
+                      objective.regularizer_weight))
+  r1_gamma = float(config.get("r1_gamma", 0.0))
+  if r1_gamma > 0:
+    terms.append(Term("r1_penalty",
+                      lambda c: losses.r1_penalty(c.critic, c.x_real),
+                      r1_gamma / 2))
+  if class_head:
+    terms += acgan_discriminator_terms(config)
+  return terms
+
+
+def generator_terms(config, objective: GANObjective,
+                    class_head: bool) -> list[Term]:
+  """G's loss: the adversarial loss (weight g_adv_weight), feature matching
+  (Salimans et al. 2016) and, with a class head, the AC-GAN class term."""
+  terms = [Term("g_adv_loss",
+                lambda c: objective.generator_loss(c.real, c.fake),
+                float(config.get("g_adv_weight", 1.0)))]
+  if float(config.get("feature_matching", 0.0)) > 0:
+    terms.append(Term("feature_matching", lambda c: (
+        losses.feature_matching_loss(c.real["features"],
+                                     c.fake["features"])),
+                      float(config.feature_matching)))
+  if class_head:
+    terms += acgan_generator_terms(config)
+  return terms
+
+
+def acgan_discriminator_terms(config) -> list[Term]:
+  """The AC-GAN objective's D side (Odena et al. 2017, eq. 3): -log q(c|x)
+  on real data (real_class_weight) and -log q(c|G(z,c)) on generated data
+  (fake_class_weight; minimised by D only when d_fake_class, reported
+  always). real_class_weight=0 gives the InfoGAN-style variant."""
+  return [
+      Term("d_real_class_loss", lambda c: losses.acgan_real_class_loss(
+          c.real["class_logits"], c.labels),
+           float(config.get("real_class_weight", 1.0))),
+      Term("d_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
+          c.fake["class_logits"], c.labels),
+           float(config.get("fake_class_weight", 1.0))
+           if config.get("d_fake_class", True) else None),
+  ]
+
+
+def acgan_generator_terms(config) -> list[Term]:
+  """The AC-GAN objective's G side: -log q(c|G(z,c)), fake_class_weight."""
+  return [Term("g_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
+      c.fake["class_logits"], c.labels),
+               float(config.get("fake_class_weight", 1.0)))]
+
+
+def total(terms: list[Term], context: Context):
+  """(sum of weight * mean(term), {name: mean(term)}), in the terms' order;
+  the first term enters unscaled when its weight is 1."""
+  loss, metrics = None, {}
+  for term in terms:
+    value = jnp.mean(term.fn(context))
+    metrics[term.name] = value
+    if term.weight is None:
+      continue
+    weighted = value if (loss is None and term.weight == 1.0) else (
+        term.weight * value)
+    loss = weighted if loss is None else loss + weighted
+  return loss, metrics

@@ -1,0 +1,146 @@
+"""GAN objectives as objects: built-ins by name, user objectives by import
+path (here: one defined in this module, trained through the CLI)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from condgen_jax import gan_objectives
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def relativistic_average_hinge(config):
+  """RaHinge (Jolicoeur-Martineau 2019, sec. 4.2), defined outside the
+  library: both losses read both discriminator outputs."""
+  del config
+
+  def d_loss(real, fake):
+    r, f = real["logit"], fake["logit"]
+    return (jax.nn.relu(1.0 - (r - jnp.mean(f)))
+            + jax.nn.relu(1.0 + (f - jnp.mean(r))))
+
+  return gan_objectives.GANObjective(
+      discriminator_loss=d_loss,
+      generator_loss=lambda real, fake: d_loss(fake, real),
+      generator_needs_real=True)
+
+
+CONSTANT = gan_objectives.GANObjective(
+    discriminator_loss=lambda real, fake: jnp.zeros_like(real["logit"]),
+    generator_loss=lambda real, fake: -fake["logit"])
+
+
+def not_an_objective(config):
+  del config
+  return 42
+
+
+def _config(**kw):
+  return ml_collections.ConfigDict(dict(kw))
+
+
+def test_builtins_by_name_and_their_parts():
+  real = {"logit": jnp.array([2.0, -1.0])}
+  fake = {"logit": jnp.array([0.5, 3.0])}
+  ns = gan_objectives.get_objective(_config(gan_loss="non_saturating"))
+  np.testing.assert_allclose(ns.generator_loss(None, fake),
+                             np.log1p(np.exp(-np.array([0.5, 3.0]))),
+                             rtol=1e-6)
+  wgan = gan_objectives.get_objective(_config(gan_loss="wasserstein",
+                                              clip_value=0.5))
+  assert wgan.d_transform is not None and wgan.regularizer is None
+  np.testing.assert_allclose(
+      wgan.metrics(real["logit"], fake["logit"])["wasserstein_estimate"],
+      0.5 - 1.75)
+  gp = gan_objectives.get_objective(_config(gan_loss="wasserstein_gp",
+                                            gp_weight=3.0))
+  assert gp.regularizer_weight == 3.0 and gp.d_transform is None
+  ra = gan_objectives.get_objective(_config(gan_loss="relativistic_average"))
+  assert ra.generator_needs_real
+  r, f = np.array([2.0, -1.0]), np.array([0.5, 3.0])
+  softplus = lambda x: np.log1p(np.exp(x))
+  np.testing.assert_allclose(
+      ra.generator_loss(real, fake),
+      softplus(-(f - r.mean())) + softplus(r - f.mean()), rtol=1e-6)
+  smoothed = gan_objectives.get_objective(
+      _config(gan_loss="minimax", real_label_smoothing=0.2))
+  s = 0.2
+  expected = (-(1 - s) * np.log(1 / (1 + np.exp(-r)))
+              - s * np.log(1 / (1 + np.exp(r))) - np.log(1 / (1 + np.exp(f))))
+  np.testing.assert_allclose(smoothed.discriminator_loss(real, fake), expected,
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("name,match", [
+    ("vanilla", "Unknown gan_loss 'vanilla'"),
+    ("no_such_module:x", "does not import"),
+    ("tests.test_gan_objectives:not_an_objective", "gives int, not a"),
+])
+def test_bad_names_are_clear_errors(name, match):
+  with pytest.raises(ValueError, match=match):
+    gan_objectives.get_objective(_config(gan_loss=name))
+
+
+def test_an_objective_by_import_path_instance_or_factory():
+  constant = gan_objectives.get_objective(_config(
+      gan_loss="tests.test_gan_objectives:CONSTANT"))
+  np.testing.assert_array_equal(
+      constant.generator_loss(None, {"logit": jnp.array([2.0])}), [-2.0])
+  ra = gan_objectives.get_objective(_config(
+      gan_loss="tests.test_gan_objectives:relativistic_average_hinge"))
+  assert ra.generator_needs_real
+
+
+def test_terms_sum_in_order_with_their_weights():
+  context = gan_objectives.Context(None, None, None)
+  terms = [gan_objectives.Term("a", lambda c: jnp.array([1.0, 3.0])),
+           gan_objectives.Term("b", lambda c: jnp.array([4.0]), 0.5),
+           gan_objectives.Term("c", lambda c: jnp.array([10.0]), None)]
+  loss, metrics = gan_objectives.total(terms, context)
+  assert float(loss) == 2.0 + 0.5 * 4.0
+  assert {k: float(v) for k, v in metrics.items()} == {"a": 2.0, "b": 4.0,
+                                                        "c": 10.0}
+
+
+def test_acgan_terms_follow_the_class_weights():
+  names = lambda ts: [(t.name, t.weight) for t in ts]
+  cfg = _config(real_class_weight=0.0, fake_class_weight=2.0,
+                d_fake_class=False)
+  assert names(gan_objectives.acgan_discriminator_terms(cfg)) == [
+      ("d_real_class_loss", 0.0), ("d_fake_class_loss", None)]
+  assert names(gan_objectives.acgan_generator_terms(cfg)) == [
+      ("g_fake_class_loss", 2.0)]
+
+
+def test_a_loss_defined_in_a_test_module_trains_through_the_cli(tmp_path):
+  loss = "tests.test_gan_objectives:relativistic_average_hinge"
+  args = ["--config=experiments/configs/cgan_mlp.py", f"--workdir={tmp_path}",
+          "--config.dataset=digits", "--config.batch_size=32",
+          "--config.num_steps=6", "--config.log_every=3",
+          "--config.sample_every=0", f"--config.gan_loss={loss}"]
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  r = subprocess.run([sys.executable, "-m", "experiments.train", *args],
+                     cwd=ROOT, capture_output=True, text=True, timeout=300,
+                     env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  records = [json.loads(l) for l in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [3, 6]
+  assert np.isfinite(records[-1]["g_adv_loss"])
+  assert json.loads((tmp_path / "config.json").read_text())["gan_loss"] == loss
+  out = tmp_path / "s.npz"
+  r = subprocess.run([sys.executable, "-m", "experiments.sample",
+                      f"--workdir={tmp_path}", "--num_per_class=2",
+                      f"--out={out}"], cwd=ROOT, capture_output=True,
+                     text=True, timeout=300, env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert np.load(out)["images"].shape == (20, 8, 8, 1)
