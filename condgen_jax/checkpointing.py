@@ -36,12 +36,13 @@ SKIPPED_DIR = "skipped_checkpoints"
 # Keys that decide the shape of a run's state: a workdir made with other
 # values cannot be resumed by this config, whatever the override.
 IDENTITY_KEYS = ("model", "dataset")
-# Keys that only extend or observe a run, or say where its data is: they may
-# differ on resume. Every other key changes what the run computes.
+# Keys that only extend or observe a run, say where its data is, or pick an
+# implementation of the same function (kernels): they may differ on resume. Every other key changes what the run computes.
 OBSERVER_KEYS = ("num_steps", "log_every", "checkpoint_every",
                  "sample_every", "eval_every", "eval_num_per_class",
                  "samples_per_class", "max_to_keep", "steps_per_call",
-                 "data_dir", "tfds_dir", "download", "allow_config_change")
+                 "data_dir", "tfds_dir", "download", "allow_config_change",
+                 "kernels")
 
 
 class NonFiniteError(FloatingPointError):

@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from condgen_jax import layers
 
 CONDITIONINGS = ("vectorize", "film", "embed_channel")
 
@@ -165,11 +164,12 @@ class FiLMConvStack(nn.Module):
 
 
 def normalization(kind: str, train: bool, name: str | None = None,
-                  affine: bool = False):
-  """A normalisation layer by name: 'batch', 'layer' or 'none'."""
+                  affine: bool = False, batch_norm=nn.BatchNorm):
+  """A normalisation layer by name: 'batch', 'layer' or 'none'.
+  `batch_norm`: the implementation of 'batch' (`kernels.Kernels`)."""
   if kind == "batch":
-    return layers.BatchNorm(use_running_average=not train, use_scale=affine,
-                            use_bias=affine, momentum=0.9, name=name)
+    return batch_norm(use_running_average=not train, use_scale=affine,
+                      use_bias=affine, momentum=0.9, name=name)
   if kind == "layer":
     return nn.LayerNorm(use_scale=affine, use_bias=affine, name=name)
   if kind == "none":

@@ -39,7 +39,8 @@ class Entry:
 
 MODELS = {
     "cvae": Entry("condgen_jax.vae_training"),
-    "cgan_mlp": Entry("condgen_jax.gan_training", {"architecture": "mlp"}),
+    "cgan_mlp": Entry("condgen_jax.gan_training",
+                      {"architecture": "mlp", "g_norm": "none"}),
     "cgan_conv": Entry("condgen_jax.gan_training",
                        {"architecture": "conv",
                         "d_conditioning": "projection"}),

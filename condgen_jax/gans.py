@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from condgen_jax import conditioning
 from condgen_jax import families
+from condgen_jax import kernels as kernels_lib
 from condgen_jax import layers
 
 ARCHITECTURES = ("mlp", "conv")
@@ -57,7 +58,7 @@ MODEL_DEFAULTS = {
     "g_conditioning": "concat",
     "d_conditioning": "projection",
     "g_width": 64,
-    "g_upsample": "transpose",
+    "g_upsample": "pixel_shuffle",
     "d_width": 64,
     "d_kernel_size": 4,
     "g_norm": "batch",
@@ -71,6 +72,9 @@ MODEL_DEFAULTS = {
     "g_activation": "relu",
     "g_output": "sigmoid",
     "virtual_batch_norm": False,
+    # Layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU
+    # kernels on CPU, stock flax layers elsewhere; the same function.
+    "kernels": "auto",
 }
 
 
@@ -104,6 +108,7 @@ class MLPGenerator(nn.Module):
   norm: str = "none"
   activation: str = "relu"
   output: str = "sigmoid"
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
@@ -118,7 +123,8 @@ class MLPGenerator(nn.Module):
     def dense_norm_act(x, features, name):
       x = nn.Dense(features, use_bias=self.norm == "none", name=name)(x)
       x = conditioning.normalization(self.norm, train, name=f"{name}_norm",
-                                     affine=True)(x)
+                                     affine=True,
+                                     batch_norm=self.kernels.batch_norm)(x)
       return act(x)
 
     c = conditioning.condition_vector(c, self.num_classes).astype(z.dtype)
@@ -197,6 +203,7 @@ class ConvGenerator(nn.Module):
   virtual_batch_norm: bool = False
   kernel_size: int = 4
   upsample: str = "transpose"
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
@@ -228,6 +235,7 @@ class ConvGenerator(nn.Module):
         hs = [vbn(h, hs[1]) for h in hs]
       else:
         norm = conditioning.normalization(self.norm, train, name=f"norm{i}",
+                                          batch_norm=self.kernels.batch_norm,
                                           affine=not film)
         hs = [norm(hs[0])]
       if film:
@@ -244,7 +252,8 @@ class ConvGenerator(nn.Module):
 
     def up(features, use_bias, name):
       if self.upsample == "pixel_shuffle":
-        return layers.SubPixelConv(features, use_bias=use_bias, name=name)
+        return layers.SubPixelConv(features, use_bias=use_bias,
+                                   conv=self.kernels.conv, name=name)
       return nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME",
                               use_bias=use_bias, name=name)
 
@@ -276,6 +285,7 @@ class ConvDiscriminator(nn.Module):
   mbd_kernels: int = 50
   mbd_kernel_dim: int = 5
   class_head: bool = False
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
   def __call__(self, x, c, *, train: bool = False,
@@ -293,13 +303,12 @@ class ConvDiscriminator(nn.Module):
                                           self.num_classes)(x, c)
     k = (self.kernel_size,) * 2
     for i, f in enumerate((self.width, 2 * self.width)):
-      if self.kernel_size % 2 == 0:  # same maths, no dilated gradients
-        conv = layers.Stride2Conv(f, self.kernel_size, name=f"conv{i}")
-      else:
-        conv = nn.Conv(f, k, strides=(2, 2), padding="SAME", name=f"conv{i}")
+      conv = self.kernels.strided_conv(f, k, strides=(2, 2), padding="SAME",
+                                       name=f"conv{i}")
       x = sn(conv, f"sn_conv{i}")(x, update_stats=update)
       if i > 0:
         x = conditioning.normalization(self.norm, train, name=f"norm{i}",
+                                       batch_norm=self.kernels.batch_norm,
                                        affine=not film)(x)
       if film:
         x = conditioning.FiLM(self.num_classes, name=f"film{i}")(x, c)
@@ -348,6 +357,7 @@ def validate_model_config(config) -> None:
   _check("g_norm", get("g_norm"), NORMS)
   _check("d_norm", get("d_norm"), NORMS)
   _check("g_upsample", get("g_upsample"), UPSAMPLES)
+  _check("kernels", get("kernels"), kernels_lib.KERNELS)
 
 
 def make_models(config, image_shape, num_classes: int):
@@ -361,12 +371,13 @@ def make_models(config, image_shape, num_classes: int):
   image_shape = tuple(int(s) for s in image_shape)
   get = lambda key: model_option(config, key)
   validate_model_config(config)
+  kernels = kernels_lib.resolve(get("kernels"))
   if get("architecture") == "mlp":
     return (MLPGenerator(image_shape, num_classes,
                          dropout_rate=float(get("g_dropout_rate")),
-                         norm=config.get("g_norm", "none"),
+                         norm=get("g_norm"),
                          activation=get("g_activation"),
-                         output=get("g_output")),
+                         output=get("g_output"), kernels=kernels),
             MLPDiscriminator(
                 image_shape, num_classes,
                 dropout_rate=float(get("dropout_rate")),
@@ -381,7 +392,8 @@ def make_models(config, image_shape, num_classes: int):
                             conditioning=get("g_conditioning"),
                             width=int(get("g_width")), norm=get("g_norm"),
                             upsample=get("g_upsample"),
-                            virtual_batch_norm=bool(get("virtual_batch_norm")))
+                            virtual_batch_norm=bool(get("virtual_batch_norm")),
+                            kernels=kernels)
   discriminator = ConvDiscriminator(
       image_shape, num_classes, conditioning=get("d_conditioning"),
       width=int(get("d_width")), kernel_size=int(get("d_kernel_size")),
@@ -389,5 +401,5 @@ def make_models(config, image_shape, num_classes: int):
       minibatch_discrimination=bool(get("minibatch_discrimination")),
       mbd_kernels=int(get("mbd_kernels")),
       mbd_kernel_dim=int(get("mbd_kernel_dim")),
-      class_head=bool(get("class_head")))
+      class_head=bool(get("class_head")), kernels=kernels)
   return generator, discriminator
