@@ -350,14 +350,30 @@ def make_train_step(config, image_shape, num_classes):
   (mean sigmoid(D) before the last D update), the objective's metrics
   (wasserstein_estimate) and, with a class head, real/fake_class_acc.
   """
-  s = settings(config)
-  players = _Players(config, image_shape, num_classes)
-  objective = gan_objectives.get_objective(config)
-  d_terms = gan_objectives.discriminator_terms(config, objective, s.class_head)
-  g_terms = gan_objectives.generator_terms(config, objective, s.class_head)
-  g_needs_real = objective.generator_needs_real or s.feature_matching > 0
+  parts = _GANStep(config, image_shape, num_classes)
 
-  def d_loss_fn(d_params, d_stats, x_real, fake, labels, keys):
+  def train_step(state: GANState, batch, rng):
+    return parts.step(state, batch, rng)
+  return train_step
+
+
+class _GANStep:
+  """The pieces of one GAN training step: each player's loss and update."""
+
+  def __init__(self, config, image_shape, num_classes):
+    self.s = s = settings(config)
+    self.players = _Players(config, image_shape, num_classes)
+    self.objective = objective = gan_objectives.get_objective(config)
+    self.d_terms = gan_objectives.discriminator_terms(config, objective,
+                                                      s.class_head)
+    self.g_terms = gan_objectives.generator_terms(config, objective,
+                                                  s.class_head)
+    self.g_needs_real = (objective.generator_needs_real
+                         or s.feature_matching > 0)
+
+  def d_loss(self, d_params, d_stats, x_real, fake, labels, keys):
+    """D's loss on a real and a generated batch; (loss, (stats, metrics))."""
+    players = self.players
     real_out, d_stats = players.discriminate(d_params, d_stats, x_real,
                                              labels, train=True, rng=keys[0])
     fake_out, d_stats = players.discriminate(d_params, d_stats, fake, labels,
@@ -369,75 +385,82 @@ def make_train_step(config, image_shape, num_classes):
       return out["logit"]
     context = gan_objectives.Context(real_out, fake_out, labels, critic,
                                      x_real, fake, keys[2])
-    loss, m = gan_objectives.total(d_terms, context)
-    m.update(_d_metrics(objective, real_out, fake_out, labels, s.class_head))
+    loss, m = gan_objectives.total(self.d_terms, context)
+    m.update(_d_metrics(self.objective, real_out, fake_out, labels,
+                        self.s.class_head))
     m["d_loss"] = loss
     return loss, (d_stats, m)
 
-  def g_loss_fn(g_params, g_stats, d_params, d_stats, z, labels, ref,
-                real_out, keys):
-    fake, g_stats = players.generate(g_params, g_stats, z, labels, ref=ref,
-                                     train=True, rng=keys[0])
-    fake_out, _ = players.discriminate(d_params, d_stats, fake, labels,
-                                       train=True, rng=keys[1],
-                                       update_stats=False)
+  def g_loss(self, g_params, g_stats, d_params, d_stats, z, labels, ref,
+             real_out, keys):
+    """G's loss through the current D; (loss, (stats, metrics))."""
+    fake, g_stats = self.players.generate(g_params, g_stats, z, labels,
+                                          ref=ref, train=True, rng=keys[0])
+    fake_out, _ = self.players.discriminate(d_params, d_stats, fake, labels,
+                                            train=True, rng=keys[1],
+                                            update_stats=False)
     loss, m = gan_objectives.total(
-        g_terms, gan_objectives.Context(real_out, fake_out, labels))
+        self.g_terms, gan_objectives.Context(real_out, fake_out, labels))
     m["g_loss"] = loss
     return loss, (g_stats, m)
 
-  def d_update(state, d_params, d_stats, d_opt_state, x_real, labels, rng):
+  def d_update(self, state, d_params, d_stats, d_opt_state, x_real, labels,
+               rng):
+    s = self.s
     z_key, g_key, *d_keys = jax.random.split(rng, 5)
     z = sample_z(z_key, (labels.shape[0], s.z_dim), s.z_prior)
-    fake, _ = players.generate(state.g_params, state.g_stats, z, labels,
-                               ref=_ref(state.vbn_ref), train=True, rng=g_key)
-    grads, (d_stats, m) = jax.grad(d_loss_fn, has_aux=True)(
+    fake, _ = self.players.generate(state.g_params, state.g_stats, z, labels,
+                                    ref=_ref(state.vbn_ref), train=True,
+                                    rng=g_key)
+    grads, (d_stats, m) = jax.grad(self.d_loss, has_aux=True)(
         d_params, d_stats, x_real, jax.lax.stop_gradient(fake), labels,
         d_keys)
     updates, d_opt_state = state.d_tx.update(grads, d_opt_state, d_params)
     return optax.apply_updates(d_params, updates), d_stats, d_opt_state, m
 
-  def g_update(state, d_params, d_stats, x_real, labels, rng):
+  def g_update(self, state, d_params, d_stats, x_real, labels, rng):
+    s = self.s
     z_key, real_key, *g_keys = jax.random.split(rng, 4)
     z = sample_z(z_key, (labels.shape[0], s.z_dim), s.z_prior)
     real_out = None
-    if g_needs_real:
-      real_out, _ = players.discriminate(d_params, d_stats, x_real, labels,
-                                         train=True, rng=real_key,
-                                         update_stats=False)
+    if self.g_needs_real:
+      real_out, _ = self.players.discriminate(d_params, d_stats, x_real,
+                                              labels, train=True,
+                                              rng=real_key,
+                                              update_stats=False)
       real_out = jax.lax.stop_gradient(real_out)
-    grads, (g_stats, m) = jax.grad(g_loss_fn, has_aux=True)(
+    grads, (g_stats, m) = jax.grad(self.g_loss, has_aux=True)(
         state.g_params, state.g_stats, d_params, d_stats, z, labels,
         _ref(state.vbn_ref), real_out, g_keys)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state,
                                              state.g_params)
-    return optax.apply_updates(state.g_params, updates), g_stats, \
-        g_opt_state, m
+    return (optax.apply_updates(state.g_params, updates), g_stats,
+            g_opt_state, m)
 
-  def train_step(state: GANState, batch, rng):
+  def step(self, state: GANState, batch, rng):
+    s = self.s
     rng = jax.random.fold_in(rng, state.step)
     x_real, labels = batch["image"].astype(jnp.float32), batch["label"]
     if s.tanh_output:
       x_real = 2.0 * x_real - 1.0
     d_params, d_stats, d_opt = state.d_params, state.d_stats, state.d_opt_state
     for i in range(s.n_critic):  # unrolled: n_critic is small and static
-      d_params, d_stats, d_opt, d_m = d_update(
+      d_params, d_stats, d_opt, d_m = self.d_update(
           state, d_params, d_stats, d_opt, x_real, labels,
           jax.random.fold_in(rng, i))
-    g_params, g_stats, g_opt, g_m = g_update(
+    g_params, g_stats, g_opt, g_m = self.g_update(
         state, d_params, d_stats, x_real, labels,
         jax.random.fold_in(rng, s.n_critic))
     ema = state.ema_params
     if s.ema_decay > 0:
       ema = optax.incremental_update(g_params, ema, 1.0 - s.ema_decay)
     metrics = {**d_m, **g_m, "loss": d_m["d_loss"] + g_m["g_loss"]}
-    return state.replace(
+    new_state = state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params,
         g_stats=g_stats, d_stats=d_stats, g_opt_state=g_opt,
-        d_opt_state=d_opt, ema_params=ema), {
-            k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-
-  return train_step
+        d_opt_state=d_opt, ema_params=ema)
+    return new_state, {k: jnp.asarray(v, jnp.float32)
+                       for k, v in metrics.items()}
 
 
 def make_sample_fn(config, image_shape, num_classes):
