@@ -42,7 +42,9 @@ OBSERVER_KEYS = ("num_steps", "log_every", "checkpoint_every",
                  "sample_every", "eval_every", "eval_num_per_class",
                  "samples_per_class", "max_to_keep", "steps_per_call",
                  "data_dir", "tfds_dir", "download", "allow_config_change",
-                 "kernels")
+                 "kernels",
+                 # sampling only (the diffusion family's defaults for sample)
+                 "sampler", "nfe", "guidance_scale", "clip_x0")
 
 
 class NonFiniteError(FloatingPointError):

@@ -47,6 +47,7 @@ MODELS = {
     "acgan": Entry("condgen_jax.gan_training",
                    {"architecture": "conv", "class_head": True,
                     "d_conditioning": "none"}),
+    "diffusion": Entry("condgen_jax.diffusion_training"),
 }
 
 

@@ -21,6 +21,12 @@ gradients. They are elementwise in the logits and keep their leading shape
   needs the real logits, and the R1 penalty (Mescheder et al. 2018);
 - AC-GAN class terms (Odena et al. 2017);
 - feature matching (Salimans et al. 2016).
+
+Diffusion terms (at the end) take the network's prediction and the noise
+that made its input: noise schedules alpha_bar(t) (linear, Ho et al. 2020;
+cosine, Nichol & Dhariwal 2021), the eps loss (Ho et al. 2020), the v loss
+(Salimans & Ho 2022) and conditional flow matching on the linear path
+(Lipman et al. 2023; Liu et al. 2023).
 """
 
 from __future__ import annotations
@@ -320,3 +326,113 @@ def r1_penalty(critic_fn: Callable, real):
   real = jnp.asarray(real)
   grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(real)
   return jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1)
+
+
+# ----------------------------------------------------------------------------
+# Diffusion and flow matching. Time is continuous, t in [0, 1], t = 0 the data
+# and t = 1 (nearly) pure noise; the discrete DDPM chain of T steps is the
+# grid t = i / T. A schedule gives alpha_bar(t), and
+#
+#   x_t = alpha_t x_0 + sigma_t eps,  alpha_t = sqrt(alpha_bar(t)),
+#   sigma_t = sqrt(1 - alpha_bar(t)),  eps ~ N(0, I)
+#
+# (Ho et al. 2020, eq. 4). Arrays of t / alpha_bar have the examples' leading
+# shape and broadcast over the last `event_ndims` axes of x.
+
+
+def _per_example(a, x, event_ndims: int):
+  a = jnp.asarray(a, jnp.result_type(x))
+  return a.reshape(a.shape + (1,) * event_ndims)
+
+
+def linear_alpha_bar(t, *, num_timesteps: int = 1000, beta_start: float = 1e-4,
+                     beta_end: float = 0.02):
+  """alpha_bar(t) of the linear beta schedule of Ho et al. 2020 (sec. 4).
+
+  beta_i = beta_start + (beta_end - beta_start) (i - 1) / (T - 1), i = 1..T,
+  and alpha_bar_i = prod_{j <= i} (1 - beta_j). At t = i / T this is
+  alpha_bar_i (up to float32 rounding; alpha_bar(0) = 1); between grid points
+  log alpha_bar is interpolated linearly, so any t in [0, 1] is allowed.
+  """
+  betas = jnp.linspace(beta_start, beta_end, num_timesteps, dtype=jnp.float32)
+  log_ab = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.log1p(-betas))])
+  s = jnp.asarray(t, jnp.float32) * num_timesteps
+  return jnp.exp(jnp.interp(s, jnp.arange(num_timesteps + 1,
+                                          dtype=jnp.float32), log_ab))
+
+
+def cosine_alpha_bar(t, *, offset: float = 0.008, min_alpha_bar: float = 1e-5):
+  """alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t + s) / (1 + s) * pi / 2).
+
+  Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic
+  Models", eq. 17, with s = `offset` = 0.008, in continuous time. f(1) = 0,
+  so the value is clipped below at `min_alpha_bar` (their clip of beta_t at
+  0.999 plays this role): x_1 stays a (tiny) function of x_0 and
+  x_0 = (x_t - sigma eps) / alpha is finite everywhere.
+  """
+  f = lambda u: jnp.square(jnp.cos((u + offset) / (1.0 + offset)
+                                   * jnp.pi / 2.0))
+  ab = f(jnp.asarray(t, jnp.float32)) / f(0.0)
+  return jnp.clip(ab, min_alpha_bar, 1.0)
+
+
+SCHEDULES = {"linear": linear_alpha_bar, "cosine": cosine_alpha_bar}
+
+
+def diffuse(x0, eps, alpha_bar, *, event_ndims: int = 3):
+  """x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps: a draw of
+  q(x_t | x_0) (Ho et al. 2020, eq. 4) given the noise eps."""
+  ab = _per_example(alpha_bar, x0, event_ndims)
+  return jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * eps
+
+
+def ddpm_eps_loss(eps_pred, eps, *, event_ndims: int = 3):
+  """||eps - eps_theta(x_t, t, c)||^2, summed over the event axes.
+
+  L_simple of Ho et al. 2020, "Denoising Diffusion Probabilistic Models",
+  eq. 14: the network predicts the noise that made x_t = `diffuse(x_0, eps,
+  alpha_bar(t))`, with t uniform.
+  """
+  return _sum_event(jnp.square(eps_pred - eps), event_ndims)
+
+
+def v_target(x0, eps, alpha_bar, *, event_ndims: int = 3):
+  """v = alpha_t eps - sigma_t x_0 (Salimans & Ho 2022, sec. 4)."""
+  ab = _per_example(alpha_bar, x0, event_ndims)
+  return jnp.sqrt(ab) * eps - jnp.sqrt(1.0 - ab) * x0
+
+
+def v_prediction_loss(v_pred, x0, eps, alpha_bar, *, event_ndims: int = 3):
+  """||v - v_theta(x_t, t, c)||^2, v = alpha_t eps - sigma_t x_0, summed over
+  the event axes.
+
+  Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of
+  Diffusion Models", sec. 4 and App. D: x_0 = alpha_t x_t - sigma_t v and
+  eps = sigma_t x_t + alpha_t v, so the target stays well scaled at both ends
+  of the schedule. It equals the x_0 loss weighted by 1 + SNR(t)
+  (SNR = alpha^2 / sigma^2).
+  """
+  return _sum_event(jnp.square(v_pred - v_target(x0, eps, alpha_bar,
+                                                 event_ndims=event_ndims)),
+                    event_ndims)
+
+
+def flow_matching_path(x0, eps, t, *, event_ndims: int = 3):
+  """x_t = (1 - t) x_0 + t eps: the linear path from the data (t = 0) to the
+  noise (t = 1)."""
+  t = _per_example(t, x0, event_ndims)
+  return (1.0 - t) * x0 + t * eps
+
+
+def flow_matching_loss(v_pred, x0, eps, *, event_ndims: int = 3):
+  """||(eps - x_0) - v_theta(x_t, t, c)||^2, summed over the event axes.
+
+  Conditional flow matching with the linear path x_t = (1 - t) x_0 + t eps
+  (`flow_matching_path`), whose velocity dx_t/dt = eps - x_0 is the target:
+  Lipman et al. 2023, "Flow Matching for Generative Modeling" (eq. 23 with
+  sigma_min = 0), the rectified flow of Liu et al. 2023, "Flow Straight and
+  Fast". Convention: t = 0 is the data and t = 1 the noise (Lipman et al.
+  run time the other way); samples integrate dx/dt = v from t = 1 down to
+  t = 0.
+  """
+  return _sum_event(jnp.square(v_pred - (eps - x0)), event_ndims)

@@ -1,0 +1,335 @@
+"""Training, sampling and evaluation of the diffusion family: class-conditional
+DDPM-style diffusion (eps or v prediction) and flow matching, with
+classifier-free guidance, through the runner's interface (`create_state`,
+`make_train_step`, `make_sample_fn`, `evaluate`; see
+`condgen_jax.vae_training`).
+
+The model sees images mapped to [-1, 1] (x -> 2x - 1); `sample` maps back to
+[0, 1]. Each training step draws t ~ U[0, 1] and eps ~ N(0, I) per example,
+replaces each label by the null label `num_classes` with probability
+`p_uncond` (Ho & Salimans 2022, Alg. 1), and takes one Adam step on the
+mean per-image loss of `condgen_jax.losses`. Samples use the EMA of the
+parameters when ema_decay > 0.
+
+Config keys read here (default when the key is absent):
+
+  objective        'eps': 'eps' (Ho et al. 2020), 'v' (Salimans & Ho 2022),
+                   'flow_matching' (Lipman et al. 2023; Liu et al. 2023)
+  schedule         'cosine': alpha_bar(t) of eps / v, 'linear' (Ho et al.
+                   2020) or 'cosine' (Nichol & Dhariwal 2021)
+  sampler          'ddim': 'ddpm' | 'ddim' for eps / v, 'euler' | 'heun' for
+                   flow_matching (see `condgen_jax.diffusion_samplers`)
+  nfe              50: network evaluations per sample
+  guidance_scale   1.0: w of (1 + w) pred_cond - w pred_uncond; 0 = plain
+                   conditional sampling
+  clip_x0          True: clip x0_hat to [-1, 1] in ddpm / ddim
+  p_uncond         0.1: probability of training on the null label
+  ema_decay        0.999: EMA of the params used by `sample` (0 = off); the
+                   decay at step n is min(ema_decay, (1 + n) / (10 + n))
+  learning_rate    1e-3 (Adam)
+  channels         (16, 32, 64): U-Net widths, one resolution each
+  num_res_blocks   2: residual blocks per level (down; up has one more)
+  attention        True: self-attention at the lowest resolution
+  num_groups       8: GroupNorm groups (must divide every width)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+
+from condgen_jax import data as data_lib
+from condgen_jax import diffusion_samplers as samplers
+from condgen_jax import losses
+from condgen_jax import unet
+from condgen_jax import validation
+
+SCHEDULES = tuple(losses.SCHEDULES)
+
+DEFAULTS = {
+    "objective": "eps",
+    "schedule": "cosine",
+    "sampler": "ddim",
+    "nfe": 50,
+    "guidance_scale": 1.0,
+    "clip_x0": True,
+    "p_uncond": 0.1,
+    "ema_decay": 0.999,
+    "learning_rate": 1e-3,
+    "channels": (16, 32, 64),
+    "num_res_blocks": 2,
+    "attention": True,
+    "num_groups": 8,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The config's diffusion keys as Python values (hashable)."""
+  objective: str
+  schedule: str
+  sampler: str
+  nfe: int
+  guidance_scale: float
+  clip_x0: bool
+  p_uncond: float
+  ema_decay: float
+  learning_rate: float
+  channels: tuple[int, ...]
+  num_res_blocks: int
+  attention: bool
+  num_groups: int
+
+
+def validate_config(config) -> None:
+  """Every diffusion key's value, before anything is written; ValueError
+  names the first bad one."""
+  get = lambda k: config.get(k, DEFAULTS[k])
+  validation.one_of(config, "objective", samplers.OBJECTIVES,
+                    DEFAULTS["objective"])
+  validation.one_of(config, "schedule", SCHEDULES, DEFAULTS["schedule"])
+  validation.one_of(config, "sampler", samplers.ALL_SAMPLERS,
+                    DEFAULTS["sampler"])
+  samplers.check_sampler(get("objective"), get("sampler"))
+  validation.at_least(config, 1, "nfe", "num_res_blocks", "num_groups",
+                      defaults=DEFAULTS)
+  validation.in_range(config, "guidance_scale", 0.0, math.inf,
+                      default=DEFAULTS["guidance_scale"])
+  validation.in_range(config, "p_uncond", 0.0, 1.0,
+                      default=DEFAULTS["p_uncond"])
+  validation.in_range(config, "ema_decay", 0.0, 1.0,
+                      default=DEFAULTS["ema_decay"])
+  validation.positive(config, "learning_rate", defaults=DEFAULTS)
+  if "channels" in config:
+    validation.all_at_least(config, 1, "channels")
+  bad = [c for c in get("channels") if c % get("num_groups")]
+  if bad:
+    raise ValueError(f"config.channels={tuple(get('channels'))!r} must all "
+                     f"be divisible by config.num_groups={get('num_groups')}"
+                     f"; {bad} are not.")
+  for key in ("attention", "clip_x0"):
+    if not isinstance(get(key), bool):
+      raise ValueError(f"config.{key} must be True or False; got "
+                       f"{get(key)!r}.")
+
+
+def settings(config) -> Settings:
+  """Reads and validates the diffusion keys."""
+  validate_config(config)
+  get = lambda k: config.get(k, DEFAULTS[k])
+  return Settings(
+      objective=get("objective"), schedule=get("schedule"),
+      sampler=get("sampler"), nfe=int(get("nfe")),
+      guidance_scale=float(get("guidance_scale")),
+      clip_x0=bool(get("clip_x0")), p_uncond=float(get("p_uncond")),
+      ema_decay=float(get("ema_decay")),
+      learning_rate=float(get("learning_rate")),
+      channels=tuple(int(c) for c in get("channels")),
+      num_res_blocks=int(get("num_res_blocks")),
+      attention=bool(get("attention")), num_groups=int(get("num_groups")))
+
+
+def has_convolutions(config) -> bool:
+  """The U-Net convolves (the runner's CPU defaults for conv models)."""
+  del config
+  return True
+
+
+def metric_modes(config) -> dict:
+  """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
+  sample metrics)."""
+  del config
+  return {"test_loss": "min"}
+
+
+class DiffusionState(train_state.TrainState):
+  """TrainState plus `ema_params` (None when ema_decay = 0)."""
+  ema_params: Any = None
+
+
+def make_model(s: Settings, num_classes: int) -> unet.UNet:
+  return unet.UNet(num_classes=num_classes, channels=s.channels,
+                   num_res_blocks=s.num_res_blocks, attention=s.attention,
+                   num_groups=s.num_groups)
+
+
+def create_state(config, image_shape, num_classes, rng) -> DiffusionState:
+  s = settings(config)
+  model = make_model(s, num_classes)
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  params = model.init(rng, x, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32)
+                      )["params"]
+  return DiffusionState.create(
+      apply_fn=model.apply, params=params,
+      tx=optax.adam(s.learning_rate),
+      ema_params=params if s.ema_decay > 0 else None)
+
+
+def drop_labels(labels, rng, p_uncond: float, null_label: int):
+  """Each label replaced by `null_label` with probability `p_uncond`,
+  independently (classifier-free guidance training, Ho & Salimans 2022)."""
+  drop = jax.random.bernoulli(rng, p_uncond, jnp.shape(labels))
+  return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
+
+
+def per_example_loss(s: Settings, model, params, x0, labels, t, eps):
+  """The objective's loss `[B]` at times t `[B]` and noise eps, x0 in
+  [-1, 1]."""
+  if s.objective == "flow_matching":
+    x_t = losses.flow_matching_path(x0, eps, t)
+    pred = model.apply({"params": params}, x_t, t, labels)
+    return losses.flow_matching_loss(pred, x0, eps)
+  alpha_bar = losses.SCHEDULES[s.schedule](t)
+  x_t = losses.diffuse(x0, eps, alpha_bar)
+  pred = model.apply({"params": params}, x_t, t, labels)
+  if s.objective == "v":
+    return losses.v_prediction_loss(pred, x0, eps, alpha_bar)
+  return losses.ddpm_eps_loss(pred, eps)
+
+
+def ema_decay_at(ema_decay: float, step):
+  """min(ema_decay, (1 + n) / (10 + n)) after n updates: the warm-up of
+  TensorFlow's ExponentialMovingAverage(num_updates=n), so short runs do
+  not sample from an average dominated by the initial weights."""
+  n = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
+
+
+def make_train_step(config, image_shape, num_classes):
+  """train_step(state, batch, rng) -> (state, metrics): one Adam step on
+  the mean per-image loss ('loss'; 'mse' is it per dimension)."""
+  s = settings(config)
+  model = make_model(s, num_classes)
+  dims = int(np.prod(image_shape))
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    t_key, eps_key, drop_key = jax.random.split(rng, 3)
+    x0 = 2.0 * batch["image"] - 1.0
+    b = x0.shape[0]
+    labels = drop_labels(batch["label"], drop_key, s.p_uncond, num_classes)
+    t = jax.random.uniform(t_key, (b,))
+    eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
+
+    def loss_fn(params):
+      return jnp.mean(per_example_loss(s, model, params, x0, labels, t, eps))
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    state = state.apply_gradients(grads=grads)
+    if s.ema_decay > 0:
+      decay = ema_decay_at(s.ema_decay, state.step)
+      state = state.replace(ema_params=optax.incremental_update(
+          state.params, state.ema_params, 1.0 - decay))
+    return state, {"loss": loss, "mse": loss / dims}
+
+  return train_step
+
+
+def sampling_params(s: Settings, state):
+  return state.ema_params if s.ema_decay > 0 else state.params
+
+
+@functools.lru_cache(maxsize=32)
+def _sampler(s: Settings, image_shape: tuple[int, ...], num_classes: int,
+             loop: str):
+  """sample(params, labels, rng) -> images in [0, 1] for the settings `s`,
+  built once per (settings, shape, loop). With loop='python' the steps are a
+  Python loop over one jitted step (an outer jit unrolls it); with 'fori'
+  the whole sampler is jitted around a `lax.fori_loop`."""
+  model = make_model(s, num_classes)
+  model_fn = samplers.guided(
+      lambda p, x, t, c: model.apply({"params": p}, x, t, c),
+      s.guidance_scale, num_classes)
+  step = jax.jit(samplers.make_step(
+      model_fn, objective=s.objective, sampler=s.sampler,
+      steps=samplers.num_steps(s.sampler, s.nfe),
+      alpha_bar_fn=losses.SCHEDULES.get(s.schedule), clip_x0=s.clip_x0),
+                 static_argnames="euler")
+
+  def sample(params, labels, rng):
+    labels = jnp.asarray(labels, jnp.int32)
+    noise_key, step_key = jax.random.split(rng)
+    x = jax.random.normal(noise_key, (labels.shape[0],) + image_shape)
+    x = samplers.run_steps(step, params, x, labels, step_key,
+                           sampler=s.sampler, nfe=s.nfe, loop=loop)
+    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0).astype(jnp.float32)
+
+  return sample if loop == "python" else jax.jit(sample)
+
+
+def sample_with(config, state, labels, rng, image_shape, *,
+                sampler: str | None = None, nfe: int | None = None,
+                guidance_scale: float | None = None, loop: str | None = None):
+  """Samples for `labels` (ints in [0, num_classes)): float32 images in
+  [0, 1], `[B, *image_shape]`. `sampler`, `nfe` and `guidance_scale` default
+  to the config's and are checked like it; `loop` ('python' | 'fori')
+  defaults by backend (`diffusion_samplers.loop_form`). num_classes is read
+  off the state (the label embedding has num_classes + 1 rows)."""
+  s = settings(config)
+  s = dataclasses.replace(
+      s, sampler=s.sampler if sampler is None else sampler,
+      nfe=s.nfe if nfe is None else samplers.check_nfe(nfe),
+      guidance_scale=s.guidance_scale if guidance_scale is None
+      else samplers.check_guidance_scale(guidance_scale))
+  samplers.check_sampler(s.objective, s.sampler)
+  loop = loop or samplers.loop_form()
+  if loop not in samplers.LOOPS:
+    raise ValueError(f"Unknown loop {loop!r}; expected one of "
+                     f"{samplers.LOOPS}.")
+  num_classes = state.params["label_embed"]["embedding"].shape[0] - 1
+  return _sampler(s, tuple(image_shape), num_classes, loop)(
+      sampling_params(s, state), labels, rng)
+
+
+def make_sample_fn(config, image_shape, num_classes):
+  """sample(state, labels, rng) -> float32 images in [0, 1], `[B, H, W, C]`,
+  with the config's sampler, nfe and guidance_scale."""
+  s = settings(config)
+  fn = _sampler(s, tuple(image_shape), num_classes, samplers.loop_form())
+
+  def sample(state, labels, rng):
+    return fn(sampling_params(s, state), labels, rng)
+
+  return sample
+
+
+@functools.lru_cache(maxsize=8)
+def _test_loss_fn(s: Settings, num_classes: int, max_value: float):
+  """jit of the summed per-image loss of a batch of uint8 images (one
+  compiled function per setting, reused by every evaluation)."""
+  model = make_model(s, num_classes)
+
+  @jax.jit
+  def batch_loss(params, images, labels, key):
+    x0 = 2.0 * data_lib.to_float(images, max_value) - 1.0
+    t_key, eps_key = jax.random.split(key)
+    t = jax.random.uniform(t_key, (x0.shape[0],))
+    eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
+    return jnp.sum(per_example_loss(s, model, params, x0, labels, t, eps))
+
+  return batch_loss
+
+
+def evaluate(config, state, dataset: data_lib.Dataset, rng,
+             batch_size: int = 500) -> dict:
+  """The training objective on the test split, with the true labels and the
+  sampling (EMA) params: mean per-image loss at t ~ U[0, 1], eps ~ N(0, I)
+  drawn from `rng`, so a pure function of (params, rng)."""
+  s = settings(config)
+  batch_loss = _test_loss_fn(s, dataset.num_classes, float(dataset.max_value))
+  images, labels = dataset.split("test")
+  total = 0.0
+  for i, start in enumerate(range(0, len(labels), batch_size)):
+    total += float(batch_loss(sampling_params(s, state),
+                              images[start:start + batch_size],
+                              labels[start:start + batch_size],
+                              jax.random.fold_in(rng, i)))
+  return {"test_loss": total / len(labels), "num_test_examples": len(labels)}

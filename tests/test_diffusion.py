@@ -1,0 +1,349 @@
+"""The diffusion family: U-Net, label dropping, guidance, samplers, config
+checks, and runs through the shared runner on `digits`."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from condgen_jax import diffusion_samplers as samplers
+from condgen_jax import diffusion_training as dt
+from condgen_jax import losses
+from condgen_jax import train
+from condgen_jax import unet
+
+
+def tiny_config(**overrides):
+  from experiments.configs import diffusion
+  c = diffusion.get_config()
+  c.dataset = "digits"
+  c.batch_size = 32
+  c.channels = (8,)  # one level: the train step compiles in half the time
+  c.num_res_blocks = 1
+  c.attention = False
+  c.nfe = 4
+  c.num_steps = 6
+  c.log_every = 3
+  c.checkpoint_every = 3
+  c.sample_every = 0
+  c.samples_per_class = 2
+  # The runner's other counter-based key: on CPU the U-Net's init compiles
+  # 3x faster than with threefry's rolled loops.
+  c.prng_impl = "philox4x32"
+  c.update(overrides)
+  return c
+
+
+def _param_count(model, shape):
+  x = jnp.zeros((2,) + shape)
+  params = jax.eval_shape(model.init, jax.random.key(0), x, jnp.zeros(2),
+                          jnp.zeros(2, jnp.int32))["params"]
+  return unet.num_params(params)
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (7, 9, 3)])
+def test_unet_output_shape(shape):
+  model = unet.UNet(num_classes=10, channels=(8, 16, 32), num_res_blocks=1)
+  x = jnp.zeros((2,) + shape)
+  out = jax.eval_shape(
+      lambda: model.init_with_output(jax.random.key(0), x, jnp.ones(2),
+                                     jnp.array([0, 10]))[0])
+  assert out.shape == (2,) + shape
+
+
+def test_unet_runs_and_mnist_default_has_about_a_million_params():
+  model = unet.UNet(num_classes=10, channels=(8, 16), num_res_blocks=1)
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
+  params = jax.jit(model.init)(jax.random.key(1, impl="philox4x32"), x,
+                               jnp.zeros(3), jnp.zeros(3, jnp.int32))["params"]
+  assert params["label_embed"]["embedding"].shape[0] == 11  # + the null row
+  y = jax.jit(model.apply)({"params": params}, x, jnp.array([0.1, 0.5, 1.0]),
+                           jnp.array([0, 3, 10]))
+  assert y.shape == x.shape and np.isfinite(y).all()
+  from experiments.configs import diffusion
+  default = dt.make_model(dt.settings(diffusion.get_config()), 10)
+  assert _param_count(default, (28, 28, 1)) == 1_033_265
+
+
+def test_unet_rejects_widths_not_divisible_by_the_groups():
+  model = unet.UNet(num_classes=10, channels=(12, 16))
+  with pytest.raises(ValueError, match="num_groups=8"):
+    model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros(1),
+               jnp.zeros(1, jnp.int32))
+
+
+def test_sinusoidal_embedding():
+  t = np.array([0.0, 3.0, 250.0])
+  e = unet.sinusoidal_embedding(t, 8)
+  freqs = np.exp(-np.log(10_000.0) * np.arange(4) / 4)
+  np.testing.assert_allclose(e, np.concatenate(
+      [np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], -1),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_null_label_is_used_at_the_rate_p_uncond():
+  labels = jnp.arange(200_000, dtype=jnp.int32) % 10
+  out = np.asarray(dt.drop_labels(labels, jax.random.key(0), 0.1, 10))
+  dropped = out == 10
+  assert abs(dropped.mean() - 0.1) < 0.003  # 4.5 standard errors
+  np.testing.assert_array_equal(out[~dropped], np.asarray(labels)[~dropped])
+  none = dt.drop_labels(labels, jax.random.key(0), 0.0, 10)
+  np.testing.assert_array_equal(none, labels)
+
+
+def _fake_model(calls=None):
+  """A stand-in for the network: a fixed nonlinear function of (x, t, c);
+  `calls` counts evaluations (and their batch sizes) at run time."""
+
+  def model_fn(params, x, t, labels):
+    if calls is not None:
+      jax.debug.callback(lambda b: calls.append(int(b)), x.shape[0])
+    t4 = t[:, None, None, None]
+    c4 = labels.astype(jnp.float32)[:, None, None, None]
+    return params * jnp.tanh(x) + 0.1 * t4 - 0.05 * c4
+
+  return model_fn
+
+
+def _np_fake(x, t, c, p=0.7):
+  return p * np.tanh(x) + 0.1 * t[:, None, None, None] - \
+      0.05 * c.astype(np.float32)[:, None, None, None]
+
+
+def test_guidance_is_the_formula_in_one_batched_pass():
+  calls = []
+  x = np.random.default_rng(0).standard_normal((3, 4, 4, 1)).astype(
+      np.float32)
+  t = np.array([0.2, 0.5, 0.9], np.float32)
+  c = np.array([1, 4, 7], np.int32)
+  w = 1.5
+  out = samplers.guided(_fake_model(calls), w, 10)(0.7, x, t, c)
+  jax.effects_barrier()
+  cond, uncond = _np_fake(x, t, c), _np_fake(x, t, np.full(3, 10))
+  np.testing.assert_allclose(out, (1 + w) * cond - w * uncond, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(samplers.combine_guidance(cond, uncond, w),
+                             (1 + w) * cond - w * uncond, rtol=1e-6)
+  assert calls == [6]  # one forward pass over [x; x]
+  plain = samplers.guided(_fake_model(calls), 0.0, 10)(0.7, x, t, c)
+  np.testing.assert_allclose(plain, cond, rtol=1e-5, atol=1e-6)
+
+
+def _np_cosine(t):
+  f = lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+  return np.maximum(f(t) / f(0.0), 1e-5)
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+def test_ddim_step_matches_numpy(clip_x0):
+  steps, i = 5, 1
+  step = samplers.make_step(_fake_model(), objective="eps", sampler="ddim",
+                            steps=steps, alpha_bar_fn=losses.cosine_alpha_bar,
+                            clip_x0=clip_x0)
+  x = 2.0 * np.random.default_rng(1).standard_normal((2, 4, 4, 1)).astype(
+      np.float32)
+  c = np.array([2, 5], np.int32)
+  out = step(0.7, x, c, jax.random.key(0), i)
+  t, s = 1 - i / steps, 1 - (i + 1) / steps
+  ab_t, ab_s = _np_cosine(t), _np_cosine(s)
+  eps = _np_fake(x, np.full(2, t), c)
+  x0 = (x - np.sqrt(1 - ab_t) * eps) / np.sqrt(ab_t)
+  if clip_x0:
+    assert np.abs(x0).max() > 1  # the clip matters here
+    x0 = np.clip(x0, -1, 1)
+    eps = (x - np.sqrt(ab_t) * x0) / np.sqrt(1 - ab_t)
+  np.testing.assert_allclose(out, np.sqrt(ab_s) * x0 + np.sqrt(1 - ab_s) * eps,
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_ddim_is_deterministic_and_ddpm_is_not():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
+  c = jnp.array([1, 2])
+
+  steps = {name: jax.jit(samplers.make_step(
+      _fake_model(), objective="v", sampler=name, steps=6,
+      alpha_bar_fn=losses.linear_alpha_bar)) for name in ("ddim", "ddpm")}
+
+  def run(sampler, key):
+    return np.asarray(samplers.run_steps(
+        steps[sampler], 0.7, x, c, jax.random.key(key), sampler=sampler,
+        nfe=6, loop="python"))
+
+  np.testing.assert_array_equal(run("ddim", 1), run("ddim", 2))
+  assert np.abs(run("ddpm", 1) - run("ddpm", 2)).max() > 1e-3
+  np.testing.assert_array_equal(run("ddpm", 1), run("ddpm", 1))
+
+
+def test_ddpm_step_is_the_posterior_draw():
+  rng = np.random.default_rng(2)
+  x, x0, noise = (rng.standard_normal((2, 3, 3, 1)).astype(np.float32)
+                  for _ in range(3))
+  ab_t, ab_s = np.array([0.3, 0.6]), np.array([0.5, 0.9])
+  out = samplers.ddpm_step(x, x0, ab_t, ab_s, noise)
+  e = lambda a: a[:, None, None, None]
+  beta = 1 - e(ab_t / ab_s)
+  mean = (np.sqrt(e(ab_s)) * beta / (1 - e(ab_t)) * x0
+          + np.sqrt(e(ab_t / ab_s)) * (1 - e(ab_s)) / (1 - e(ab_t)) * x)
+  var = beta * (1 - e(ab_s)) / (1 - e(ab_t))
+  np.testing.assert_allclose(out, mean + np.sqrt(var) * noise, rtol=1e-5,
+                             atol=1e-6)
+  last = samplers.ddpm_step(x, x0, ab_t, np.ones(2), noise)
+  np.testing.assert_allclose(last, x0, atol=1e-6)  # s = 0: no noise, x0
+
+
+def test_euler_and_heun_steps_by_hand():
+  steps, i = 4, 2
+  x = np.random.default_rng(3).standard_normal((2, 3, 3, 1)).astype(
+      np.float32)
+  c = np.array([0, 9], np.int32)
+  t, s = 1 - i / steps, 1 - (i + 1) / steps
+  v = lambda y, u: _np_fake(y, np.full(2, u), c)
+  euler = samplers.make_step(_fake_model(), objective="flow_matching",
+                             sampler="euler", steps=steps)
+  np.testing.assert_allclose(euler(0.7, x, c, None, i),
+                             x + (s - t) * v(x, t), rtol=1e-5, atol=1e-6)
+  heun = samplers.make_step(_fake_model(), objective="flow_matching",
+                            sampler="heun", steps=steps)
+  v1 = v(x, t)
+  v2 = v(x + (s - t) * v1, s)
+  np.testing.assert_allclose(heun(0.7, x, c, None, i),
+                             x + (s - t) * 0.5 * (v1 + v2), rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("loop", ["python", "fori"])
+@pytest.mark.parametrize("sampler,nfe,expected_steps", [
+    ("heun", 1, 1), ("heun", 6, 3), ("heun", 7, 4), ("euler", 5, 5),
+    ("ddim", 3, 3)])
+def test_every_sampler_evaluates_the_model_exactly_nfe_times(
+    loop, sampler, nfe, expected_steps):
+  calls = []
+  objective = "flow_matching" if sampler in ("euler", "heun") else "eps"
+  steps = samplers.num_steps(sampler, nfe)
+  assert steps == expected_steps
+  step = jax.jit(samplers.make_step(
+      _fake_model(calls), objective=objective, sampler=sampler, steps=steps,
+      alpha_bar_fn=losses.cosine_alpha_bar), static_argnames="euler")
+  x = jnp.ones((2, 3, 3, 1))
+  out = samplers.run_steps(step, 0.7, x, jnp.array([1, 2]), jax.random.key(0),
+                           sampler=sampler, nfe=nfe, loop=loop)
+  jax.block_until_ready(out)
+  jax.effects_barrier()
+  assert len(calls) == nfe
+
+
+def test_heun_with_odd_nfe_reaches_t0_with_a_final_euler_step():
+  """nfe = 3: a Heun step 1 -> 1/2, then an Euler step 1/2 -> 0."""
+  x = np.full((1, 2, 2, 1), 0.3, np.float32)
+  c = np.array([3], np.int32)
+  step = jax.jit(samplers.make_step(_fake_model(), objective="flow_matching",
+                                    sampler="heun", steps=2),
+                 static_argnames="euler")
+  out = samplers.run_steps(step, 0.7, x, c, None, sampler="heun", nfe=3,
+                           loop="python")
+  v = lambda y, u: _np_fake(y, np.full(1, u), c)
+  v1 = v(x, 1.0)
+  y = x - 0.5 * 0.5 * (v1 + v(x - 0.5 * v1, 0.5))
+  np.testing.assert_allclose(out, y - 0.5 * v(y, 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_the_two_loop_forms_agree():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
+  step = jax.jit(samplers.make_step(_fake_model(), objective="eps",
+                                    sampler="ddpm", steps=5,
+                                    alpha_bar_fn=losses.cosine_alpha_bar))
+  run = lambda loop: samplers.run_steps(step, 0.7, x, jnp.array([1, 2]),
+                                        jax.random.key(3), sampler="ddpm",
+                                        nfe=5, loop=loop)
+  np.testing.assert_allclose(run("python"), run("fori"), rtol=1e-6,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"sampler": "heun"}, "'heun' does not fit objective 'eps'"),
+    ({"objective": "flow_matching"},
+     "'ddim' does not fit objective 'flow_matching'"),
+    ({"objective": "x0"}, "objective 'x0'"),
+    ({"schedule": "sqrt"}, "schedule 'sqrt'"),
+    ({"sampler": "dpm"}, "sampler 'dpm'"),
+    ({"guidance_scale": -0.5}, "guidance_scale.*-0.5"),
+    ({"guidance_scale": math.inf}, "guidance_scale.*inf"),
+    ({"nfe": 0}, "nfe.*0"),
+    ({"p_uncond": 1.0}, "p_uncond.*1.0"),
+    ({"p_uncond": -0.1}, "p_uncond.*-0.1"),
+    ({"learning_rate": 0.0}, "learning_rate.*0.0"),
+    ({"learning_rate": math.nan}, "learning_rate.*nan"),
+    ({"ema_decay": 1.0}, "ema_decay.*1.0"),
+    ({"channels": (12, 16)}, "divisible by config.num_groups=8.*12"),
+    ({"num_res_blocks": 0}, "num_res_blocks.*0"),
+])
+def test_bad_config_values_are_one_clear_error(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    train.validate_config(tiny_config(**overrides))
+
+
+def test_flags_must_be_booleans():
+  for key in ("attention", "clip_x0"):
+    with pytest.raises(ValueError, match=f"config.{key} must be True or "
+                       "False; got 1"):
+      dt.validate_config({**tiny_config().to_dict(), key: 1})
+
+
+def test_sample_with_checks_its_arguments():
+  config = tiny_config()
+  state = jax.eval_shape(lambda: dt.create_state(config, (8, 8, 1), 10,
+                                                 jax.random.key(0)))
+  labels, key = jnp.arange(3), jax.random.key(1)
+  with pytest.raises(ValueError, match="'euler' does not fit objective 'eps'"):
+    dt.sample_with(config, state, labels, key, (8, 8, 1), sampler="euler")
+  with pytest.raises(ValueError, match="nfe.*0"):
+    dt.sample_with(config, state, labels, key, (8, 8, 1), nfe=0)
+  with pytest.raises(ValueError, match="guidance_scale.*-1"):
+    dt.sample_with(config, state, labels, key, (8, 8, 1), guidance_scale=-1)
+
+
+@pytest.mark.parametrize("objective,sampler,channels", [
+    ("eps", "ddim", (8, 16)), ("v", "ddpm", (8,)),
+    ("flow_matching", "heun", (8,))])
+def test_runner_trains_then_samples(tmp_path, digits, objective, sampler,
+                                    channels):
+  config = tiny_config(objective=objective, sampler=sampler,
+                       channels=channels, attention=len(channels) > 1)
+  state = train.train_and_evaluate(config, tmp_path, digits)
+  assert int(state.step) == 6
+  assert (tmp_path / "samples" / "step_00000006.png").exists()
+  sample = dt.make_sample_fn(config, (8, 8, 1), 10)
+  x = sample(state, jnp.arange(20) % 10, jax.random.key(0))
+  assert x.shape == (20, 8, 8, 1) and x.dtype == jnp.float32
+  assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+  np.testing.assert_array_equal(x, sample(state, jnp.arange(20) % 10,
+                                          jax.random.key(0)))
+  if objective == "flow_matching":
+    other = dt.sample_with(config, state, jnp.arange(4), jax.random.key(0),
+                           (8, 8, 1), sampler="euler", nfe=3,
+                           guidance_scale=0.0)
+    assert other.shape == (4, 8, 8, 1)
+    assert 0.0 <= float(other.min()) and float(other.max()) <= 1.0
+  out = dt.evaluate(config, state, digits, jax.random.key(0))
+  assert out["num_test_examples"] == 360 and np.isfinite(out["test_loss"])
+  assert out == dt.evaluate(config, state, digits, jax.random.key(0))
+
+
+def test_resume_is_exact(tmp_path, digits):
+  """8 steps straight == 4 steps, stop, resume to 8: bit-identical params,
+  EMA and optimiser state."""
+  config = tiny_config(num_steps=8, checkpoint_every=4, log_every=4)
+  straight = train.train_and_evaluate(config, tmp_path / "a", digits)
+  train.train_and_evaluate(tiny_config(num_steps=4, checkpoint_every=4,
+                                       log_every=4), tmp_path / "b", digits)
+  resumed = train.train_and_evaluate(config, tmp_path / "b", digits)
+  assert int(resumed.step) == 8
+  for a, b in zip(jax.tree.leaves((straight.params, straight.ema_params,
+                                   straight.opt_state)),
+                  jax.tree.leaves((resumed.params, resumed.ema_params,
+                                   resumed.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(straight.params), jax.tree.leaves(straight.ema_params)))
