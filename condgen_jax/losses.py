@@ -35,9 +35,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-LOG_2PI = jnp.log(2.0 * jnp.pi)
+# A numpy constant: computing it with jnp at import would start the XLA
+# backend before the entry points have configured it.
+LOG_2PI = np.float32(np.log(2.0 * np.pi))
 
 
 def _sum_event(x, event_ndims: int):

@@ -145,3 +145,19 @@ def test_synchronous_cpu_dispatch_only_for_models_with_convolutions(
     assert jax.config.values[name]
   finally:
     jax.config.update(name, was)
+
+
+def test_importing_the_families_starts_no_backend():
+  """The entry points import the family module (has_convolutions) before
+  jax.distributed.initialize and the CPU dispatch setting: that import must
+  not start the XLA backend."""
+  code = ("import condgen_jax.families as f\n"
+          "for m in f.MODELS: f.get_family(m)\n"
+          "import condgen_jax.train\n"
+          "from jax._src import xla_bridge\n"
+          "print(bool(xla_bridge._backends))\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == "False"
