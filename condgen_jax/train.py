@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tqdm
@@ -332,6 +333,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   run = setup(config, dataset)
   ckpt_dir = workdir / "checkpoints"
   state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)
+  if jax.process_count() > 1:
+    # Every process has looked at the checkpoints before process 0 writes
+    # (or orbax creates) anything: they all took the same path.
+    multihost_utils.sync_global_devices("condgen_jax:restored")
   if jax.process_index() == 0:
     checkpointing.report_skipped(skipped, restored)
     checkpointing.set_aside(workdir, ckpt_dir, skipped)
