@@ -254,8 +254,9 @@ class ConvGenerator(nn.Module):
       if self.upsample == "pixel_shuffle":
         return layers.SubPixelConv(features, use_bias=use_bias,
                                    conv=self.kernels.conv, name=name)
-      return nn.ConvTranspose(features, k, strides=(2, 2), padding="SAME",
-                              use_bias=use_bias, name=name)
+      return self.kernels.conv_transpose(features, k, strides=(2, 2),
+                                         padding="SAME", use_bias=use_bias,
+                                         name=name)
 
     conv1 = up(self.width, plain, "convt1")
     hs = norm_film_relu([conv1(h) for h in hs], 1)

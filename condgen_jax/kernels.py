@@ -15,6 +15,10 @@ the same parameter tree, so a checkpoint moves between backends
   kernel: the gradient of space-to-depth followed by a stride-1 conv, whose
   weight gradient is a plain convolution (a strided conv's is a
   window-dilated one, several times slower on XLA:CPU).
+- `ConvTranspose` for `nn.ConvTranspose(..., strides=2, padding='SAME')`: a
+  stride-1 conv with the taps of each output phase, then depth-to-space
+  (the same function; a transposed conv's weight gradient is a
+  window-dilated convolution on XLA:CPU, 10-50x slower).
 
 `Kernels` names the implementations a model is built with; `resolve`
 picks them from `config.kernels` ('auto' = 'cpu' on the CPU backend, else
@@ -33,7 +37,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from condgen_jax.layers import depth_to_space
 from condgen_jax.layers import space_to_depth
 
 ModuleDef = Any
@@ -373,18 +379,92 @@ class StridedConv(nn.Module):
     return y
 
 
+def _conv_transpose_pads(k: int, s: int = 2) -> tuple[int, int]:
+  """The 'SAME' padding `lax.conv_transpose` gives one spatial dimension of
+  the lhs-dilated input (jax.lax's `_conv_transpose_padding`)."""
+  pad_len = k + s - 2
+  pad_a = k - 1 if s > k - 1 else -(-pad_len // 2)
+  return pad_a, pad_len - pad_a
+
+
+def _phase_offsets(k: int) -> list[list[tuple[int, int]]]:
+  """Per output phase a in {0, 1} of a stride-2 'SAME' transposed conv:
+  the (tap t, input offset d) pairs with y[2m + a] = sum x[m + d] K[t]."""
+  lo, _ = _conv_transpose_pads(k)
+  return [[(t, (a + t - lo) // 2) for t in range(k) if (a + t - lo) % 2 == 0]
+          for a in (0, 1)]
+
+
+def subpixel_kernel(kernel):
+  """A stride-2 'SAME' transposed conv kernel [k, k, C, F] as the kernel
+  [w, w, C, 4F] and padding of the stride-1 conv whose depth-to-space is
+  the same function (each output phase is a stride-1 conv with a subset of
+  the taps; Shi et al. 2016). A gather of `kernel`: differentiable in
+  both modes."""
+  k = kernel.shape[0]
+  phases = _phase_offsets(k)
+  offsets = [d for taps in phases for _, d in taps]
+  dmin, dmax = min(offsets), max(offsets)
+  w = dmax - dmin + 1
+  idx = np.full((w, w, 4), k * k, np.int32)  # k*k: the zero tap
+  for ah, taps_h in enumerate(phases):
+    for aw, taps_w in enumerate(phases):
+      for th, dh in taps_h:
+        for tw, dw in taps_w:
+          idx[dh - dmin, dw - dmin, 2 * ah + aw] = th * k + tw
+  _, _, cin, cout = kernel.shape
+  flat = jnp.concatenate([kernel.reshape(k * k, cin, cout),
+                          jnp.zeros((1, cin, cout), kernel.dtype)])
+  sub = flat[idx]  # [w, w, 4, C, F]
+  sub = sub.transpose(0, 1, 3, 2, 4).reshape(w, w, cin, 4 * cout)
+  return sub, ((-dmin, dmax), (-dmin, dmax))
+
+
+class ConvTranspose(nn.Module):
+  """`nn.ConvTranspose(features, (k, k), strides=(2, 2), padding='SAME')`,
+  same parameters ('kernel' [k, k, C, F], 'bias' [F]) and function,
+  computed as a stride-1 conv with `subpixel_kernel` then depth-to-space:
+  its weight gradient is a plain convolution (a transposed conv's is a
+  window-dilated one, 10-50x slower on XLA:CPU). Other strides, paddings
+  or non-square kernels: lax's transposed conv."""
+  features: int
+  kernel_size: tuple[int, int] = (4, 4)
+  strides: tuple[int, int] = (2, 2)
+  padding: str = "SAME"
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (kh, kw, x.shape[-1], self.features))
+    if tuple(self.strides) == (2, 2) and self.padding == "SAME" and kh == kw:
+      sub, pads = subpixel_kernel(kernel.astype(x.dtype))
+      y = conv_general_dilated(x, sub, (1, 1), pads,
+                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = depth_to_space(y, 2)
+    else:
+      y = jax.lax.conv_transpose(x, kernel.astype(x.dtype), self.strides,
+                                 self.padding)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+    return y
+
+
 @dataclasses.dataclass(frozen=True)
 class Kernels:
   """The layer implementations a model is built with (flax ModuleDefs)."""
   conv: ModuleDef = nn.Conv  # stride-1 convolutions
   strided_conv: ModuleDef = nn.Conv  # stride-2 'SAME' convolutions
+  conv_transpose: ModuleDef = nn.ConvTranspose  # stride-2 upsampling
   batch_norm: ModuleDef = nn.BatchNorm
 
 
 STOCK = Kernels()
 CPU = Kernels(conv=functools.partial(nn.Conv,
                                      conv_general_dilated=conv_general_dilated),
-              strided_conv=StridedConv, batch_norm=BatchNorm)
+              strided_conv=StridedConv, conv_transpose=ConvTranspose,
+              batch_norm=BatchNorm)
 
 
 def resolve(name: str = "auto", platform: str | None = None) -> Kernels:

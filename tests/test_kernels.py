@@ -115,6 +115,55 @@ def test_stride2_conv_equals_strided_conv(shape):
       layers.space_to_depth(layers.depth_to_space(y, 2), 2), y)
 
 
+def _numpy_conv_transpose(x, kernel, k_pads):
+  """Stride-2 transposed conv in numpy, as lax defines it: the input dilated
+  by 2 (zeros between pixels), padded by `k_pads`, then correlated with the
+  kernel (not flipped)."""
+  n, h, w, c = x.shape
+  xd = np.zeros((n, 2 * h - 1, 2 * w - 1, c))
+  xd[:, ::2, ::2] = x
+  return _numpy_conv(xd, kernel, (k_pads, k_pads))
+
+
+@pytest.mark.parametrize("k,shape,features", [(4, (2, 7, 7, 8), 16),
+                                              (4, (2, 14, 14, 32), 1),
+                                              (5, (1, 4, 6, 3), 5),
+                                              (3, (2, 5, 5, 4), 2)])
+def test_conv_transpose_equals_a_transposed_conv(k, shape, features):
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = nn.ConvTranspose(features, (k, k), strides=(2, 2), padding="SAME")
+  ours = kernels.ConvTranspose(features, (k, k))
+  params = ref.init(jax.random.key(1), x)
+  mine = ours.init(jax.random.key(1), x)
+  for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)  # same tree, same initial values
+  params = {"params": {**params["params"], "bias": jax.random.normal(
+      jax.random.key(4), (features,))}}
+  # lax's 'SAME' padding of the dilated input, by hand: k + s - 2 in all,
+  # ceil of half of it first when s <= k - 1.
+  pad_len = k
+  lo = k - 1 if 2 > k - 1 else -(-pad_len // 2)
+  want = _numpy_conv_transpose(np.asarray(x),
+                               np.asarray(params["params"]["kernel"]),
+                               (lo, pad_len - lo)) + np.asarray(
+                                   params["params"]["bias"])
+  assert want.shape[1:3] == (2 * shape[1], 2 * shape[2])
+  np.testing.assert_allclose(ref.apply(params, x), want, rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(ours.apply(params, x), want, rtol=1e-5,
+                             atol=1e-5)
+  w = jax.random.normal(jax.random.key(3), want.shape)
+  loss = lambda m: (lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)) * w))
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(params, x)),
+                  jax.tree.leaves(jax.grad(loss(ref), (0, 1))(params, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # the weight gradient is no window-dilated convolution
+  jaxpr = lambda m: str(jax.make_jaxpr(jax.grad(loss(m)))(params, x))
+  assert "lhs_dilation=(2, 2)" in jaxpr(ref)
+  assert "lhs_dilation=(2, 2)" not in jaxpr(ours)
+  assert "rhs_dilation=(2, 2)" not in jaxpr(ours)
+
+
 def _numpy_conv(x, w, pads):
   """Direct stride-1 NHWC convolution in numpy: y[n,i,j,f] =
   sum_{a,b,c} pad(x)[n, i+a, j+b, c] w[a, b, c, f]."""
@@ -214,9 +263,9 @@ def _gan_config(model, **kw):
 GAN_CONFIGS = {
     "cgan_mlp": _gan_config("cgan_mlp", dropout_rate=0.0),
     "cgan_conv": _gan_config("cgan_conv", d_norm="batch"),
-    "cgan_conv_transpose_sn": _gan_config("cgan_conv", g_upsample="transpose",
-                                          spectral_norm=True,
-                                          d_conditioning="vectorize"),
+    "cgan_conv_pixel_shuffle_sn": _gan_config(
+        "cgan_conv", g_upsample="pixel_shuffle", spectral_norm=True,
+        d_conditioning="vectorize"),
     "acgan_film": _gan_config("acgan", g_conditioning="film",
                               d_conditioning="film", d_norm="layer"),
 }
