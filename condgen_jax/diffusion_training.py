@@ -11,37 +11,18 @@ replaces each label by the null label `num_classes` with probability
 mean per-image loss of `condgen_jax.losses`. Samples use the EMA of the
 parameters when ema_decay > 0.
 
-Config keys read here (default when the key is absent):
-
-  objective        'eps': 'eps' (Ho et al. 2020), 'v' (Salimans & Ho 2022),
-                   'flow_matching' (Lipman et al. 2023; Liu et al. 2023)
-  schedule         'cosine': alpha_bar(t) of eps / v, 'linear' (Ho et al.
-                   2020) or 'cosine' (Nichol & Dhariwal 2021)
-  sampler          'ddim': 'ddpm' | 'ddim' for eps / v, 'euler' | 'heun' for
-                   flow_matching (see `condgen_jax.diffusion_samplers`)
-  nfe              50: network evaluations per sample
-  guidance_scale   1.0: w of (1 + w) pred_cond - w pred_uncond; 0 = plain
-                   conditional sampling
-  clip_x0          True: clip x0_hat to [-1, 1] in ddpm / ddim
-  p_uncond         0.1: probability of training on the null label
-  ema_decay        0.999: EMA of the params used by `sample` (0 = off); the
-                   decay at step n is min(ema_decay, (1 + n) / (10 + n))
-  learning_rate    1e-3 (Adam)
-  channels         (16, 32, 64): U-Net widths, one resolution each
-  num_res_blocks   2: residual blocks per level (down; up has one more)
-  attention        True: self-attention at the lowest resolution
-  num_groups       8: GroupNorm groups (must divide every width)
+Config keys: `OPTIONS` below, each with its default, allowed values and
+meaning.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
@@ -49,92 +30,64 @@ from flax.training import train_state
 from condgen_jax import data as data_lib
 from condgen_jax import diffusion_samplers as samplers
 from condgen_jax import losses
+from condgen_jax import options
 from condgen_jax import unet
-from condgen_jax import validation
 
 SCHEDULES = tuple(losses.SCHEDULES)
 
-DEFAULTS = {
-    "objective": "eps",
-    "schedule": "cosine",
-    "sampler": "ddim",
-    "nfe": 50,
-    "guidance_scale": 1.0,
-    "clip_x0": True,
-    "p_uncond": 0.1,
-    "ema_decay": 0.999,
-    "learning_rate": 1e-3,
-    "channels": (16, 32, 64),
-    "num_res_blocks": 2,
-    "attention": True,
-    "num_groups": 8,
+OPTIONS = {
+    "objective": options.choice(
+        "eps", samplers.OBJECTIVES,
+        "'eps' (Ho et al. 2020), 'v' (Salimans & Ho 2022), 'flow_matching' "
+        "(Lipman et al. 2023; Liu et al. 2023)"),
+    "schedule": options.choice(
+        "cosine", SCHEDULES,
+        "alpha_bar(t) of eps / v: 'linear' (Ho et al. 2020) or 'cosine' "
+        "(Nichol & Dhariwal 2021)"),
+    "sampler": options.choice(
+        "ddim", samplers.ALL_SAMPLERS,
+        "'ddpm' | 'ddim' for eps / v, 'euler' | 'heun' for flow_matching "
+        "(`diffusion_samplers`)"),
+    "nfe": options.integer(50, "network evaluations per sample (Heun: two "
+                           "per step)"),
+    "guidance_scale": options.number(
+        1.0, "w of (1 + w) pred(x, c) - w pred(x, null); 0 = the plain "
+        "conditional model"),
+    "clip_x0": options.flag(True, "ddpm / ddim: clip the predicted x0 to "
+                            "[-1, 1]"),
+    "p_uncond": options.number(0.1, "probability of training on the null "
+                               "condition", 0.0, 1.0),
+    "ema_decay": options.number(
+        0.999, "EMA of the params used for sampling (0 = off); the decay at "
+        "step n is min(ema_decay, (1 + n) / (10 + n))", 0.0, 1.0),
+    "learning_rate": options.positive(1e-3, "Adam's learning rate"),
+    "channels": options.integers((16, 32, 64), "U-Net widths, one per "
+                                 "resolution"),
+    "num_res_blocks": options.integer(2, "residual blocks per level (down; "
+                                      "up has one more)"),
+    "attention": options.flag(True, "self-attention at the lowest "
+                              "resolution"),
+    "num_groups": options.integer(8, "GroupNorm groups; must divide every "
+                                  "width"),
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """The config's diffusion keys as Python values (hashable)."""
-  objective: str
-  schedule: str
-  sampler: str
-  nfe: int
-  guidance_scale: float
-  clip_x0: bool
-  p_uncond: float
-  ema_decay: float
-  learning_rate: float
-  channels: tuple[int, ...]
-  num_res_blocks: int
-  attention: bool
-  num_groups: int
+def settings(config) -> ml_collections.FrozenConfigDict:
+  """Every diffusion key's value (`OPTIONS`); ValueError names the first
+  bad one."""
+  s = options.resolve(config, OPTIONS)
+  samplers.check_sampler(s.objective, s.sampler)
+  bad = [c for c in s.channels if c % s.num_groups]
+  if bad:
+    raise ValueError(f"config.channels={tuple(s.channels)!r} must all be "
+                     f"divisible by config.num_groups={s.num_groups}; {bad} "
+                     "are not.")
+  return s
 
 
 def validate_config(config) -> None:
-  """Every diffusion key's value, before anything is written; ValueError
-  names the first bad one."""
-  get = lambda k: config.get(k, DEFAULTS[k])
-  validation.one_of(config, "objective", samplers.OBJECTIVES,
-                    DEFAULTS["objective"])
-  validation.one_of(config, "schedule", SCHEDULES, DEFAULTS["schedule"])
-  validation.one_of(config, "sampler", samplers.ALL_SAMPLERS,
-                    DEFAULTS["sampler"])
-  samplers.check_sampler(get("objective"), get("sampler"))
-  validation.at_least(config, 1, "nfe", "num_res_blocks", "num_groups",
-                      defaults=DEFAULTS)
-  validation.in_range(config, "guidance_scale", 0.0, math.inf,
-                      default=DEFAULTS["guidance_scale"])
-  validation.in_range(config, "p_uncond", 0.0, 1.0,
-                      default=DEFAULTS["p_uncond"])
-  validation.in_range(config, "ema_decay", 0.0, 1.0,
-                      default=DEFAULTS["ema_decay"])
-  validation.positive(config, "learning_rate", defaults=DEFAULTS)
-  if "channels" in config:
-    validation.all_at_least(config, 1, "channels")
-  bad = [c for c in get("channels") if c % get("num_groups")]
-  if bad:
-    raise ValueError(f"config.channels={tuple(get('channels'))!r} must all "
-                     f"be divisible by config.num_groups={get('num_groups')}"
-                     f"; {bad} are not.")
-  for key in ("attention", "clip_x0"):
-    if not isinstance(get(key), bool):
-      raise ValueError(f"config.{key} must be True or False; got "
-                       f"{get(key)!r}.")
-
-
-def settings(config) -> Settings:
-  """Reads and validates the diffusion keys."""
-  validate_config(config)
-  get = lambda k: config.get(k, DEFAULTS[k])
-  return Settings(
-      objective=get("objective"), schedule=get("schedule"),
-      sampler=get("sampler"), nfe=int(get("nfe")),
-      guidance_scale=float(get("guidance_scale")),
-      clip_x0=bool(get("clip_x0")), p_uncond=float(get("p_uncond")),
-      ema_decay=float(get("ema_decay")),
-      learning_rate=float(get("learning_rate")),
-      channels=tuple(int(c) for c in get("channels")),
-      num_res_blocks=int(get("num_res_blocks")),
-      attention=bool(get("attention")), num_groups=int(get("num_groups")))
+  """Every diffusion key's value, before anything is written."""
+  settings(config)
 
 
 def has_convolutions(config) -> bool:
@@ -155,7 +108,7 @@ class DiffusionState(train_state.TrainState):
   ema_params: Any = None
 
 
-def make_model(s: Settings, num_classes: int) -> unet.UNet:
+def make_model(s, num_classes: int) -> unet.UNet:
   return unet.UNet(num_classes=num_classes, channels=s.channels,
                    num_res_blocks=s.num_res_blocks, attention=s.attention,
                    num_groups=s.num_groups)
@@ -180,7 +133,7 @@ def drop_labels(labels, rng, p_uncond: float, null_label: int):
   return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
 
 
-def per_example_loss(s: Settings, model, params, x0, labels, t, eps):
+def per_example_loss(s, model, params, x0, labels, t, eps):
   """The objective's loss `[B]` at times t `[B]` and noise eps, x0 in
   [-1, 1]."""
   if s.objective == "flow_matching":
@@ -233,12 +186,12 @@ def make_train_step(config, image_shape, num_classes):
   return train_step
 
 
-def sampling_params(s: Settings, state):
+def sampling_params(s, state):
   return state.ema_params if s.ema_decay > 0 else state.params
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(s: Settings, image_shape: tuple[int, ...], num_classes: int,
+def _sampler(s, image_shape: tuple[int, ...], num_classes: int,
              loop: str):
   """sample(params, labels, rng) -> images in [0, 1] for the settings `s`,
   built once per (settings, shape, loop). With loop='python' the steps are a
@@ -274,7 +227,7 @@ def sample_with(config, state, labels, rng, image_shape, *,
   defaults by backend (`diffusion_samplers.loop_form`). num_classes is read
   off the state (the label embedding has num_classes + 1 rows)."""
   s = settings(config)
-  s = dataclasses.replace(
+  s = options.replace(
       s, sampler=s.sampler if sampler is None else sampler,
       nfe=s.nfe if nfe is None else samplers.check_nfe(nfe),
       guidance_scale=s.guidance_scale if guidance_scale is None
@@ -302,7 +255,7 @@ def make_sample_fn(config, image_shape, num_classes):
 
 
 @functools.lru_cache(maxsize=8)
-def _test_loss_fn(s: Settings, num_classes: int, max_value: float):
+def _test_loss_fn(s, num_classes: int, max_value: float):
   """jit of the summed per-image loss of a batch of uint8 images (one
   compiled function per setting, reused by every evaluation)."""
   model = make_model(s, num_classes)

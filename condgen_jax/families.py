@@ -16,12 +16,15 @@ A family is a module (or any object) with
                                    reports (for choosing a best checkpoint)
   has_convolutions(config) -> bool: whether the model convolves (XLA:CPU
                                    runs such models one step per call)
+  OPTIONS (optional)               {key: options.Option}: the family's config
+                                   keys, defaults and allowed values, read
+                                   by its validation and by the config files
 
 `config.model` is a name of `MODELS` or the import path of a module
 implementing the interface (`package.module`), so a new family needs no
 edit here: `--config.model=my_package.my_family`. A name's presets are
 config values that the name implies (e.g. 'acgan' = the GAN family with a
-class head); `option` reads them.
+class head); `presets` gives them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from typing import Any
+
+from condgen_jax import options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +75,17 @@ def get_family(model: str) -> Any:
     raise ValueError(f"model={model!r} does not import: {e}.") from None
 
 
-def option(config, key: str, default=None):
-  """`config[key]`, else the preset of `config.model` for it, else
-  `default`."""
-  if key in config and config[key] is not None:
-    return config[key]
-  return _entry(config.model).presets.get(key, default)
+def presets(model: str) -> dict:
+  """The config values the model name implies ({} for an import path)."""
+  return dict(_entry(model).presets)
+
+
+def config_defaults(model: str) -> dict:
+  """The family's declared keys at their defaults, with the name's presets
+  applied: what a config file for `model` starts from. A family declares
+  its keys in `OPTIONS` (`condgen_jax.options`); one without gets {}."""
+  declared = getattr(get_family(model), "OPTIONS", {})
+  return options.defaults(declared, presets(model))
 
 
 def has_convolutions(config) -> bool:

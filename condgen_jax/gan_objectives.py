@@ -8,11 +8,12 @@ of the critic, e.g. the WGAN-GP gradient penalty), an optional optimiser
 transform for the discriminator (WGAN weight clipping) and extra metrics.
 
 `config.gan_loss` names a built-in (`BUILTINS`) or is an import path
-`package.module:attribute` to a `GANObjective` or to a function
-`config -> GANObjective`; every process (train, sample, evaluate) rebuilds
-the same objective from the config. A new loss is one such object:
+`package.module:attribute` to a `GANObjective` or to a function of the GAN
+settings (`gan_training.settings(config)`: every GAN key at its value)
+returning one; every process (train, sample, evaluate) rebuilds the same
+objective from the config. A new loss is one such object:
 
-    def my_loss(config):
+    def my_loss(s):
       return GANObjective(
           discriminator_loss=lambda real, fake: ...,   # [B]
           generator_loss=lambda real, fake: ...)       # [B]
@@ -70,9 +71,9 @@ def _logits(d_loss, g_loss, **kw) -> GANObjective:
       generator_loss=lambda real, fake: g_loss(fake["logit"]), **kw)
 
 
-def _no_label_smoothing(config, name: str) -> None:
-  if config.get("real_label_smoothing", 0.0):
-    raise ValueError(f"real_label_smoothing={config.real_label_smoothing} "
+def _no_label_smoothing(s, name: str) -> None:
+  if s.real_label_smoothing:
+    raise ValueError(f"real_label_smoothing={s.real_label_smoothing} "
                      "applies to gan_loss 'minimax' or 'non_saturating' "
                      f"only; got gan_loss={name!r}.")
 
@@ -82,61 +83,58 @@ def _wasserstein_estimate(real_logits, fake_logits) -> dict:
                                   - jnp.mean(fake_logits)}
 
 
-def minimax(config, generator_loss=losses.minimax_generator_loss):
+def minimax(s, generator_loss=losses.minimax_generator_loss):
   """Goodfellow et al. 2014, with one-sided label smoothing."""
-  smoothing = float(config.get("real_label_smoothing", 0.0))
+  smoothing = float(s.real_label_smoothing)
   d_loss = losses.minimax_discriminator_loss
   if smoothing:
     d_loss = functools.partial(d_loss, real_label_smoothing=smoothing)
   return _logits(d_loss, generator_loss)
 
 
-def non_saturating(config):
+def non_saturating(s):
   """Minimax D, the -log D(G(z)) generator loss (Goodfellow et al. 2014)."""
-  return minimax(config, losses.non_saturating_generator_loss)
+  return minimax(s, losses.non_saturating_generator_loss)
 
 
-def least_squares(config):
+def least_squares(s):
   """Mao et al. 2017."""
-  _no_label_smoothing(config, "least_squares")
+  _no_label_smoothing(s, "least_squares")
   return _logits(losses.least_squares_discriminator_loss,
                  losses.least_squares_generator_loss)
 
 
-def wasserstein(config):
+def wasserstein(s):
   """Arjovsky et al. 2017: the critic's weights clipped to +-clip_value."""
-  _no_label_smoothing(config, "wasserstein")
-  clip = float(config.get("clip_value", 0.01))
-  if not clip > 0:
-    raise ValueError(f"gan_loss='wasserstein' needs clip_value > 0; got "
-                     f"{clip!r}.")
+  _no_label_smoothing(s, "wasserstein")
+  clip = float(s.clip_value)
   return _logits(losses.wasserstein_discriminator_loss,
                  losses.wasserstein_generator_loss,
                  d_transform=losses.clip_weights(clip),
                  metrics=_wasserstein_estimate)
 
 
-def wasserstein_gp(config):
+def wasserstein_gp(s):
   """Gulrajani et al. 2017: the gradient penalty, weight gp_weight."""
-  _no_label_smoothing(config, "wasserstein_gp")
+  _no_label_smoothing(s, "wasserstein_gp")
   return _logits(losses.wasserstein_discriminator_loss,
                  losses.wasserstein_generator_loss,
                  regularizer=losses.gradient_penalty,
                  regularizer_name="gradient_penalty",
-                 regularizer_weight=float(config.get("gp_weight", 10.0)),
+                 regularizer_weight=float(s.gp_weight),
                  metrics=_wasserstein_estimate)
 
 
-def hinge(config):
+def hinge(s):
   """Lim & Ye 2017; Miyato et al. 2018."""
-  _no_label_smoothing(config, "hinge")
+  _no_label_smoothing(s, "hinge")
   return _logits(losses.hinge_discriminator_loss,
                  losses.hinge_generator_loss)
 
 
-def relativistic_average(config):
+def relativistic_average(s):
   """RaSGAN (Jolicoeur-Martineau 2019): both losses read both logits."""
-  _no_label_smoothing(config, "relativistic_average")
+  _no_label_smoothing(s, "relativistic_average")
   return GANObjective(
       discriminator_loss=lambda real, fake: (
           losses.relativistic_average_discriminator_loss(real["logit"],
@@ -158,13 +156,14 @@ BUILTINS = {
 }
 
 
-def get_objective(config) -> GANObjective:
-  """The objective `config.gan_loss` names: a key of `BUILTINS` or
-  'package.module:attribute' (a GANObjective or a function of the config
-  returning one). ValueError names a bad name."""
-  name = config.get("gan_loss", "non_saturating")
+def get_objective(s) -> GANObjective:
+  """The objective `s.gan_loss` names: a key of `BUILTINS` or
+  'package.module:attribute' (a GANObjective or a function of the GAN
+  settings returning one). `s`: the GAN keys' values,
+  `gan_training.settings(config)`. ValueError names a bad name."""
+  name = s.gan_loss
   if name in BUILTINS:
-    return BUILTINS[name](config)
+    return BUILTINS[name](s)
   if not isinstance(name, str) or ":" not in name:
     raise ValueError(f"Unknown gan_loss {name!r}; expected one of "
                      f"{tuple(BUILTINS)} or an import path "
@@ -174,7 +173,7 @@ def get_objective(config) -> GANObjective:
     found = getattr(importlib.import_module(module_name), attribute)
   except (ImportError, AttributeError) as e:
     raise ValueError(f"gan_loss={name!r} does not import: {e}.") from None
-  objective = found if isinstance(found, GANObjective) else found(config)
+  objective = found if isinstance(found, GANObjective) else found(s)
   if not isinstance(objective, GANObjective):
     raise ValueError(f"gan_loss={name!r} gives {type(objective).__name__}, "
                      "not a GANObjective.")
@@ -208,8 +207,7 @@ class Term:
   weight: float | None = 1.0
 
 
-def discriminator_terms(config, objective: GANObjective,
-                        class_head: bool) -> list[Term]:
+def discriminator_terms(s, objective: GANObjective) -> list[Term]:
   """D's loss: the adversarial loss, the objective's regulariser, the R1
   penalty and, with a class head, the AC-GAN class terms."""
   terms = [Term("d_adv_loss",
@@ -218,34 +216,33 @@ def discriminator_terms(config, objective: GANObjective,
     terms.append(Term(objective.regularizer_name, lambda c: (
         objective.regularizer(c.critic, c.x_real, c.x_fake, c.key)),
                       objective.regularizer_weight))
-  r1_gamma = float(config.get("r1_gamma", 0.0))
+  r1_gamma = float(s.r1_gamma)
   if r1_gamma > 0:
     terms.append(Term("r1_penalty",
                       lambda c: losses.r1_penalty(c.critic, c.x_real),
                       r1_gamma / 2))
-  if class_head:
-    terms += acgan_discriminator_terms(config)
+  if s.class_head:
+    terms += acgan_discriminator_terms(s)
   return terms
 
 
-def generator_terms(config, objective: GANObjective,
-                    class_head: bool) -> list[Term]:
+def generator_terms(s, objective: GANObjective) -> list[Term]:
   """G's loss: the adversarial loss (weight g_adv_weight), feature matching
   (Salimans et al. 2016) and, with a class head, the AC-GAN class term."""
   terms = [Term("g_adv_loss",
                 lambda c: objective.generator_loss(c.real, c.fake),
-                float(config.get("g_adv_weight", 1.0)))]
-  if float(config.get("feature_matching", 0.0)) > 0:
+                float(s.g_adv_weight))]
+  if float(s.feature_matching) > 0:
     terms.append(Term("feature_matching", lambda c: (
         losses.feature_matching_loss(c.real["features"],
                                      c.fake["features"])),
-                      float(config.feature_matching)))
-  if class_head:
-    terms += acgan_generator_terms(config)
+                      float(s.feature_matching)))
+  if s.class_head:
+    terms += acgan_generator_terms(s)
   return terms
 
 
-def acgan_discriminator_terms(config) -> list[Term]:
+def acgan_discriminator_terms(s) -> list[Term]:
   """The AC-GAN objective's D side (Odena et al. 2017, eq. 3): -log q(c|x)
   on real data (real_class_weight) and -log q(c|G(z,c)) on generated data
   (fake_class_weight; minimised by D only when d_fake_class, reported
@@ -253,19 +250,18 @@ def acgan_discriminator_terms(config) -> list[Term]:
   return [
       Term("d_real_class_loss", lambda c: losses.acgan_real_class_loss(
           c.real["class_logits"], c.labels),
-           float(config.get("real_class_weight", 1.0))),
+           float(s.real_class_weight)),
       Term("d_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
           c.fake["class_logits"], c.labels),
-           float(config.get("fake_class_weight", 1.0))
-           if config.get("d_fake_class", True) else None),
+           float(s.fake_class_weight) if s.d_fake_class else None),
   ]
 
 
-def acgan_generator_terms(config) -> list[Term]:
+def acgan_generator_terms(s) -> list[Term]:
   """The AC-GAN objective's G side: -log q(c|G(z,c)), fake_class_weight."""
   return [Term("g_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
       c.fake["class_logits"], c.labels),
-               float(config.get("fake_class_weight", 1.0)))]
+               float(s.fake_class_weight))]
 
 
 def total(terms: list[Term], context: Context):

@@ -7,46 +7,10 @@ update, each with its own optimiser. The step's batch of real images is
 reused by every discriminator update (fresh noise each time); generated
 samples are conditioned on the real batch's labels, so p(c) is the data's.
 
-Config keys read here (default when the key is absent):
-
-  model                'cgan_mlp' | 'cgan_conv' | 'acgan'
-  gan_loss             'non_saturating': 'minimax' (saturating G loss),
-                       'non_saturating' (Goodfellow et al. 2014),
-                       'least_squares' (Mao et al. 2017), 'wasserstein'
-                       (weight clipping, Arjovsky et al. 2017),
-                       'wasserstein_gp' (Gulrajani et al. 2017), 'hinge'
-                       (Lim & Ye 2017; Miyato et al. 2018)
-  z_dim                100
-  z_prior              'uniform': U[0, 1]^z_dim (Mirza & Osindero 2014);
-                       'uniform_signed': U[-1, 1]^z_dim (DCGAN); 'normal'
-  n_critic             1: D updates per G update (WGAN papers: 5)
-  real_label_smoothing 0.0: one-sided, minimax / non_saturating only
-  gp_weight            10.0: lambda of 'wasserstein_gp'
-  clip_value           0.01: c of 'wasserstein' weight clipping
-  ema_decay            0.0: EMA of G's params used by `sample` (0 = off)
-  feature_matching     0.0: weight of the feature-matching G term (Salimans
-                       et al. 2016); with g_adv_weight=0 it replaces the
-                       adversarial G loss as in the paper
-  g_adv_weight         1.0: weight of the adversarial G loss
-  real_class_weight    1.0: AC-GAN term 1, -log q(c|x) on real data (trains D)
-  fake_class_weight    1.0: AC-GAN term 2, -log q(c|G(z,c)) (trains G, and D
-                       when d_fake_class)
-  d_fake_class         True
-  optimizer            'adam' | 'rmsprop' | 'sgd' ('adam'; the WGAN paper:
-                       rmsprop; Mirza & Osindero: sgd, the learning rate
-                       decayed by 1.00004 per step down to 1e-6)
-  momentum             0.5: sgd momentum
-  g_learning_rate      2e-4
-  d_learning_rate      2e-4
-  adam_b1, adam_b2     0.5, 0.999 (DCGAN)
-  virtual_batch_norm   False: VBN in the conv generator, with a reference
-                       batch of `vbn_batch_size` (64) noise vectors and labels
-                       drawn once in `create_state` and kept in the state
-  model keys           g_conditioning, d_conditioning, g_width, d_width,
-                       d_kernel_size, g_norm, d_norm, spectral_norm,
-                       minibatch_discrimination, mbd_kernels, mbd_kernel_dim,
-                       dropout_rate, g_dropout_rate, g_activation, g_output
-                       (cgan_mlp): see `gans.make_models`.
+Config keys: `OPTIONS` below (the training keys) and `gans.MODEL_OPTIONS`
+(the model keys), each with its default, allowed values and meaning;
+`options.describe(OPTIONS)` prints them. `gan_loss` names a
+`gan_objectives` objective.
 
 AC-GAN presets (model='acgan'): AC-GAN (real_class_weight=1,
 fake_class_weight=1, d_fake_class=True); InfoGAN-style, the term on generated
@@ -62,146 +26,89 @@ generates in [0, 1] and sees real images as they come.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from condgen_jax import data as data_lib
+from condgen_jax import families
 from condgen_jax import gan_objectives
 from condgen_jax import gans
-from condgen_jax import validation
+from condgen_jax import options
 
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
-TRAIN_DEFAULTS = {
-    "gan_loss": "non_saturating",
-    "z_dim": 100,
-    "z_prior": "uniform",
-    "n_critic": 1,
-    "real_label_smoothing": 0.0,
-    "gp_weight": 10.0,
-    "clip_value": 0.01,
-    "ema_decay": 0.0,
-    "feature_matching": 0.0,
-    "g_adv_weight": 1.0,
-    "real_class_weight": 1.0,
-    "fake_class_weight": 1.0,
-    "d_fake_class": True,
-    "optimizer": "adam",
-    "g_learning_rate": 2e-4,
-    "d_learning_rate": 2e-4,
-    "adam_b1": 0.5,
-    "adam_b2": 0.999,
-    "momentum": 0.5,
-    "vbn_batch_size": 64,
-    "r1_gamma": 0.0,
+TRAIN_OPTIONS = {
+    "gan_loss": options.text(
+        "non_saturating",
+        "the objective: a name of `gan_objectives.BUILTINS` or "
+        "'package.module:attribute'", "a built-in name or an import path"),
+    "z_dim": options.integer(100, "size of G's noise z"),
+    "z_prior": options.choice(
+        "uniform", Z_PRIORS,
+        "U[0, 1] (Mirza & Osindero 2014), U[-1, 1] (DCGAN) or N(0, I)"),
+    "n_critic": options.integer(1, "D updates per G update (WGAN: 5)"),
+    "real_label_smoothing": options.number(
+        0.0, "one-sided label smoothing; minimax / non_saturating only",
+        0.0, 1.0),
+    "gp_weight": options.number(10.0, "lambda of 'wasserstein_gp'"),
+    "clip_value": options.positive(0.01, "c of 'wasserstein' weight "
+                                   "clipping"),
+    "r1_gamma": options.number(
+        0.0, "gamma of the R1 penalty (Mescheder et al. 2018), with any "
+        "objective; 0 = off"),
+    "ema_decay": options.number(
+        0.0, "EMA of G's params used for sampling; 0 = off", 0.0, 1.0),
+    "feature_matching": options.number(
+        0.0, "weight of the feature-matching G term (Salimans et al. 2016)"),
+    "g_adv_weight": options.number(1.0, "weight of the adversarial G loss"),
+    "real_class_weight": options.number(
+        1.0, "AC-GAN: -log q(c|x) on real data (trains D)"),
+    "fake_class_weight": options.number(
+        1.0, "AC-GAN: -log q(c|G(z,c)) (trains G, and D if d_fake_class)"),
+    "d_fake_class": options.flag(
+        True, "AC-GAN: the class term on generated samples also trains D"),
+    "optimizer": options.choice(
+        "adam", OPTIMIZERS,
+        "'sgd': Mirza & Osindero's momentum SGD, the rate decayed by "
+        "1.00004 per step down to 1e-6; 'rmsprop': the WGAN paper's"),
+    "momentum": options.number(0.5, "sgd momentum", 0.0, 1.0),
+    "g_learning_rate": options.positive(2e-4, "G's learning rate"),
+    "d_learning_rate": options.positive(2e-4, "D's learning rate"),
+    "adam_b1": options.number(0.5, "Adam beta1 (DCGAN)", 0.0, 1.0),
+    "adam_b2": options.number(0.999, "Adam beta2", 0.0, 1.0),
+    "vbn_batch_size": options.integer(
+        64, "size of the virtual-batch-norm reference batch"),
 }
+OPTIONS = {**gans.MODEL_OPTIONS, **TRAIN_OPTIONS}
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """The config, validated and turned into Python values."""
-  architecture: str
-  class_head: bool
-  z_dim: int
-  z_prior: str
-  n_critic: int
-  real_label_smoothing: float
-  gp_weight: float
-  clip_value: float
-  ema_decay: float
-  feature_matching: float
-  g_adv_weight: float
-  real_class_weight: float
-  fake_class_weight: float
-  d_fake_class: bool
-  optimizer: str
-  g_learning_rate: float
-  d_learning_rate: float
-  adam_b1: float
-  adam_b2: float
-  momentum: float
-  r1_gamma: float
-  vbn_batch_size: int
-  virtual_batch_norm: bool
-  g_output: str
-
-  @property
-  def tanh_output(self) -> bool:
-    """Whether G generates in [-1, 1] (real images are mapped there)."""
-    return self.architecture != "mlp" or self.g_output == "tanh"
+def settings(config) -> ml_collections.FrozenConfigDict:
+  """Every GAN key's value (`OPTIONS`, a model name's presets applied);
+  ValueError names the first bad one."""
+  gans.model_settings(config)  # the checks across model keys
+  return options.resolve(config, OPTIONS, families.presets(config.model))
 
 
-def settings(config) -> Settings:
-  """Reads and validates the GAN keys; ValueError names the bad value."""
-  get = lambda k: config.get(k, TRAIN_DEFAULTS[k])
-  s = Settings(
-      architecture=gans.model_option(config, "architecture"),
-      class_head=bool(gans.model_option(config, "class_head")),
-      z_dim=int(get("z_dim")),
-      z_prior=get("z_prior"), n_critic=int(get("n_critic")),
-      real_label_smoothing=float(get("real_label_smoothing")),
-      gp_weight=float(get("gp_weight")), clip_value=float(get("clip_value")),
-      ema_decay=float(get("ema_decay")),
-      feature_matching=float(get("feature_matching")),
-      g_adv_weight=float(get("g_adv_weight")),
-      real_class_weight=float(get("real_class_weight")),
-      fake_class_weight=float(get("fake_class_weight")),
-      d_fake_class=bool(get("d_fake_class")), optimizer=get("optimizer"),
-      g_learning_rate=float(get("g_learning_rate")),
-      d_learning_rate=float(get("d_learning_rate")),
-      adam_b1=float(get("adam_b1")), adam_b2=float(get("adam_b2")),
-      momentum=float(get("momentum")),
-      r1_gamma=float(get("r1_gamma")),
-      vbn_batch_size=int(get("vbn_batch_size")),
-      virtual_batch_norm=bool(gans.model_option(config, "virtual_batch_norm")),
-      g_output=gans.model_option(config, "g_output"))
-  for name, allowed in (("z_prior", Z_PRIORS), ("optimizer", OPTIMIZERS)):
-    if getattr(s, name) not in allowed:
-      raise ValueError(f"Unknown {name} {getattr(s, name)!r}; expected one "
-                       f"of {allowed}.")
-  if s.z_dim < 1 or s.n_critic < 1 or s.vbn_batch_size < 1:
-    raise ValueError(f"z_dim, n_critic and vbn_batch_size must be >= 1; got "
-                     f"{s.z_dim}, {s.n_critic} and {s.vbn_batch_size}.")
-  if not 0.0 <= s.ema_decay < 1.0:
-    raise ValueError(f"ema_decay must be in [0, 1) (0 = off); got "
-                     f"{s.ema_decay!r}.")
-  if not 0.0 <= s.real_label_smoothing < 1.0:
-    raise ValueError(f"real_label_smoothing must be in [0, 1); got "
-                     f"{s.real_label_smoothing!r}.")
-  for name in ("gp_weight", "feature_matching", "g_adv_weight",
-               "real_class_weight", "fake_class_weight", "r1_gamma"):
-    if getattr(s, name) < 0:
-      raise ValueError(f"{name} must be >= 0; got {getattr(s, name)!r}.")
-  return s
+def tanh_output(s) -> bool:
+  """Whether G generates in [-1, 1] (real images are then mapped there)."""
+  return s.architecture != "mlp" or s.g_output == "tanh"
 
 
 def validate_config(config) -> None:
   """Every GAN key's value, before anything is written; ValueError names
   the first bad one."""
-  settings(config)
-  gan_objectives.get_objective(config)
-  validation.positive(config, "g_learning_rate", "d_learning_rate",
-                      defaults=TRAIN_DEFAULTS)
-  for key in ("adam_b1", "adam_b2", "momentum"):
-    validation.in_range(config, key, 0.0, 1.0, default=TRAIN_DEFAULTS[key])
-  for key in ("dropout_rate", "g_dropout_rate"):
-    validation.in_range(config, key, 0.0, 1.0,
-                        default=gans.MODEL_DEFAULTS[key])
-  validation.at_least(config, 1, "g_width", "d_width", "d_kernel_size",
-                      "mbd_kernels", "mbd_kernel_dim",
-                      defaults=gans.MODEL_DEFAULTS)
-  gans.validate_model_config(config)
+  gan_objectives.get_objective(settings(config))
 
 
 def has_convolutions(config) -> bool:
   """The conv GANs convolve; Mirza & Osindero's MLPs do not."""
-  return gans.model_option(config, "architecture") == "conv"
+  return settings(config).architecture == "conv"
 
 
 def metric_modes(config) -> dict:
@@ -243,7 +150,7 @@ def sample_z(key, shape, prior: str):
   raise ValueError(f"Unknown z_prior {prior!r}; expected one of {Z_PRIORS}.")
 
 
-def _optimizer(s: Settings, lr: float,
+def _optimizer(s, lr: float,
                extra: optax.GradientTransformation | None = None):
   if s.optimizer == "adam":
     tx = optax.adam(lr, b1=s.adam_b1, b2=s.adam_b2)
@@ -281,7 +188,7 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
   d_vars = discriminator.init({"params": d_key, "dropout": drop_key}, x, c)
   g_tx = _optimizer(s, s.g_learning_rate)
   d_tx = _optimizer(s, s.d_learning_rate,
-                    gan_objectives.get_objective(config).d_transform)
+                    gan_objectives.get_objective(s).d_transform)
   g_params, d_params = g_vars["params"], d_vars["params"]
   return GANState(
       step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
@@ -363,11 +270,9 @@ class _GANStep:
   def __init__(self, config, image_shape, num_classes):
     self.s = s = settings(config)
     self.players = _Players(config, image_shape, num_classes)
-    self.objective = objective = gan_objectives.get_objective(config)
-    self.d_terms = gan_objectives.discriminator_terms(config, objective,
-                                                      s.class_head)
-    self.g_terms = gan_objectives.generator_terms(config, objective,
-                                                  s.class_head)
+    self.objective = objective = gan_objectives.get_objective(s)
+    self.d_terms = gan_objectives.discriminator_terms(s, objective)
+    self.g_terms = gan_objectives.generator_terms(s, objective)
     self.g_needs_real = (objective.generator_needs_real
                          or s.feature_matching > 0)
 
@@ -441,7 +346,7 @@ class _GANStep:
     s = self.s
     rng = jax.random.fold_in(rng, state.step)
     x_real, labels = batch["image"].astype(jnp.float32), batch["label"]
-    if s.tanh_output:
+    if tanh_output(s):
       x_real = 2.0 * x_real - 1.0
     d_params, d_stats, d_opt = state.d_params, state.d_stats, state.d_opt_state
     for i in range(s.n_critic):  # unrolled: n_critic is small and static
@@ -478,7 +383,7 @@ def make_sample_fn(config, image_shape, num_classes):
     params = state.ema_params if s.ema_decay > 0 else state.g_params
     x, _ = players.generate(params, state.g_stats, z, labels,
                             ref=_ref(state.vbn_ref), train=False)
-    if s.tanh_output:
+    if tanh_output(s):
       x = (x + 1.0) / 2.0
     return jnp.clip(x, 0.0, 1.0).astype(jnp.float32)
 
@@ -499,7 +404,7 @@ def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
   @jax.jit
   def correct(d_params, d_stats, images, labels):
     x = data_lib.to_float(images, dataset.max_value)
-    x = 2.0 * x - 1.0 if s.tanh_output else x
+    x = 2.0 * x - 1.0 if tanh_output(s) else x
     out, _ = players.discriminate(d_params, d_stats, x, labels, train=False)
     return jnp.sum(jnp.argmax(out["class_logits"], -1) == labels)
 

@@ -32,11 +32,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from condgen_jax import conditioning
 from condgen_jax import families
 from condgen_jax import kernels as kernels_lib
 from condgen_jax import layers
+from condgen_jax import options
 
 ARCHITECTURES = ("mlp", "conv")
 G_CONDITIONINGS = ("concat", "film")
@@ -46,35 +48,53 @@ NORMS = ("none", "batch", "layer")
 G_ACTIVATIONS = ("relu", "leaky_relu")
 G_OUTPUTS = ("sigmoid", "tanh")
 
-# Model keys of the config, with their defaults (see `make_models`).
-# Generator upsampling: stride-2 transposed convs, or the sub-pixel
-# convolution that spans them and trains several times faster on XLA:CPU.
 UPSAMPLES = ("transpose", "pixel_shuffle")
-MODEL_DEFAULTS = {
-    # Presets of the model names ('cgan_mlp', 'acgan', ...) in
-    # `families.MODELS` take precedence over these.
-    "architecture": "conv",  # 'mlp': Mirza & Osindero's fixed MLPs
-    "class_head": False,  # AC-GAN: D also predicts the class
-    "g_conditioning": "concat",
-    "d_conditioning": "projection",
-    "g_width": 64,
-    "g_upsample": "pixel_shuffle",
-    "d_width": 64,
-    "d_kernel_size": 4,
-    "g_norm": "batch",
-    "d_norm": "none",
-    "spectral_norm": False,
-    "minibatch_discrimination": False,
-    "mbd_kernels": 50,
-    "mbd_kernel_dim": 5,
-    "dropout_rate": 0.5,
-    "g_dropout_rate": 0.0,
-    "g_activation": "relu",
-    "g_output": "sigmoid",
-    "virtual_batch_norm": False,
-    # Layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU
-    # kernels on CPU, stock flax layers elsewhere; the same function.
-    "kernels": "auto",
+
+# The model keys of the GAN family's configs (`condgen_jax.options`); a model
+# name's presets in `families.MODELS` take precedence over these defaults.
+MODEL_OPTIONS = {
+    "architecture": options.choice(
+        "conv", ARCHITECTURES,
+        "'mlp': Mirza & Osindero's fixed MLPs; 'conv': DCGAN"),
+    "class_head": options.flag(False, "AC-GAN: D also predicts the class"),
+    "g_conditioning": options.choice(
+        "concat", G_CONDITIONINGS,
+        "how G sees the condition: concatenated to z, or FiLM after each "
+        "norm"),
+    "d_conditioning": options.choice(
+        "projection", D_CONDITIONINGS + ("none",),
+        "how D sees the condition (`conditioning`); 'none' only with a "
+        "class head"),
+    "g_width": options.integer(64, "channels of G's last hidden layer"),
+    "g_upsample": options.choice(
+        "pixel_shuffle", UPSAMPLES,
+        "stride-2 transposed convolutions (DCGAN), or sub-pixel "
+        "convolutions (Shi et al. 2016)"),
+    "d_width": options.integer(64, "channels of D's first conv"),
+    "d_kernel_size": options.integer(4, "kernel size of D's convs"),
+    "g_norm": options.choice("batch", NORMS, "normalisation in G"),
+    "d_norm": options.choice("none", NORMS, "normalisation in D"),
+    "spectral_norm": options.flag(False, "spectral norm on D's layers "
+                                  "(Miyato et al. 2018)"),
+    "minibatch_discrimination": options.flag(
+        False, "minibatch discrimination in D (Salimans et al. 2016)"),
+    "mbd_kernels": options.integer(50, "minibatch discrimination kernels"),
+    "mbd_kernel_dim": options.integer(5, "their dimension"),
+    "dropout_rate": options.number(0.5, "cgan_mlp D's dropout", 0.0, 1.0),
+    "g_dropout_rate": options.number(0.0, "cgan_mlp G's dropout", 0.0, 1.0),
+    "g_activation": options.choice("relu", G_ACTIVATIONS,
+                                   "cgan_mlp G's hidden activation"),
+    "g_output": options.choice(
+        "sigmoid", G_OUTPUTS,
+        "cgan_mlp G's output: [0, 1] (the paper) or [-1, 1]; the conv "
+        "models' is tanh"),
+    "virtual_batch_norm": options.flag(
+        False, "VBN in the conv G (Salimans et al. 2016) with a reference "
+        "batch of vbn_batch_size"),
+    "kernels": options.choice(
+        "auto", kernels_lib.KERNELS,
+        "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
+        "kernels on CPU, stock flax layers elsewhere; the same function"),
 }
 
 
@@ -332,37 +352,22 @@ class ConvDiscriminator(nn.Module):
             "features": features}
 
 
-def model_option(config, key: str):
-  """`config[key]`, else the model name's preset, else `MODEL_DEFAULTS`."""
-  return families.option(config, key, MODEL_DEFAULTS[key])
-
-
-def validate_model_config(config) -> None:
-  """ValueError naming the first model key with a value not allowed."""
-  get = lambda key: model_option(config, key)
-  _check("architecture", get("architecture"), ARCHITECTURES)
-  if get("class_head") not in (True, False):
-    raise ValueError(f"class_head must be True or False; got "
-                     f"{get('class_head')!r}.")
-  if get("architecture") == "mlp":
-    _check("g_activation", get("g_activation"), G_ACTIVATIONS)
-    _check("g_output", get("g_output"), G_OUTPUTS)
-    if get("virtual_batch_norm"):
-      raise ValueError("virtual_batch_norm=True needs a generator with "
-                       "normalisation layers (cgan_conv or acgan); cgan_mlp "
-                       "has none.")
-    return
-  _check("g_conditioning", get("g_conditioning"), G_CONDITIONINGS)
-  allowed_d = D_CONDITIONINGS + (("none",) if get("class_head") else ())
-  _check("d_conditioning", get("d_conditioning"), allowed_d)
-  _check("g_norm", get("g_norm"), NORMS)
-  _check("d_norm", get("d_norm"), NORMS)
-  _check("g_upsample", get("g_upsample"), UPSAMPLES)
-  _check("kernels", get("kernels"), kernels_lib.KERNELS)
+def model_settings(config) -> ml_collections.FrozenConfigDict:
+  """The model keys' values (config, else the model name's preset, else
+  `MODEL_OPTIONS`); ValueError names the first bad one."""
+  m = options.resolve(config, MODEL_OPTIONS, families.presets(config.model))
+  if m.d_conditioning == "none" and not m.class_head:
+    raise ValueError("Unknown d_conditioning 'none' for a model without a "
+                     f"class head (acgan); expected one of {D_CONDITIONINGS}.")
+  if m.architecture == "mlp" and m.virtual_batch_norm:
+    raise ValueError("virtual_batch_norm=True needs a generator with "
+                     "normalisation layers (cgan_conv or acgan); cgan_mlp "
+                     "has none.")
+  return m
 
 
 def make_models(config, image_shape, num_classes: int):
-  """(generator, discriminator) for the config; see `MODEL_DEFAULTS`.
+  """(generator, discriminator) for the config; the keys: `MODEL_OPTIONS`.
 
   cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
   (its hidden layers), g_dropout_rate, g_activation, g_output and the
@@ -370,37 +375,31 @@ def make_models(config, image_shape, num_classes: int):
   Raises ValueError naming a bad value and the allowed ones.
   """
   image_shape = tuple(int(s) for s in image_shape)
-  get = lambda key: model_option(config, key)
-  validate_model_config(config)
-  kernels = kernels_lib.resolve(get("kernels"))
-  if get("architecture") == "mlp":
+  m = model_settings(config)
+  kernels = kernels_lib.resolve(m.kernels)
+  if m.architecture == "mlp":
     return (MLPGenerator(image_shape, num_classes,
-                         dropout_rate=float(get("g_dropout_rate")),
-                         norm=get("g_norm"),
-                         activation=get("g_activation"),
-                         output=get("g_output"), kernels=kernels),
+                         dropout_rate=m.g_dropout_rate, norm=m.g_norm,
+                         activation=m.g_activation, output=m.g_output,
+                         kernels=kernels),
             MLPDiscriminator(
-                image_shape, num_classes,
-                dropout_rate=float(get("dropout_rate")),
-                spectral_norm=bool(get("spectral_norm")),
-                minibatch_discrimination=bool(get("minibatch_discrimination")),
-                mbd_kernels=int(get("mbd_kernels")),
-                mbd_kernel_dim=int(get("mbd_kernel_dim"))))
+                image_shape, num_classes, dropout_rate=m.dropout_rate,
+                spectral_norm=m.spectral_norm,
+                minibatch_discrimination=m.minibatch_discrimination,
+                mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim))
   if image_shape[0] % 4 or image_shape[1] % 4:
     raise ValueError("The conv GANs need H and W divisible by 4; got "
                      f"image_shape {image_shape}.")
   generator = ConvGenerator(image_shape, num_classes,
-                            conditioning=get("g_conditioning"),
-                            width=int(get("g_width")), norm=get("g_norm"),
-                            upsample=get("g_upsample"),
-                            virtual_batch_norm=bool(get("virtual_batch_norm")),
+                            conditioning=m.g_conditioning, width=m.g_width,
+                            norm=m.g_norm, upsample=m.g_upsample,
+                            virtual_batch_norm=m.virtual_batch_norm,
                             kernels=kernels)
   discriminator = ConvDiscriminator(
-      image_shape, num_classes, conditioning=get("d_conditioning"),
-      width=int(get("d_width")), kernel_size=int(get("d_kernel_size")),
-      norm=get("d_norm"), spectral_norm=bool(get("spectral_norm")),
-      minibatch_discrimination=bool(get("minibatch_discrimination")),
-      mbd_kernels=int(get("mbd_kernels")),
-      mbd_kernel_dim=int(get("mbd_kernel_dim")),
-      class_head=bool(get("class_head")), kernels=kernels)
+      image_shape, num_classes, conditioning=m.d_conditioning,
+      width=m.d_width, kernel_size=m.d_kernel_size, norm=m.d_norm,
+      spectral_norm=m.spectral_norm,
+      minibatch_discrimination=m.minibatch_discrimination,
+      mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim,
+      class_head=m.class_head, kernels=kernels)
   return generator, discriminator

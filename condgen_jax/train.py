@@ -33,48 +33,86 @@ from condgen_jax import data as data_lib
 from condgen_jax import evaluation
 from condgen_jax import families
 from condgen_jax import images as images_lib
+from condgen_jax import options
 from condgen_jax import parallel
-from condgen_jax import validation
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
+
+# The runner's config keys, shared by every model's config
+# (`experiments/configs/common.py`); `config.model` names the family.
+OPTIONS = {
+    "dataset": options.choice("mnist", data_lib.DATASETS, "the data"),
+    "data_dir": options.text(
+        "", "folder with <dataset>/ IDX files; '' = $CONDGEN_DATA_DIR",
+        "a path"),
+    "tfds_dir": options.text(
+        "", "TFDS data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets",
+        "a path"),
+    "download": options.flag(
+        False, "let tensorflow-datasets download when nothing is local"),
+    "seed": options.integer(0, "the run's root key", minimum=0),
+    "prng_impl": options.text(
+        "threefry2x32", "jax.random implementation of the run's keys "
+        "('philox4x32' is the other counter-based one)",
+        "a jax.random implementation"),
+    "num_steps": options.integer(10_000, "training steps"),
+    "batch_size": options.integer(64, "examples per step, over all "
+                                  "devices"),
+    "steps_per_call": options.integer(
+        0, "steps fused into one compiled call; 0 = what measured fastest "
+        "for the model on this backend", minimum=0),
+    "log_every": options.integer(100, "steps between metrics lines; 0 = "
+                                 "only the last", minimum=0),
+    "checkpoint_every": options.integer(
+        1000, "steps between checkpoints; 0 = only the last", minimum=0),
+    "sample_every": options.integer(
+        1000, "steps between sample grids; 0 = only the last", minimum=0),
+    "eval_every": options.integer(
+        0, "steps between evaluations during training; 0 = never",
+        minimum=0),
+    "eval_num_per_class": options.integer(
+        100, "samples per class of those evaluations"),
+    "best_metric": options.text(
+        "fid", "kept under workdir/best/ when eval_every > 0; '' = none",
+        "a metric the model reports"),
+    "samples_per_class": options.integer(10, "columns of the sample grid"),
+    "max_to_keep": options.integer(2, "checkpoints kept"),
+    "allow_config_change": options.flag(
+        False, "resume a workdir whose run used other values of keys that "
+        "change what it computes (recorded in config_history.jsonl)"),
+}
+
+
+def option(config, key: str):
+  """The runner key's value: the config's, else its declared default."""
+  value = config.get(key)
+  return OPTIONS[key].default if value is None else value
 
 
 def validate_config(config) -> None:
   """Raises ValueError naming the first bad value and what is allowed: the
   runner's keys here, the model's keys by its family."""
   family = families.get_family(config.model)
-  if config.dataset not in data_lib.DATASETS:
-    raise ValueError(f"Unknown dataset {config.dataset!r}; expected one of "
-                     f"{data_lib.DATASETS}.")
-  validation.at_least(config, 1, "num_steps", "batch_size", "max_to_keep",
-                      "eval_num_per_class", "samples_per_class",
-                      defaults={"max_to_keep": 2, "eval_num_per_class": 100,
-                                "samples_per_class": 10})
-  validation.at_least(config, 0, "steps_per_call", "eval_every",
-                      *INTERVAL_KEYS)
-  validation.at_least(config, 0, "seed")
-  if config.get("prng_impl") is not None:
-    try:
-      jax.random.key(0, impl=config.prng_impl)
-    except ValueError as e:
-      raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
-                       f"jax.random implementation: {e}") from None
-  if not isinstance(config.get("allow_config_change", False), bool):
-    raise ValueError("config.allow_config_change must be True or False; got "
-                     f"{config.allow_config_change!r}.")
+  options.resolve(config, OPTIONS)
+  try:
+    jax.random.key(0, impl=option(config, "prng_impl"))
+  except ValueError as e:
+    raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
+                     f"jax.random implementation: {e}") from None
   family.validate_config(config)
-  if config.get("best_metric"):
+  best_metric = option(config, "best_metric")
+  if best_metric:
     allowed = evaluation.metric_modes(family.metric_modes(config))
-    if config.best_metric not in allowed:
-      raise ValueError(f"Unknown best_metric {config.best_metric!r} for "
+    if best_metric not in allowed:
+      raise ValueError(f"Unknown best_metric {best_metric!r} for "
                        f"model {config.model!r}; expected one of "
                        f"{tuple(allowed)}.")
 
 
 def load_data(config) -> data_lib.Dataset:
-  return data_lib.load_dataset(config.dataset, config.get("data_dir"),
-                               tfds_dir=config.get("tfds_dir"),
-                               download=config.get("download", False))
+  return data_lib.load_dataset(config.dataset, option(config, "data_dir"),
+                               tfds_dir=option(config, "tfds_dir"),
+                               download=option(config, "download"))
 
 
 @dataclasses.dataclass
@@ -148,7 +186,7 @@ def resolve_steps_per_call(config, platform: str | None = None) -> int:
   gains nothing); MLP models fuse 16 steps, since their steps are short
   enough for the per-call overhead to matter. On GPU/TPU every model fuses 8.
   """
-  k = int(config.get("steps_per_call", 0))
+  k = option(config, "steps_per_call")
   if k > 0:
     return k
   platform = platform or jax.default_backend()
@@ -202,7 +240,7 @@ def next_boundary(step: int, config, steps_per_epoch: int) -> int:
   candidates = [int(config.num_steps),
                 (step // steps_per_epoch + 1) * steps_per_epoch]
   for key in INTERVAL_KEYS + ("eval_every",):
-    every = int(config.get(key, 0))
+    every = option(config, key)
     if every > 0:
       candidates.append((step // every + 1) * every)
   return min(candidates)
@@ -347,9 +385,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   if restored is not None:
     logging.info("Resumed from checkpoint %d in %s", restored, workdir)
   mngr = checkpointing.manager(ckpt_dir,
-                               max_to_keep=config.get("max_to_keep", 2))
+                               max_to_keep=option(config, "max_to_keep"))
   best_mngr = None
-  if config.get("eval_every", 0) and config.get("best_metric"):
+  if option(config, "eval_every") and option(config, "best_metric"):
     best_mngr = checkpointing.manager(
         workdir / "best", max_to_keep=1, best_metric=config.best_metric,
         best_mode=evaluation.metric_mode(
@@ -417,12 +455,12 @@ def _at_boundary(run: Run, state, workdir, host_metrics, writer, bar, mngr,
     bar.set_postfix(loss=f"{float(host_metrics['loss']):.4g}",
                     img_s=f"{rate:.0f}")
   if _due(step, config.sample_every) or last:
-    grid = sample_grid(run, state, int(config.get("samples_per_class", 10)),
+    grid = sample_grid(run, state, option(config, "samples_per_class"),
                        run.rngs["sample"])
     if jax.process_index() == 0:
       images_lib.save_grid(grid, workdir / "samples" / f"step_{step:08d}.png",
                            run.dataset.num_classes)
-  if _due(step, config.get("eval_every", 0)):
+  if _due(step, option(config, "eval_every")):
     periodic_evaluation(run, state, step, writer, best_mngr)
   if _due(step, config.checkpoint_every) or last:
     checkpointing.save(mngr, step, state)
@@ -438,10 +476,10 @@ def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
     run.classifier = evaluation.classifier_lib.load_or_train_classifier(
         run.dataset, verbose=jax.process_index() == 0)
   results = evaluation.evaluate_state(
-      run, state, num_per_class=int(config.get("eval_num_per_class", 100)),
+      run, state, num_per_class=option(config, "eval_num_per_class"),
       seed=0, classifier=run.classifier,
       # CAS trains a classifier: only when it picks the best checkpoint.
-      cas=config.get("best_metric") == "cas")
+      cas=option(config, "best_metric") == "cas")
   values = evaluation.scalars(results)
   writer.write(step, {f"eval/{k}": v for k, v in values.items()},
                filename="eval_metrics.jsonl")

@@ -4,17 +4,15 @@ The runner (`condgen_jax.train`) drives every model family through the same
 four functions: `create_state`, `make_train_step`, `make_sample_fn` and
 `evaluate`.
 
-Config keys read here: latent_dim, architecture ('mlp' | 'conv'), prior
-('standard' | 'learned'), condition ('label' | 'none'), conditioning
-('vectorize' | 'film' | 'embed_channel'), hidden, channels, learning_rate,
-binarize (dynamic binarisation of the data, the usual VAE protocol on MNIST),
-iw_samples (k of the importance-weighted bound in `evaluate`; 0 = off).
+Config keys: `OPTIONS` below, each with its default, allowed values and
+meaning.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
@@ -23,43 +21,64 @@ from condgen_jax import conditioning as cond_lib
 from condgen_jax import cvae
 from condgen_jax import data as data_lib
 from condgen_jax import losses
-from condgen_jax import validation
+from condgen_jax import options
 
 TrainState = train_state.TrainState
 
 
+OPTIONS = {
+    "latent_dim": options.integer(16, "size of z"),
+    "architecture": options.choice("mlp", cvae.ARCHITECTURES,
+                                   "encoder and decoder networks"),
+    "prior": options.choice("learned", cvae.PRIORS,
+                            "N(0, I), or a learned Gaussian p(z|c)"),
+    "condition": options.choice(
+        "label", cvae.CONDITIONS,
+        "'none' = the unconditional VAE baseline"),
+    "conditioning": options.choice(
+        "vectorize", cond_lib.CONDITIONINGS,
+        "conv only: how the condition enters the networks"),
+    "hidden": options.integers((512, 256), "mlp: hidden widths"),
+    "channels": options.integers((32, 64), "conv: channels per stride-2 "
+                                 "conv"),
+    "learning_rate": options.positive(1e-3, "Adam's learning rate"),
+    "binarize": options.flag(
+        True, "dynamically binarised data, the usual VAE protocol on MNIST"),
+    "iw_samples": options.integer(
+        0, "k of the importance-weighted bound (IWAE) in evaluate; 0 = off",
+        minimum=0),
+}
+
+
+def settings(config) -> ml_collections.FrozenConfigDict:
+  """Every CVAE key's value (`OPTIONS`); ValueError names the first bad
+  one."""
+  return options.resolve(config, OPTIONS)
+
+
 def make_model(config, image_shape, num_classes) -> cvae.CVAE:
+  s = settings(config)
   return cvae.CVAE(
       image_shape=tuple(image_shape), num_classes=num_classes,
-      latent_dim=config.latent_dim, architecture=config.architecture,
-      prior=config.prior, condition=config.condition,
-      conditioning=config.conditioning, hidden=tuple(config.hidden),
-      channels=tuple(config.channels))
+      latent_dim=s.latent_dim, architecture=s.architecture,
+      prior=s.prior, condition=s.condition, conditioning=s.conditioning,
+      hidden=tuple(s.hidden), channels=tuple(s.channels))
 
 
 def validate_config(config) -> None:
-  """Every CVAE key's value, before anything is written; ValueError names
-  the first bad one."""
-  validation.positive(config, "learning_rate")
-  validation.at_least(config, 1, "latent_dim")
-  validation.at_least(config, 0, "iw_samples")
-  validation.all_at_least(config, 1, "hidden")
-  validation.all_at_least(config, 1, "channels")
-  validation.one_of(config, "architecture", cvae.ARCHITECTURES)
-  validation.one_of(config, "prior", cvae.PRIORS)
-  validation.one_of(config, "condition", cvae.CONDITIONS)
-  validation.one_of(config, "conditioning", cond_lib.CONDITIONINGS)
+  """Every CVAE key's value, before anything is written."""
+  settings(config)
 
 
 def has_convolutions(config) -> bool:
-  return config.get("architecture") == "conv"
+  return settings(config).architecture == "conv"
 
 
 def metric_modes(config) -> dict:
   """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
   sample metrics)."""
   modes = {"test_neg_elbo": "min"}
-  if int(config.get("iw_samples", 0)):
+  if settings(config).iw_samples:
     modes["test_iw_nll"] = "min"
   return modes
 
@@ -71,7 +90,7 @@ def create_state(config, image_shape, num_classes, rng) -> TrainState:
   init_rng, z_rng = jax.random.split(rng)
   params = model.init(init_rng, x, c, z_rng)["params"]
   return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=optax.adam(config.learning_rate))
+                           tx=optax.adam(settings(config).learning_rate))
 
 
 def _binarize(x, rng, binarize: bool):
@@ -87,12 +106,13 @@ def _neg_elbo_terms(model, params, x, c, rng):
 def make_train_step(config, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics), one Adam step on the
   mean negative ELBO; metrics in nats per image."""
+  s = settings(config)
   model = make_model(config, image_shape, num_classes)
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     bin_rng, z_rng = jax.random.split(rng)
-    x = _binarize(batch["image"], bin_rng, config.binarize)
+    x = _binarize(batch["image"], bin_rng, s.binarize)
 
     def loss_fn(params):
       neg_elbo, rec, kl = _neg_elbo_terms(model, params, x, batch["label"],
@@ -148,14 +168,15 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
   The test images are binarised once with a key derived from `rng` when the
   config binarises, so the numbers depend only on the params and `rng`.
   """
+  s = settings(config)
   model = make_model(config, dataset.image_shape, dataset.num_classes)
-  k = int(config.get("iw_samples", 0))
+  k = int(s.iw_samples)
 
   @jax.jit
   def batch_terms(params, images, labels, key):
     bin_key, z_key, iw_key = jax.random.split(key, 3)
     x = _binarize(data_lib.to_float(images, dataset.max_value), bin_key,
-                  config.binarize)
+                  s.binarize)
     neg_elbo, rec, kl = _neg_elbo_terms(model, params, x, labels, z_key)
     out = {"neg_elbo": neg_elbo, "reconstruction": rec, "kl": kl}
     if k:

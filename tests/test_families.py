@@ -111,9 +111,12 @@ def test_model_names_and_import_paths():
   with pytest.raises(ValueError, match="does not import"):
     families.get_family("no_such_package.family")
   acgan = ml_collections.ConfigDict({"model": "acgan"})
-  assert families.option(acgan, "class_head", False) is True
-  acgan.class_head = False
-  assert families.option(acgan, "class_head", True) is False
+  assert families.presets("acgan")["class_head"] is True
+  assert families.presets(MODEL) == {}
+  assert families.config_defaults("acgan")["d_conditioning"] == "none"
+  assert families.config_defaults("cgan_conv")["d_conditioning"] == \
+      "projection"
+  assert families.config_defaults(MODEL) == {}
   assert families.has_convolutions(acgan)
   assert not families.has_convolutions(
       ml_collections.ConfigDict({"model": "cgan_mlp"}))

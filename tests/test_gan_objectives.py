@@ -18,10 +18,10 @@ from condgen_jax import gan_objectives
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def relativistic_average_hinge(config):
+def relativistic_average_hinge(s):
   """RaHinge (Jolicoeur-Martineau 2019, sec. 4.2), defined outside the
   library: both losses read both discriminator outputs."""
-  del config
+  del s  # the GAN settings; this loss has no keys of its own
 
   def d_loss(real, fake):
     r, f = real["logit"], fake["logit"]
@@ -39,13 +39,16 @@ CONSTANT = gan_objectives.GANObjective(
     generator_loss=lambda real, fake: -fake["logit"])
 
 
-def not_an_objective(config):
-  del config
+def not_an_objective(s):
+  del s
   return 42
 
 
 def _config(**kw):
-  return ml_collections.ConfigDict(dict(kw))
+  """The GAN settings of a cgan_conv config with these keys."""
+  from condgen_jax import gan_training  # pylint: disable=g-import-not-at-top
+  return gan_training.settings(ml_collections.ConfigDict(
+      {"model": "cgan_conv", **kw}))
 
 
 def test_builtins_by_name_and_their_parts():

@@ -145,8 +145,9 @@ def test_cgan_mlp_real_images_follow_the_generator_range():
   # D must see real and generated images in the same range.
   for g_output, tanh in (("sigmoid", False), ("tanh", True)):
     s = gan_training.settings(make_config("cgan_mlp", g_output=g_output))
-    assert s.tanh_output is tanh
-  assert gan_training.settings(make_config("cgan_conv")).tanh_output
+    assert gan_training.tanh_output(s) is tanh
+  assert gan_training.tanh_output(gan_training.settings(
+      make_config("cgan_conv")))
 
 
 def test_sample_fn_range_and_shape():
@@ -173,11 +174,13 @@ def test_sample_fn_range_and_shape():
     ({"model": "cgan_conv", "d_conditioning": "none"},
      "Unknown d_conditioning 'none'"),
     ({"n_critic": 0}, "n_critic"),
-    ({"ema_decay": 1.0}, "ema_decay must be in"),
+    ({"ema_decay": 1.0}, r"ema_decay must be a finite number in \[0.0, 1.0\)"),
     ({"gan_loss": "hinge", "real_label_smoothing": 0.1},
      "applies to gan_loss 'minimax' or 'non_saturating' only"),
-    ({"gan_loss": "wasserstein", "clip_value": 0.0}, "clip_value > 0"),
-    ({"fake_class_weight": -1.0}, "fake_class_weight must be >= 0"),
+    ({"gan_loss": "wasserstein", "clip_value": 0.0},
+     "clip_value must be finite and > 0; got 0.0"),
+    ({"fake_class_weight": -1.0},
+     "fake_class_weight must be a finite number >= 0.0; got -1.0"),
 ])
 def test_config_errors(kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -10,12 +10,11 @@ classifier is trained on real data only; see infogan_style.py for the
 term-on-generated-samples-only variant.
 """
 
-from experiments.configs import cgan_mlp
 from experiments.configs import common
 
 
 def get_config():
-  c = cgan_mlp.gan_keys(common.base_config("acgan"))
+  c = common.base_config("acgan")
   c.num_steps = 20_000
   c.z_prior = "normal"
   c.d_conditioning = "none"

@@ -8,12 +8,11 @@ Generator conditioning: concat | film; discriminator conditioning:
 vectorize | embed_channel | film | projection.
 """
 
-from experiments.configs import cgan_mlp
 from experiments.configs import common
 
 
 def get_config():
-  c = cgan_mlp.gan_keys(common.base_config("cgan_conv"))
+  c = common.base_config("cgan_conv")
   c.num_steps = 20_000
   c.z_prior = "normal"
   c.g_conditioning = "concat"
