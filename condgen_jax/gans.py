@@ -67,7 +67,7 @@ MODEL_OPTIONS = {
         "class head"),
     "g_width": options.integer(64, "channels of G's last hidden layer"),
     "g_upsample": options.choice(
-        "pixel_shuffle", UPSAMPLES,
+        "transpose", UPSAMPLES,
         "stride-2 transposed convolutions (DCGAN), or sub-pixel "
         "convolutions (Shi et al. 2016)"),
     "d_width": options.integer(64, "channels of D's first conv"),
