@@ -184,24 +184,8 @@ def train_classifier(dataset, *, seed: int = 0, num_steps: int | None = None,
   state = train_state.TrainState.create(apply_fn=model.apply, params=params,
                                         tx=optax.adam(schedule))
 
-  @jax.jit
-  def train_step(state, permutation):
-    step = state.step
-    batch = data_lib.get_batch(images, labels, permutation, step, bs,
-                               ds.max_value)
-    shift_key, dropout_key = jax.random.split(
-        jax.random.fold_in(step_key, step))
-    x = random_shift(shift_key, batch["image"], cfg["max_shift"])
-
-    def loss_fn(params):
-      logits, _ = model.apply({"params": params}, x, train=True,
-                              rngs={"dropout": dropout_key})
-      return optax.softmax_cross_entropy_with_integer_labels(
-          logits, batch["label"]).mean()
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads), loss
-
+  train_step = _classifier_step(model, images, labels, bs, ds.max_value,
+                                step_key, cfg["max_shift"])
   permutation = None
   for step in range(cfg["num_steps"]):
     if step % spe == 0:
@@ -213,6 +197,33 @@ def train_classifier(dataset, *, seed: int = 0, num_steps: int | None = None,
 
   accuracy = _test_accuracy(model, state.params, ds)
   return state.params, accuracy
+
+
+def _classifier_step(model, images, labels, batch_size: int,
+                     max_value: float, step_key, max_shift: int):
+  """The compiled step (state, permutation) -> (state, loss): the step's
+  batch of the epoch's permutation, shifted by up to max_shift pixels, one
+  Adam step on the cross-entropy with dropout."""
+
+  @jax.jit
+  def train_step(state, permutation):
+    step = state.step
+    batch = data_lib.get_batch(images, labels, permutation, step, batch_size,
+                               max_value)
+    shift_key, dropout_key = jax.random.split(
+        jax.random.fold_in(step_key, step))
+    x = random_shift(shift_key, batch["image"], max_shift)
+
+    def loss_fn(params):
+      logits, _ = model.apply({"params": params}, x, train=True,
+                              rngs={"dropout": dropout_key})
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, batch["label"]).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+  return train_step
 
 
 def _test_accuracy(model, params, ds: data_lib.Dataset,
@@ -277,6 +288,27 @@ def _write_atomic(path: pathlib.Path, payload: bytes) -> None:
   os.replace(tmp, path)
 
 
+def _load_cached(folder: pathlib.Path, wanted: dict,
+                 verbose: bool) -> ReferenceClassifier | None:
+  """The classifier saved in `folder` if its info matches `wanted`."""
+  info_path, params_path = folder / INFO_FILE, folder / PARAMS_FILE
+  if not (info_path.exists() and params_path.exists()):
+    return None
+  info = json.loads(info_path.read_text())
+  if not all(info.get(k) == v for k, v in wanted.items()):
+    return None
+  template = CNN(num_classes=info["num_classes"]).init(
+      jax.random.key(0), jnp.zeros((1,) + tuple(info["image_shape"])))
+  params = flax.serialization.from_bytes(template["params"],
+                                         params_path.read_bytes())
+  if verbose:
+    print(f"[classifier {wanted['dataset']}] loaded {params_path} (test "
+          f"accuracy {info['test_accuracy']:.4f})", flush=True)
+  return ReferenceClassifier(params, info["num_classes"],
+                             tuple(info["image_shape"]),
+                             info["test_accuracy"], info)
+
+
 def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None,
                              *, seed: int = 0, num_steps: int | None = None,
                              batch_size: int | None = None,
@@ -306,22 +338,11 @@ def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None
             "learning_rate": cfg["learning_rate"],
             "max_shift": cfg["max_shift"], "feature_dim": FEATURE_DIM}
 
-  info_path, params_path = folder / INFO_FILE, folder / PARAMS_FILE
-  if not retrain and info_path.exists() and params_path.exists():
-    info = json.loads(info_path.read_text())
-    if all(info.get(k) == v for k, v in wanted.items()):
-      template = CNN(num_classes=info["num_classes"]).init(
-          jax.random.key(0), jnp.zeros((1,) + tuple(info["image_shape"])))
-      params = flax.serialization.from_bytes(template["params"],
-                                             params_path.read_bytes())
-      if verbose:
-        print(f"[classifier {name}] loaded {params_path} (test accuracy "
-              f"{info['test_accuracy']:.4f})", flush=True)
-      return ReferenceClassifier(params, info["num_classes"],
-                                 tuple(info["image_shape"]),
-                                 info["test_accuracy"], info)
-
+  cached = None if retrain else _load_cached(folder, wanted, verbose)
+  if cached is not None:
+    return cached
   ds = _resolve_dataset(dataset, data_dir)
+  info_path, params_path = folder / INFO_FILE, folder / PARAMS_FILE
   start = time.time()
   params, accuracy = train_classifier(
       ds, seed=seed, num_steps=cfg["num_steps"], batch_size=cfg["batch_size"],

@@ -610,14 +610,44 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
                      f"{real_feats.shape[0]} vs {num_real}.")
   fake_counts = np.bincount(fake_labels, minlength=num_classes).tolist()
   real_counts = np.bincount(real_labels, minlength=num_classes).tolist()
+  out = _label_metrics(fake_logits, fake_labels, num_classes)
+  out.update(_feature_metrics(real_feats, real_labels, fake_feats,
+                              fake_labels, num_classes, k=k,
+                              density_k=density_k, kid_subsets=kid_subsets,
+                              kid_size=kid_size, seed=seed,
+                              batch_size=batch_size))
+  out["inception_score"] = float(inception_score(fake_logits))
+  out.update(num_fake=num_fake, num_real=num_real,
+             num_fake_per_class=fake_counts, num_real_per_class=real_counts)
+  out["sample_counts"] = _sample_counts(
+      num_fake, num_real, fake_counts, real_counts, k=k, density_k=density_k,
+      kid_counts={"subsets": kid_subsets, "subset_size": kid_subset_size(
+          num_real, num_fake, kid_size)})
+  return out
 
-  precision, recall = precision_recall(real_feats, fake_feats, k, batch_size)
-  density, coverage = density_coverage(real_feats, fake_feats, density_k,
-                                       batch_size)
-  kid_mean, kid_std = kid(real_feats, fake_feats, kid_subsets, kid_size, seed)
+
+def _sample_counts(num_fake, num_real, fake_counts, real_counts, *, k,
+                   density_k, kid_counts) -> dict:
+  """For each metric of `evaluate_samples`: the samples it used."""
   both = {"fake": num_fake, "real": num_real}
-  kid_counts = dict(both, subsets=kid_subsets,
-                    subset_size=kid_subset_size(num_real, num_fake, kid_size))
+  return {
+      "class_accuracy": {"fake": num_fake, "real": 0},
+      "matched_class_accuracy": {"fake": num_fake, "real": 0},
+      "per_class_accuracy": {"fake": fake_counts, "real": 0},
+      "fid": both,
+      "intra_fid": {"fake": fake_counts, "real": real_counts},
+      "inception_score": {"fake": num_fake, "real": 0},
+      "precision": dict(both, k=k),
+      "recall": dict(both, k=k),
+      "kid": dict(both, **kid_counts),
+      "kid_std": dict(both, **kid_counts),
+      "density": dict(both, k=density_k),
+      "coverage": dict(both, k=density_k),
+  }
+
+
+def _label_metrics(fake_logits, fake_labels, num_classes: int) -> dict:
+  """The metrics of the classifier's predictions on the samples."""
   matched, code_to_class = matched_class_accuracy(fake_logits, fake_labels,
                                                   num_classes)
   return {
@@ -626,32 +656,22 @@ def evaluate_samples(classifier, fake_images, fake_labels, real_images,
       "code_to_class": code_to_class,
       "per_class_accuracy": [float(a) for a in per_class_accuracy(
           fake_logits, fake_labels, num_classes)],
+  }
+
+
+def _feature_metrics(real_feats, real_labels, fake_feats, fake_labels,
+                     num_classes: int, *, k, density_k, kid_subsets,
+                     kid_size, seed, batch_size) -> dict:
+  """The metrics comparing the samples' and the real images' features."""
+  precision, recall = precision_recall(real_feats, fake_feats, k, batch_size)
+  density, coverage = density_coverage(real_feats, fake_feats, density_k,
+                                       batch_size)
+  kid_mean, kid_std = kid(real_feats, fake_feats, kid_subsets, kid_size, seed)
+  return {
       "fid": float(fid(real_feats, fake_feats)),
       "intra_fid": float(intra_fid(real_feats, real_labels, fake_feats,
                                    fake_labels, num_classes)),
-      "inception_score": float(inception_score(fake_logits)),
-      "precision": float(precision),
-      "recall": float(recall),
-      "kid": float(kid_mean),
-      "kid_std": float(kid_std),
-      "density": float(density),
-      "coverage": float(coverage),
-      "num_fake": num_fake,
-      "num_real": num_real,
-      "num_fake_per_class": fake_counts,
-      "num_real_per_class": real_counts,
-      "sample_counts": {
-          "class_accuracy": {"fake": num_fake, "real": 0},
-          "matched_class_accuracy": {"fake": num_fake, "real": 0},
-          "per_class_accuracy": {"fake": fake_counts, "real": 0},
-          "fid": both,
-          "intra_fid": {"fake": fake_counts, "real": real_counts},
-          "inception_score": {"fake": num_fake, "real": 0},
-          "precision": dict(both, k=k),
-          "recall": dict(both, k=k),
-          "kid": kid_counts,
-          "kid_std": dict(kid_counts),
-          "density": dict(both, k=density_k),
-          "coverage": dict(both, k=density_k),
-      },
+      "precision": float(precision), "recall": float(recall),
+      "kid": float(kid_mean), "kid_std": float(kid_std),
+      "density": float(density), "coverage": float(coverage),
   }
