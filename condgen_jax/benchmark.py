@@ -5,6 +5,8 @@ steps), times it on device-resident data, reads its FLOPs from XLA's cost
 analysis and measures an fp32 4096x4096 matmul in the same process (the
 faster of numpy's BLAS and XLA's dot) as the peak to compare with. Speed is
 stated as that ratio, since bare times vary between machines.
+`sampling_speed` times the model's sampler (for the diffusion family at a
+given NFE) in images/s.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condgen_jax import parallel
+from condgen_jax import sampling
 from condgen_jax import train
 
 
@@ -49,9 +52,34 @@ def step_flops(compiled) -> float:
   return float(cost.get("flops", float("nan")))
 
 
+def sampling_speed(run, state, *, batch_size: int = 256, nfe: int = 20,
+                   min_seconds: float = 2.0) -> dict:
+  """Images/s of the run's sampler on one batch of `batch_size` conditions
+  (compiled first); `nfe` applies to families with that option (the
+  diffusion family; guidance as configured)."""
+  has_nfe = "nfe" in getattr(run.family, "OPTIONS", {})
+  run = sampling.with_sampling_options(run, nfe=nfe if has_nfe else None)
+  ds = run.dataset
+  fn = jax.jit(run.family.make_sample_fn(run.config, ds.image_shape,
+                                         ds.num_classes))
+  labels = jnp.arange(batch_size, dtype=jnp.int32) % ds.num_classes
+  key = jax.random.key(0)
+  fn(state, labels, key).block_until_ready()
+  calls, t = 0, time.perf_counter()
+  while calls < 1 or time.perf_counter() - t < min_seconds:
+    fn(state, labels, jax.random.fold_in(key, calls)).block_until_ready()
+    calls += 1
+  elapsed = time.perf_counter() - t
+  return {"sample_batch_size": batch_size,
+          "sample_nfe": nfe if has_nfe else None,
+          "sample_images_per_s": round(calls * batch_size / elapsed, 1)}
+
+
 def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
-              dataset=None, peak: dict | None = None) -> dict:
-  """Times `config`'s training call; returns the JSON-able report."""
+              dataset=None, peak: dict | None = None,
+              sample_nfe: int | None = None) -> dict:
+  """Times `config`'s training call; returns the JSON-able report. With
+  `sample_nfe`, also the sampler's images/s (`sampling_speed`)."""
   run = train.setup(config, dataset)
   k = train.resolve_steps_per_call(config)
   t = time.perf_counter()
@@ -86,7 +114,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
   peak_gflops = max(peak.values())
   achieved = flops_per_step / step_s / 1e9
   device = jax.devices()[0]
-  return {
+  report = {
       "model": config.model, "dataset": config.dataset,
       "prng_impl": str(jax.random.key_impl(run.rngs["step"])),
       "batch_size": int(config.batch_size), "steps_per_call": k,
@@ -103,3 +131,6 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
       "device_count": jax.device_count(),
       "timed_steps": calls * k,
   }
+  if sample_nfe is not None:
+    report.update(sampling_speed(run, state, nfe=sample_nfe))
+  return report

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import jax
 import numpy as np
 from etils import epath
 
+from condgen_jax import checkpointing
 from condgen_jax import data as data_lib
 from condgen_jax import images as images_lib
 from condgen_jax import parallel
+
+
+def with_sampling_options(run, **values):
+  """`run` with sampling-only config keys replaced (for the diffusion
+  family: sampler, nfe, guidance_scale, clip_x0); None values are left as
+  trained. ValueError when the model has no such key, or a value is not
+  allowed (checked like the config)."""
+  values = {k: v for k, v in values.items() if v is not None}
+  if not values:
+    return run
+  declared = getattr(run.family, "OPTIONS", {})
+  for key in values:
+    if key not in declared or key not in checkpointing.OBSERVER_KEYS:
+      raise ValueError(f"--{key} does not apply to model "
+                       f"{run.config.model!r}: it has no sampling option "
+                       f"{key!r}.")
+  config = run.config.copy_and_resolve_references()
+  with config.unlocked():
+    config.update(values)
+  run.family.validate_config(config)
+  return dataclasses.replace(run, config=config, sample_fn=None)
 
 
 def sample_per_class(run, state, num_per_class: int, seed: int = 0,

@@ -3,7 +3,10 @@ step time, images/s, FLOPs and the fraction of the measured fp32 matmul peak
 reached by a config's training step.
 
   python -m experiments.benchmark --config=experiments/configs/acgan.py \
-      [--config.batch_size=256] [--min_seconds=5]
+      [--config.batch_size=256] [--min_seconds=5] [--sample_nfe=20]
+
+With --sample_nfe, the line also holds the sampler's images/s on a batch of
+256 (diffusion: at that many network evaluations; 0 = skip).
 """
 
 import json
@@ -18,6 +21,8 @@ from condgen_jax import runtime
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
                                           lock_config=True)
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 5.0, "Timed duration.")
+_SAMPLE_NFE = flags.DEFINE_integer("sample_nfe", 0, "Also time sampling "
+                                   "(diffusion: at this NFE); 0 = skip.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -25,7 +30,10 @@ def main(argv):
   runtime.start(argv, _CONFIG.value)
   from condgen_jax import benchmark  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
-    report = benchmark.benchmark(_CONFIG.value, min_seconds=_MIN_SECONDS.value)
+    if _SAMPLE_NFE.value < 0:
+      raise ValueError(f"--sample_nfe must be >= 0; got {_SAMPLE_NFE.value}.")
+    report = benchmark.benchmark(_CONFIG.value, min_seconds=_MIN_SECONDS.value,
+                                 sample_nfe=_SAMPLE_NFE.value or None)
   # What was run, so that a line of a saved log names its command.
   config_flag = flags.FLAGS["config"]
   report = {"config": os.path.basename(

@@ -1,18 +1,23 @@
 r"""Samples K images of every class from a trained run.
 
   python -m experiments.sample --workdir=DIR --num_per_class=K --out=FILE.npz \
-      [--png=FILE.png] [--seed=0]
+      [--png=FILE.png] [--seed=0] \
+      [--guidance_scale=W --sampler=NAME --nfe=N]   # diffusion runs
 
 FILE.npz (written at exactly that path; missing folders are created, as for
 --png) holds `images` (float32 in [0, 1], (N, H, W, C)) and `labels`
 (int32), K per class in class order; the output depends only on the
-checkpoint and the seed.
+checkpoint, the seed and the sampling options. The sampling options
+override the run's config for the diffusion family (`guidance_scale` w of
+(1 + w) pred(x, c) - w pred(x, null), w = 0 the plain conditional model;
+`sampler` ddpm | ddim | euler | heun; `nfe` network evaluations).
 """
 
 from absl import app
 from absl import flags
 
 from condgen_jax import runtime
+from experiments import sampling_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained run directory.")
 _NUM = flags.DEFINE_integer("num_per_class", 10, "Samples per class.")
@@ -31,6 +36,7 @@ def main(argv):
     out = sampling.output_path(_OUT.value)
     png = sampling.output_path(_PNG.value) if _PNG.value else None
     run, state, step = train.restore_run(_WORKDIR.value)
+    run = sampling.with_sampling_options(run, **sampling_flags.values())
     x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
     sampling.save_npz(out, images=x, labels=y)
     if png is not None:

@@ -47,3 +47,33 @@ def test_cli_prints_one_json_line():
               "achieved_gflops", "peak_gflops", "fraction_of_peak",
               "device_kind", "device_count"):
     assert key in report
+
+
+def test_sampling_speed_sets_the_nfe_of_families_that_have_one(digits):
+  from condgen_jax import train  # pylint: disable=g-import-not-at-top
+  from test_diffusion import tiny_config  # pylint: disable=g-import-not-at-top
+  run = train.setup(tiny_config(nfe=7), digits)
+  calls = []
+  make = run.family.make_sample_fn
+
+  class Spy:  # the family, recording the nfe each sampler is built with
+    OPTIONS = run.family.OPTIONS
+
+    def __getattr__(self, name):
+      return getattr(run.family, name)
+
+    def make_sample_fn(self, config, *args):
+      calls.append(config.nfe)
+      return make(config, *args)
+
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  spied = dataclasses.replace(run, family=Spy())
+  out = benchmark.sampling_speed(spied, run.state, batch_size=8, nfe=2,
+                                 min_seconds=0.05)
+  assert calls == [2] and run.config.nfe == 7
+  assert out["sample_nfe"] == 2 and out["sample_batch_size"] == 8
+  assert out["sample_images_per_s"] > 0
+  cvae = train.setup(tiny_cvae_config(), digits)
+  out = benchmark.sampling_speed(cvae, cvae.state, batch_size=8,
+                                 min_seconds=0.05)
+  assert out["sample_nfe"] is None and out["sample_images_per_s"] > 0

@@ -234,3 +234,49 @@ def test_sample_creates_the_out_folder_and_writes_the_exact_path(trained,
   assert png.is_file()
   assert f"to {out} and the grid to {png}" in r.stdout
   assert np.load(out)["images"].shape == (20, 8, 8, 1)
+
+
+def test_sampling_options_of_another_family_are_one_error(trained, tmp_path):
+  r = run("sample", f"--workdir={trained}", "--num_per_class=1", "--nfe=3",
+          f"--out={tmp_path / 'x.npz'}")
+  _one_error_line(r, "--nfe does not apply to model 'cvae'")
+  assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def diffusion_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("diffusion")
+  r = run("train", "--config=experiments/configs/diffusion.py",
+          f"--workdir={workdir}", "--config.dataset=digits",
+          "--config.batch_size=32", "--config.channels=(8,)",
+          "--config.num_res_blocks=1", "--config.attention=False",
+          "--config.num_steps=4", "--config.sample_every=0",
+          "--config.prng_impl=philox4x32", "--config.nfe=4")
+  assert r.returncode == 0, r.stderr[-2000:]
+  return workdir
+
+
+def test_sample_takes_the_diffusion_sampling_options(diffusion_run, tmp_path):
+  def sample(name, *flags):
+    r = run("sample", f"--workdir={diffusion_run}", "--num_per_class=2",
+            f"--out={tmp_path / name}", *flags)
+    return r, (tmp_path / name)
+  r, plain = sample("w0.npz", "--guidance_scale=0", "--sampler=ddpm",
+                    "--nfe=3")
+  assert r.returncode == 0, r.stderr[-2000:]
+  r, guided = sample("w3.npz", "--guidance_scale=3", "--sampler=ddpm",
+                     "--nfe=3")
+  assert r.returncode == 0, r.stderr[-2000:]
+  a, b = np.load(plain)["images"], np.load(guided)["images"]
+  assert a.shape == b.shape == (20, 8, 8, 1)
+  # w reaches the sampler: after 4 steps the null and label embeddings are
+  # still close, but the same seed and sampler differ only through w.
+  assert np.abs(a - b).max() > 1e-5
+  _one_error_line(sample("bad.npz", "--nfe=0")[0], "config.nfe", "got 0")
+  _one_error_line(sample("bad.npz", "--guidance_scale=-1")[0],
+                  "config.guidance_scale", "got -1.0")
+  _one_error_line(sample("bad.npz", "--sampler=euler")[0],
+                  "'euler' does not fit objective 'eps'")
+  _one_error_line(sample("bad.npz", "--sampler=dpm")[0],
+                  "Unknown sampler 'dpm'")
+  assert not (tmp_path / "bad.npz").exists()
