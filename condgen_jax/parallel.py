@@ -68,6 +68,17 @@ def check_batch_size(batch_size: int, mesh) -> None:
                      f"{mesh.size}.")
 
 
+def check_prng_impl(impl: str, mesh) -> None:
+  """philox4x32 does not compile on a multi-device XLA:CPU mesh (jax 0.10:
+  its mul_hi carries a sharding that MHLO -> StableHLO cannot legalize), so
+  that combination is one clear error instead of an MLIR dump."""
+  if (impl == "philox4x32" and mesh.size > 1 and
+      jax.default_backend() == "cpu"):
+    raise ValueError(f"prng_impl={impl!r} does not compile on a mesh of "
+                     f"{mesh.size} CPU devices; use 'threefry2x32' (the "
+                     "default) or one device.")
+
+
 def replicate_host_array(array: np.ndarray, mesh) -> jax.Array:
   """A host array (the same on every process) as a replicated global array."""
   return jax.make_array_from_process_local_data(replicated(mesh),

@@ -158,8 +158,9 @@ def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
   family = families.get_family(config.model)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_prng_impl(option(config, "prng_impl"), mesh)
   replicated = parallel.replicated(mesh)
-  rngs = jax.jit(lambda: run_keys(config.seed, config.get("prng_impl")),
+  rngs = jax.jit(lambda: run_keys(config.seed, option(config, "prng_impl")),
                  out_shardings=replicated)()
 
   def init(rng):
