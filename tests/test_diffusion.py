@@ -1,6 +1,7 @@
 """The diffusion family: U-Net, label dropping, guidance, samplers, config
 checks, and runs through the shared runner on `digits`."""
 
+import json
 import math
 
 import jax
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from condgen_jax import checkpointing
 from condgen_jax import diffusion_samplers as samplers
 from condgen_jax import diffusion_training as dt
 from condgen_jax import losses
@@ -347,3 +349,39 @@ def test_resume_is_exact(tmp_path, digits):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert not all(np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(straight.params), jax.tree.leaves(straight.ema_params)))
+
+
+def test_nan_stops_the_run_and_keeps_the_finite_checkpoint(tmp_path, digits,
+                                                           monkeypatch):
+  original = dt.make_train_step
+
+  def make(*args):
+    step_fn = original(*args)
+
+    def train_step(state, batch, rng):  # the update from step 4 writes NaN
+      new, metrics = step_fn(state, batch, rng)
+      return new.replace(params=jax.tree.map(
+          lambda p: jnp.where(state.step == 4, jnp.nan, p), new.params)), \
+          metrics
+    return train_step
+  monkeypatch.setattr(dt, "make_train_step", make)
+  config = tiny_config(num_steps=9, checkpoint_every=3, log_every=3)
+  with pytest.raises(FloatingPointError,
+                     match=r"non-finite \w+=nan at step 6 \(steps 4-6"):
+    train.train_and_evaluate(config, tmp_path, digits)
+  mngr = checkpointing.manager(tmp_path / "checkpoints", read_only=True)
+  assert mngr.all_steps() == [3]
+
+
+def test_periodic_evaluation_keeps_the_best_checkpoint(tmp_path, digits):
+  config = tiny_config(num_steps=6, eval_every=3, eval_num_per_class=2,
+                       best_metric="test_loss", nfe=2)
+  train.train_and_evaluate(config, tmp_path, digits)
+  evals = [json.loads(l) for l in
+           (tmp_path / "eval_metrics.jsonl").read_text().splitlines()]
+  assert [e["step"] for e in evals] == [3, 6]
+  best = min(evals, key=lambda e: e["eval/test_loss"])["step"]
+  assert sorted(int(p.name) for p in (tmp_path / "best").iterdir()
+                if p.name.isdigit()) == [best]
+  assert {"eval/class_accuracy", "eval/fid",
+          "eval/test_loss"} <= set(evals[-1])
