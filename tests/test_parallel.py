@@ -97,8 +97,8 @@ def test_four_devices_match_one_for_the_diffusion_family(tmp_path, digits):
            _train(four, base=TINY_DIFFUSION, devices=4)]
   for proc in procs:
     _finish(proc)
-  (step_a, a), (step_b, b) = (train.restore_run(w, dataset=digits)[1:][::-1]
-                              for w in (one, four))
+  (run, a, step_a), (_, b, step_b) = (train.restore_run(w, dataset=digits)
+                                      for w in (one, four))
   assert int(step_a) == int(step_b) == 6
   # The same batches, noise and timesteps, split over 4 devices: the losses
   # agree to float tolerance, and so does the function the params compute.
@@ -111,7 +111,6 @@ def test_four_devices_match_one_for_the_diffusion_family(tmp_path, digits):
   assert len(losses[0]) == 2
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
   labels = np.arange(10, dtype=np.int32)
-  run = train.restore_run(one, dataset=digits)[0]
   samples = [np.asarray(diffusion_training.sample_with(
       run.config, state, labels, jax.random.key(3), digits.image_shape,
       nfe=4)) for state in (a, b)]
