@@ -1,0 +1,39 @@
+r"""Plots one or two metrics against a setting, from several results files.
+
+  python -m experiments.plot --results=DIR/eval_w0.json,DIR/eval_w1.json,... \
+      --x=guidance_scale --y=class_accuracy,fid --out=guidance.png
+
+Each results file is one `experiments.evaluate --out=...` of a setting (for
+diffusion runs, one per --guidance_scale, --nfe or --sampler); the points are
+sorted by --x, and the second --y metric goes on a right-hand axis.
+"""
+
+from absl import app
+from absl import flags
+
+from condgen_jax import plots
+from condgen_jax import runtime
+
+_RESULTS = flags.DEFINE_list("results", None, "Results JSON files.")
+_X = flags.DEFINE_string("x", "guidance_scale", "The setting on the x axis.")
+_Y = flags.DEFINE_list("y", ["class_accuracy", "fid"], "One or two metrics.")
+_OUT = flags.DEFINE_string("out", None, "Output PNG.")
+_TITLE = flags.DEFINE_string("title", None, "Optional plot title.")
+flags.mark_flags_as_required(["results", "out"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    runtime.fail(ValueError(f"unexpected arguments {argv[1:]}"))
+  with runtime.user_errors():
+    results = plots.read_results(_RESULTS.value)
+    data = plots.tradeoff(results, _X.value, _Y.value, _OUT.value,
+                          names=_RESULTS.value, title=_TITLE.value)
+  for y, (xs, vs) in data.items():
+    print(f"{y}: " + ", ".join(f"{_X.value}={a:g}: {b:.4g}"
+                               for a, b in zip(xs, vs)))
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=runtime.parse_flags)
