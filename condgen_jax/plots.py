@@ -25,6 +25,10 @@ def read_results(paths: Sequence[str]) -> list[dict]:
   return results
 
 
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def series(results: Sequence[dict], x: str, y: str,
            names: Sequence[str] | None = None) -> tuple[list, list]:
   """(xs, ys): the values of keys `x` and `y` of each results dict, sorted by
@@ -34,10 +38,9 @@ def series(results: Sequence[dict], x: str, y: str,
   for i, r in enumerate(results):
     name = names[i] if names else f"results #{i}"
     for key in (x, y):
-      value = r.get(key)
-      if not isinstance(value, (int, float)) or isinstance(value, bool):
+      if not _is_number(r.get(key)):
         raise ValueError(f"{name} has no numeric {key!r}; its numeric keys: "
-                         f"{sorted(k for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool))}.")
+                         f"{sorted(k for k, v in r.items() if _is_number(v))}.")
     points.append((float(r[x]), float(r[y])))
   points.sort()
   return [p[0] for p in points], [p[1] for p in points]

@@ -23,8 +23,7 @@ flags.mark_flags_as_required(["results", "out"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    runtime.fail(ValueError(f"unexpected arguments {argv[1:]}"))
+  runtime.start(argv)
   with runtime.user_errors():
     results = plots.read_results(_RESULTS.value)
     data = plots.tradeoff(results, _X.value, _Y.value, _OUT.value,
