@@ -27,7 +27,8 @@ TINY = ["--config=experiments/configs/cvae.py", "--config.dataset=digits",
 
 
 def _env(devices=1, **extra):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith("JAX_") or "CACHE" in k}
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env.update(extra)
   return env
