@@ -2,9 +2,10 @@
 
 `benchmark(config)` compiles the run's fused training call (`steps_per_call`
 steps), times it on device-resident data, reads its FLOPs from XLA's cost
-analysis and measures an fp32 4096x4096 matmul in the same process (the
-faster of numpy's BLAS and XLA's dot) as the peak to compare with. Speed is
-stated as that ratio, since bare times vary between machines.
+analysis and measures an fp32 n x n matmul (n = 4096 by default) in the
+same process (the faster of numpy's BLAS and XLA's dot) as the peak to
+compare with. Speed is stated as that ratio, since bare times vary between
+machines.
 `sampling_speed` times the model's sampler (for the diffusion family at a
 given NFE) in images/s.
 """
@@ -76,10 +77,11 @@ def sampling_speed(run, state, *, batch_size: int = 256, nfe: int = 20,
 
 
 def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
-              dataset=None, peak: dict | None = None,
+              dataset=None, peak: dict | None = None, peak_size: int = 4096,
               sample_nfe: int | None = None) -> dict:
   """Times `config`'s training call; returns the JSON-able report. With
-  `sample_nfe`, also the sampler's images/s (`sampling_speed`)."""
+  `sample_nfe`, also the sampler's images/s (`sampling_speed`). The peak is
+  `peak`, else measured on `peak_size` x `peak_size` matrices."""
   run = train.setup(config, dataset)
   k = train.resolve_steps_per_call(config)
   t = time.perf_counter()
@@ -110,7 +112,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
   jax.block_until_ready(state)
   elapsed = time.perf_counter() - t
   step_s = elapsed / (calls * k)
-  peak = peak or matmul_peak_gflops()
+  peak = peak or matmul_peak_gflops(peak_size)
   peak_gflops = max(peak.values())
   achieved = flops_per_step / step_s / 1e9
   device = jax.devices()[0]
@@ -126,6 +128,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
       "peak_gflops": round(peak_gflops, 2),
       "peak_numpy_gflops": round(peak["numpy_gflops"], 2),
       "peak_jax_gflops": round(peak["jax_gflops"], 2),
+      "peak_matmul_size": peak_size,
       "fraction_of_peak": round(achieved / peak_gflops, 4),
       "device_kind": device.device_kind, "platform": device.platform,
       "device_count": jax.device_count(),

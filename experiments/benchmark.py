@@ -3,7 +3,8 @@ step time, images/s, FLOPs and the fraction of the measured fp32 matmul peak
 reached by a config's training step.
 
   python -m experiments.benchmark --config=experiments/configs/acgan.py \
-      [--config.batch_size=256] [--min_seconds=5] [--sample_nfe=20]
+      [--config.batch_size=256] [--min_seconds=5] [--sample_nfe=20] \
+      [--peak_size=4096]
 
 With --sample_nfe, the line also holds the sampler's images/s on a batch of
 256 (diffusion: at that many network evaluations; 0 = skip).
@@ -23,6 +24,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 5.0, "Timed duration.")
 _SAMPLE_NFE = flags.DEFINE_integer("sample_nfe", 0, "Also time sampling "
                                    "(diffusion: at this NFE); 0 = skip.")
+_PEAK_SIZE = flags.DEFINE_integer("peak_size", 4096, "n of the n x n fp32 "
+                                  "matmul whose speed is the peak.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -32,7 +35,10 @@ def main(argv):
   with runtime.user_errors():
     if _SAMPLE_NFE.value < 0:
       raise ValueError(f"--sample_nfe must be >= 0; got {_SAMPLE_NFE.value}.")
+    if _PEAK_SIZE.value < 1:
+      raise ValueError(f"--peak_size must be >= 1; got {_PEAK_SIZE.value}.")
     report = benchmark.benchmark(_CONFIG.value, min_seconds=_MIN_SECONDS.value,
+                                 peak_size=_PEAK_SIZE.value,
                                  sample_nfe=_SAMPLE_NFE.value or None)
   # What was run, so that a line of a saved log names its command.
   config_flag = flags.FLAGS["config"]

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from condgen_jax import benchmark
 from conftest import ROOT, tiny_cvae_config
@@ -35,7 +36,7 @@ def test_cli_prints_one_json_line():
   r = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark",
        "--config=experiments/configs/cgan_mlp.py", "--config.dataset=digits",
-       "--config.batch_size=16", "--min_seconds=0.2"],
+       "--config.batch_size=16", "--min_seconds=0.2", "--peak_size=512"],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-2000:]
   lines = [l for l in r.stdout.splitlines() if l.strip()]
@@ -43,10 +44,24 @@ def test_cli_prints_one_json_line():
   report = json.loads(lines[0])
   assert report["config"] == "cgan_mlp.py"
   assert report["overrides"] == {"dataset": "digits", "batch_size": 16}
+  assert report["peak_matmul_size"] == 512
   for key in ("compile_s", "step_ms", "images_per_s", "flops_per_step",
               "achieved_gflops", "peak_gflops", "fraction_of_peak",
               "device_kind", "device_count"):
     assert key in report
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--peak_size=0", "error: --peak_size must be >= 1; got 0."),
+    ("--sample_nfe=-1", "error: --sample_nfe must be >= 0; got -1.")])
+def test_bad_flags_are_one_error_line(flag, message):
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.benchmark",
+       "--config=experiments/configs/cgan_mlp.py", "--config.dataset=digits",
+       flag], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert r.stderr.strip().splitlines() == [message]
+  assert not r.stdout.strip()
 
 
 def test_sampling_speed_sets_the_nfe_of_families_that_have_one(digits):
