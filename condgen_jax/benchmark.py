@@ -81,7 +81,8 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
               sample_nfe: int | None = None) -> dict:
   """Times `config`'s training call; returns the JSON-able report. With
   `sample_nfe`, also the sampler's images/s (`sampling_speed`). The peak is
-  `peak`, else measured on `peak_size` x `peak_size` matrices."""
+  `peak`, else measured on `peak_size` x `peak_size` matrices (the report's
+  `peak_matmul_size`, None for a given `peak`)."""
   run = train.setup(config, dataset)
   k = train.resolve_steps_per_call(config)
   t = time.perf_counter()
@@ -112,6 +113,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
   jax.block_until_ready(state)
   elapsed = time.perf_counter() - t
   step_s = elapsed / (calls * k)
+  measured_size = None if peak else peak_size
   peak = peak or matmul_peak_gflops(peak_size)
   peak_gflops = max(peak.values())
   achieved = flops_per_step / step_s / 1e9
@@ -128,7 +130,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
       "peak_gflops": round(peak_gflops, 2),
       "peak_numpy_gflops": round(peak["numpy_gflops"], 2),
       "peak_jax_gflops": round(peak["jax_gflops"], 2),
-      "peak_matmul_size": peak_size,
+      "peak_matmul_size": measured_size,
       "fraction_of_peak": round(achieved / peak_gflops, 4),
       "device_kind": device.device_kind, "platform": device.platform,
       "device_count": jax.device_count(),

@@ -20,6 +20,7 @@ def test_report_fields_and_flops(digits):
                                peak={"numpy_gflops": 10.0,
                                      "jax_gflops": 20.0})
   assert report["peak_gflops"] == 20.0
+  assert report["peak_matmul_size"] is None  # given, not measured
   assert report["steps_per_call"] == 4
   # FLOPs of one step: the dense layers' forward + backward, at least
   # 2 * batch * params * 2 multiply-adds (+ the Bernoulli/KL terms).
