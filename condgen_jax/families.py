@@ -16,6 +16,9 @@ A family is a module (or any object) with
                                    reports (for choosing a best checkpoint)
   has_convolutions(config) -> bool: whether the model convolves (XLA:CPU
                                    runs such models one step per call)
+  latent_traversal(config, state, image_shape, num_classes, *, code,
+      values, seed) (optional)     images along one latent code
+                                   (`sampling.latent_traversal`; InfoGAN)
   OPTIONS (optional)               {key: options.Option}: the family's config
                                    keys, defaults and allowed values, read
                                    by its validation and by the config files

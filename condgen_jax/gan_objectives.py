@@ -2,8 +2,8 @@
 
 A `GANObjective` holds what makes one GAN loss: the discriminator's and the
 generator's per-example losses as functions of both discriminator outputs
-(`real`, `fake`: dicts with 'logit', 'features' and, with a class head,
-'class_logits'), an optional regulariser of the discriminator (a function
+(`real`, `fake`: dicts with 'logit', 'features' and, with class heads,
+'class_logits' and 'twin_class_logits'), an optional regulariser of the discriminator (a function
 of the critic, e.g. the WGAN-GP gradient penalty), an optional optimiser
 transform for the discriminator (WGAN weight clipping) and extra metrics.
 
@@ -22,7 +22,8 @@ objective from the config. A new loss is one such object:
 
 `discriminator_terms` / `generator_terms` list the named, weighted terms of
 each player's loss: the objective's, the R1 penalty (`r1_gamma`, any
-objective), the AC-GAN class terms and feature matching.
+objective), the AC-GAN and TAC-GAN class terms, InfoGAN's code term and
+feature matching.
 """
 
 from __future__ import annotations
@@ -187,8 +188,10 @@ def get_objective(s) -> GANObjective:
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What a term may read: both D outputs (`real` is None in the G update
-  when nothing there needs it), the labels, the critic x -> logits (for
-  penalties), both batches and a key."""
+  when nothing there needs it), the real batch's labels, the critic x ->
+  logits (for penalties), both batches, a key, and what G was given: its
+  class or categorical code `fake_labels` (the real labels unless
+  `code_prior='uniform'`; None = `labels`) and its continuous `codes`."""
   real: Any
   fake: Any
   labels: jax.Array
@@ -196,6 +199,12 @@ class Context:
   x_real: jax.Array | None = None
   x_fake: jax.Array | None = None
   key: jax.Array | None = None
+  fake_labels: jax.Array | None = None
+  codes: jax.Array | None = None
+
+  @property
+  def generated_labels(self) -> jax.Array:
+    return self.labels if self.fake_labels is None else self.fake_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,7 +218,9 @@ class Term:
 
 def discriminator_terms(s, objective: GANObjective) -> list[Term]:
   """D's loss: the adversarial loss, the objective's regulariser, the R1
-  penalty and, with a class head, the AC-GAN class terms."""
+  penalty and, with a class head, the AC-GAN class terms; with a twin head,
+  TAC-GAN's twin term -log q_mi(c|G(z,c)) (Gong et al. 2019); with
+  continuous codes, InfoGAN's code term."""
   terms = [Term("d_adv_loss",
                 lambda c: objective.discriminator_loss(c.real, c.fake))]
   if objective.regularizer is not None:
@@ -223,12 +234,21 @@ def discriminator_terms(s, objective: GANObjective) -> list[Term]:
                       r1_gamma / 2))
   if s.class_head:
     terms += acgan_discriminator_terms(s)
+  if s.twin_class_head:
+    terms.append(Term("d_twin_class_loss", lambda c: (
+        losses.tacgan_twin_class_loss(c.fake["twin_class_logits"],
+                                      c.generated_labels)),
+                      float(s.twin_class_weight)))
+  if s.continuous_codes:
+    terms.append(code_term("d_code_loss", s))
   return terms
 
 
 def generator_terms(s, objective: GANObjective) -> list[Term]:
   """G's loss: the adversarial loss (weight g_adv_weight), feature matching
-  (Salimans et al. 2016) and, with a class head, the AC-GAN class term."""
+  (Salimans et al. 2016) and, with a class head, the AC-GAN class term; with
+  a twin head, TAC-GAN's +log q_mi(c|G(z,c)) (G maximises the twin's
+  loss); with continuous codes, InfoGAN's code term."""
   terms = [Term("g_adv_loss",
                 lambda c: objective.generator_loss(c.real, c.fake),
                 float(s.g_adv_weight))]
@@ -239,6 +259,13 @@ def generator_terms(s, objective: GANObjective) -> list[Term]:
                       float(s.feature_matching)))
   if s.class_head:
     terms += acgan_generator_terms(s)
+  if s.twin_class_head:
+    terms.append(Term("g_twin_class_loss", lambda c: (
+        -losses.tacgan_twin_class_loss(c.fake["twin_class_logits"],
+                                       c.generated_labels)),
+                      float(s.twin_class_weight)))
+  if s.continuous_codes:
+    terms.append(code_term("g_code_loss", s))
   return terms
 
 
@@ -252,7 +279,7 @@ def acgan_discriminator_terms(s) -> list[Term]:
           c.real["class_logits"], c.labels),
            float(s.real_class_weight)),
       Term("d_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
-          c.fake["class_logits"], c.labels),
+          c.fake["class_logits"], c.generated_labels),
            float(s.fake_class_weight) if s.d_fake_class else None),
   ]
 
@@ -260,8 +287,15 @@ def acgan_discriminator_terms(s) -> list[Term]:
 def acgan_generator_terms(s) -> list[Term]:
   """The AC-GAN objective's G side: -log q(c|G(z,c)), fake_class_weight."""
   return [Term("g_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
-      c.fake["class_logits"], c.labels),
+      c.fake["class_logits"], c.generated_labels),
                float(s.fake_class_weight))]
+
+
+def code_term(name: str, s) -> Term:
+  """InfoGAN's continuous-code term -log Q(c'|G(z, c, c')) (Chen et al.
+  2016), weight continuous_code_weight; G and D's Q head both minimise it."""
+  return Term(name, lambda c: losses.infogan_continuous_code_loss(
+      c.fake["code_means"], c.codes), float(s.continuous_code_weight))
 
 
 def total(terms: list[Term], context: Context):

@@ -16,7 +16,13 @@ AC-GAN presets (model='acgan'): AC-GAN (real_class_weight=1,
 fake_class_weight=1, d_fake_class=True); InfoGAN-style, the term on generated
 samples only, as mapped by Shu et al. 2017 (real_class_weight=0,
 fake_class_weight=1, d_fake_class=True); classifier trained on real data
-only (real_class_weight=1, fake_class_weight=1, d_fake_class=False).
+only (real_class_weight=1, fake_class_weight=1, d_fake_class=False);
+TAC-GAN, that and the twin classifier (twin_class_head=True,
+twin_class_weight=1; Gong et al. 2019). InfoGAN (Chen et al. 2016,
+`experiments/configs/infogan.py`): G's class is a categorical code drawn
+uniformly (code_prior='uniform'), `continuous_codes` U[-1, 1] codes are
+appended to z, D's Q network predicts both, and no label is read
+(real_class_weight=0).
 
 Data range: the conv models, and cgan_mlp with g_output='tanh', generate in
 [-1, 1] (tanh), so real images are mapped x -> 2x - 1 for D and samples back
@@ -42,6 +48,7 @@ from condgen_jax import options
 
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+CODE_PRIORS = ("data", "uniform")
 
 TRAIN_OPTIONS = {
     "gan_loss": options.text(
@@ -73,6 +80,17 @@ TRAIN_OPTIONS = {
         1.0, "AC-GAN: -log q(c|G(z,c)) (trains G, and D if d_fake_class)"),
     "d_fake_class": options.flag(
         True, "AC-GAN: the class term on generated samples also trains D"),
+    "code_prior": options.choice(
+        "data", CODE_PRIORS,
+        "the class G is given: the real batch's labels ('data'), or a "
+        "categorical code uniform over the K classes ('uniform', InfoGAN: "
+        "training reads no labels when D is unconditional and "
+        "real_class_weight=0)"),
+    "continuous_code_weight": options.number(
+        1.0, "InfoGAN: lambda of the continuous codes' -log Q(c|x)"),
+    "twin_class_weight": options.number(
+        1.0, "TAC-GAN (twin_class_head): -log q_mi(c|G(z,c)) trains the "
+        "twin head; G is trained on its negative"),
     "optimizer": options.choice(
         "adam", OPTIMIZERS,
         "'sgd': Mirza & Osindero's momentum SGD, the rate decayed by "
@@ -114,7 +132,9 @@ def has_convolutions(config) -> bool:
 def metric_modes(config) -> dict:
   """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
   sample metrics)."""
-  return {"test_class_acc": "max"} if settings(config).class_head else {}
+  s = settings(config)
+  return ({"test_class_acc": "max"}
+          if s.class_head and s.code_prior == "data" else {})
 
 
 @struct.dataclass
@@ -150,6 +170,32 @@ def sample_z(key, shape, prior: str):
   raise ValueError(f"Unknown z_prior {prior!r}; expected one of {Z_PRIORS}.")
 
 
+def sample_latents(s, key, labels, num_classes: int, *,
+                   keep_labels: bool = False):
+  """(z, fake_labels, codes): G's input for a batch the size of `labels`.
+
+  z `[B, z_dim + continuous_codes]`: noise from `z_prior`, then the
+  continuous codes (U[-1, 1], also returned as `codes`, None without them);
+  `fake_labels`: `labels`, or uniform codes when code_prior='uniform' (and
+  not `keep_labels`: sampling asks for given codes). With neither option z
+  is exactly `sample_z(key, ...)`.
+  """
+  batch = labels.shape[0]
+  if not s.continuous_codes and s.code_prior == "data":
+    return sample_z(key, (batch, s.z_dim), s.z_prior), labels, None
+  z_key, label_key, code_key = jax.random.split(key, 3)
+  z = sample_z(z_key, (batch, s.z_dim), s.z_prior)
+  if s.code_prior == "uniform" and not keep_labels:
+    labels = jax.random.randint(label_key, (batch,), 0, num_classes,
+                                dtype=jnp.int32)
+  codes = None
+  if s.continuous_codes:
+    codes = jax.random.uniform(code_key, (batch, s.continuous_codes),
+                               minval=-1.0, maxval=1.0)
+    z = jnp.concatenate([z, codes], axis=-1)
+  return z, labels, codes
+
+
 def _optimizer(s, lr: float,
                extra: optax.GradientTransformation | None = None):
   if s.optimizer == "adam":
@@ -178,9 +224,10 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
   vbn_ref = None
   if s.virtual_batch_norm:
     n = s.vbn_batch_size
-    vbn_ref = {"z": sample_z(ref_key, (n, s.z_dim), s.z_prior),
-               "label": jnp.arange(n, dtype=jnp.int32) % num_classes}
-  z = jnp.zeros((2, s.z_dim), jnp.float32)
+    ref_labels = jnp.arange(n, dtype=jnp.int32) % num_classes
+    z, _, _ = sample_latents(s, ref_key, ref_labels, num_classes)
+    vbn_ref = {"z": z, "label": ref_labels}
+  z = jnp.zeros((2, s.z_dim + s.continuous_codes), jnp.float32)
   c = jnp.zeros((2,), jnp.int32)
   x = jnp.zeros((2,) + tuple(image_shape), jnp.float32)
   g_vars = generator.init({"params": g_key, "dropout": drop_key}, z, c,
@@ -232,16 +279,19 @@ def _accuracy(class_logits, labels):
   return jnp.mean((jnp.argmax(class_logits, -1) == labels).astype(jnp.float32))
 
 
-def _d_metrics(objective, real, fake, labels, class_head: bool) -> dict:
+def _d_metrics(objective, real, fake, labels, s, fake_labels) -> dict:
   """What D's update reports besides its terms."""
   lr, lf = real["logit"], fake["logit"]
   m = {"d_real": jnp.mean(jax.nn.sigmoid(lr)),
        "d_fake": jnp.mean(jax.nn.sigmoid(lf))}
   if objective.metrics is not None:
     m.update(objective.metrics(lr, lf))
-  if class_head:
+  if s.class_head:
     m.update(real_class_acc=_accuracy(real["class_logits"], labels),
-             fake_class_acc=_accuracy(fake["class_logits"], labels))
+             fake_class_acc=_accuracy(fake["class_logits"], fake_labels))
+  if s.twin_class_head:
+    m["fake_twin_class_acc"] = _accuracy(fake["twin_class_logits"],
+                                         fake_labels)
   return m
 
 
@@ -252,10 +302,11 @@ def make_train_step(config, image_shape, num_classes):
   minimises the weighted sum of its terms (`gan_objectives.
   discriminator_terms` / `generator_terms`); every term's mean is a metric
   (d_adv_loss, g_adv_loss, gradient_penalty, r1_penalty, feature_matching,
-  d_real_class_loss, d_fake_class_loss, g_fake_class_loss), with d_loss,
-  g_loss, loss (their sum, for progress displays only), d_real and d_fake
-  (mean sigmoid(D) before the last D update), the objective's metrics
-  (wasserstein_estimate) and, with a class head, real/fake_class_acc.
+  d_real_class_loss, d_fake_class_loss, g_fake_class_loss,
+  d_twin_class_loss, g_twin_class_loss), with d_loss, g_loss, loss (their
+  sum, for progress displays only), d_real and d_fake (mean sigmoid(D)
+  before the last D update), the objective's metrics (wasserstein_estimate)
+  and, with a class head, real/fake_class_acc (and fake_twin_class_acc).
   """
   parts = _GANStep(config, image_shape, num_classes)
 
@@ -269,6 +320,7 @@ class _GANStep:
 
   def __init__(self, config, image_shape, num_classes):
     self.s = s = settings(config)
+    self.num_classes = num_classes
     self.players = _Players(config, image_shape, num_classes)
     self.objective = objective = gan_objectives.get_objective(s)
     self.d_terms = gan_objectives.discriminator_terms(s, objective)
@@ -276,57 +328,62 @@ class _GANStep:
     self.g_needs_real = (objective.generator_needs_real
                          or s.feature_matching > 0)
 
-  def d_loss(self, d_params, d_stats, x_real, fake, labels, keys):
-    """D's loss on a real and a generated batch; (loss, (stats, metrics))."""
+  def d_loss(self, d_params, d_stats, x_real, fake, labels, latents, keys):
+    """D's loss on a real and a generated batch; (loss, (stats, metrics)).
+    `latents`: (fake_labels, codes), what G was given."""
     players = self.players
+    fake_labels, codes = latents
     real_out, d_stats = players.discriminate(d_params, d_stats, x_real,
                                              labels, train=True, rng=keys[0])
-    fake_out, d_stats = players.discriminate(d_params, d_stats, fake, labels,
-                                             train=True, rng=keys[1])
+    fake_out, d_stats = players.discriminate(d_params, d_stats, fake,
+                                             fake_labels, train=True,
+                                             rng=keys[1])
 
     def critic(x):  # for penalties: D at the updated statistics, frozen
       out, _ = players.discriminate(d_params, d_stats, x, labels, train=True,
                                     rng=keys[0], update_stats=False)
       return out["logit"]
     context = gan_objectives.Context(real_out, fake_out, labels, critic,
-                                     x_real, fake, keys[2])
+                                     x_real, fake, keys[2], fake_labels,
+                                     codes)
     loss, m = gan_objectives.total(self.d_terms, context)
-    m.update(_d_metrics(self.objective, real_out, fake_out, labels,
-                        self.s.class_head))
+    m.update(_d_metrics(self.objective, real_out, fake_out, labels, self.s,
+                        fake_labels))
     m["d_loss"] = loss
     return loss, (d_stats, m)
 
-  def g_loss(self, g_params, g_stats, d_params, d_stats, z, labels, ref,
-             real_out, keys):
+  def g_loss(self, g_params, g_stats, d_params, d_stats, z, labels, latents,
+             ref, real_out, keys):
     """G's loss through the current D; (loss, (stats, metrics))."""
-    fake, g_stats = self.players.generate(g_params, g_stats, z, labels,
+    fake_labels, codes = latents
+    fake, g_stats = self.players.generate(g_params, g_stats, z, fake_labels,
                                           ref=ref, train=True, rng=keys[0])
-    fake_out, _ = self.players.discriminate(d_params, d_stats, fake, labels,
-                                            train=True, rng=keys[1],
-                                            update_stats=False)
-    loss, m = gan_objectives.total(
-        self.g_terms, gan_objectives.Context(real_out, fake_out, labels))
+    fake_out, _ = self.players.discriminate(d_params, d_stats, fake,
+                                            fake_labels, train=True,
+                                            rng=keys[1], update_stats=False)
+    loss, m = gan_objectives.total(self.g_terms, gan_objectives.Context(
+        real_out, fake_out, labels, fake_labels=fake_labels, codes=codes))
     m["g_loss"] = loss
     return loss, (g_stats, m)
 
   def d_update(self, state, d_params, d_stats, d_opt_state, x_real, labels,
                rng):
-    s = self.s
     z_key, g_key, *d_keys = jax.random.split(rng, 5)
-    z = sample_z(z_key, (labels.shape[0], s.z_dim), s.z_prior)
-    fake, _ = self.players.generate(state.g_params, state.g_stats, z, labels,
-                                    ref=_ref(state.vbn_ref), train=True,
-                                    rng=g_key)
+    z, fake_labels, codes = sample_latents(self.s, z_key, labels,
+                                           self.num_classes)
+    fake, _ = self.players.generate(state.g_params, state.g_stats, z,
+                                    fake_labels, ref=_ref(state.vbn_ref),
+                                    train=True, rng=g_key)
     grads, (d_stats, m) = jax.grad(self.d_loss, has_aux=True)(
         d_params, d_stats, x_real, jax.lax.stop_gradient(fake), labels,
-        d_keys)
+        (fake_labels, codes), d_keys)
     updates, d_opt_state = state.d_tx.update(grads, d_opt_state, d_params)
     return optax.apply_updates(d_params, updates), d_stats, d_opt_state, m
 
   def g_update(self, state, d_params, d_stats, x_real, labels, rng):
-    s = self.s
     z_key, real_key, *g_keys = jax.random.split(rng, 4)
-    z = sample_z(z_key, (labels.shape[0], s.z_dim), s.z_prior)
+    z, fake_labels, codes = sample_latents(self.s, z_key, labels,
+                                           self.num_classes)
     real_out = None
     if self.g_needs_real:
       real_out, _ = self.players.discriminate(d_params, d_stats, x_real,
@@ -336,7 +393,7 @@ class _GANStep:
       real_out = jax.lax.stop_gradient(real_out)
     grads, (g_stats, m) = jax.grad(self.g_loss, has_aux=True)(
         state.g_params, state.g_stats, d_params, d_stats, z, labels,
-        _ref(state.vbn_ref), real_out, g_keys)
+        (fake_labels, codes), _ref(state.vbn_ref), real_out, g_keys)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state,
                                              state.g_params)
     return (optax.apply_updates(state.g_params, updates), g_stats,
@@ -368,24 +425,63 @@ class _GANStep:
                        for k, v in metrics.items()}
 
 
-def make_sample_fn(config, image_shape, num_classes):
-  """sample(state, labels, rng) -> float32 images in [0, 1], [B, H, W, C].
+def make_generate_fn(config, image_shape, num_classes):
+  """generate(state, z, labels) -> float32 images in [0, 1], [B, H, W, C].
 
-  Uses the EMA generator weights when config.ema_decay > 0, and the
-  generator in inference mode (batch-norm running averages).
+  G at a given z `[B, z_dim + continuous_codes]` (InfoGAN's continuous
+  codes are its last entries) and class / categorical code `labels`; the
+  EMA generator weights when config.ema_decay > 0, the generator in
+  inference mode (batch-norm running averages). For latent traversals.
   """
   s = settings(config)
   players = _Players(config, image_shape, num_classes)
 
-  def sample(state: GANState, labels, rng):
-    labels = jnp.asarray(labels)
-    z = sample_z(rng, (labels.shape[0], s.z_dim), s.z_prior)
+  def generate(state: GANState, z, labels):
     params = state.ema_params if s.ema_decay > 0 else state.g_params
-    x, _ = players.generate(params, state.g_stats, z, labels,
+    x, _ = players.generate(params, state.g_stats, z, jnp.asarray(labels),
                             ref=_ref(state.vbn_ref), train=False)
     if tanh_output(s):
       x = (x + 1.0) / 2.0
     return jnp.clip(x, 0.0, 1.0).astype(jnp.float32)
+
+  return generate
+
+
+def latent_traversal(config, state: GANState, image_shape, num_classes, *,
+                     code: int, values, seed: int = 0):
+  """InfoGAN's latent traversal (Chen et al. 2016, Fig. 2): images
+  `[K * len(values), H, W, C]`, row r = categorical code r, column j =
+  continuous code `code` at values[j], the other continuous codes 0 and the
+  noise z fixed within a row (drawn from `seed`). ValueError when the run
+  has no such continuous code."""
+  s = settings(config)
+  if not 0 <= code < s.continuous_codes:
+    raise ValueError(f"continuous code {code} does not exist: the run has "
+                     f"{s.continuous_codes} continuous codes (InfoGAN's "
+                     "continuous_codes); expected 0 <= code < "
+                     f"{s.continuous_codes}.")
+  values = jnp.asarray(values, jnp.float32)
+  cols = values.shape[0]
+  noise = sample_z(jax.random.key(seed), (num_classes, s.z_dim), s.z_prior)
+  codes = jnp.zeros((num_classes, cols, s.continuous_codes))
+  codes = codes.at[:, :, code].set(values)
+  z = jnp.concatenate([jnp.repeat(noise[:, None], cols, 1), codes], -1)
+  labels = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), cols)
+  generate = jax.jit(make_generate_fn(config, image_shape, num_classes))
+  return generate(state, z.reshape(num_classes * cols, -1), labels)
+
+
+def make_sample_fn(config, image_shape, num_classes):
+  """sample(state, labels, rng) -> float32 images in [0, 1], [B, H, W, C]:
+  `make_generate_fn` at z (and continuous codes) drawn from their priors;
+  `labels` are the classes (InfoGAN: the categorical codes) asked for."""
+  s = settings(config)
+  generate = make_generate_fn(config, image_shape, num_classes)
+
+  def sample(state: GANState, labels, rng):
+    labels = jnp.asarray(labels)
+    z, _, _ = sample_latents(s, rng, labels, num_classes, keep_labels=True)
+    return generate(state, z, labels)
 
   return sample
 
@@ -397,8 +493,8 @@ def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
   quality is measured by the runner's classifier-based metrics)."""
   del rng
   s = settings(config)
-  if not s.class_head:
-    return {}
+  if not s.class_head or s.code_prior == "uniform":  # InfoGAN's codes are
+    return {}  # not the classes; the runner reports matched_class_accuracy
   players = _Players(config, dataset.image_shape, dataset.num_classes)
 
   @jax.jit

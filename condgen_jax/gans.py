@@ -4,7 +4,9 @@ Inputs: noise z `[B, z_dim]`, a condition c (int labels `[B]` or float
 `[B, K]`, see `conditioning.condition_vector`), images `[B, H, W, C]` in the
 model's range. Every discriminator returns a dict
 
-  {'logit': [B], 'class_logits': [B, K] or None, 'features': [B, F]}
+  {'logit': [B], 'class_logits': [B, K] or None,
+   'twin_class_logits': [B, K] or None, 'code_means': [B, n] or None,
+   'features': [B, F]}
 
 with `features` the last shared hidden layer (for feature matching).
 
@@ -21,7 +23,11 @@ with `features` the last shared hidden layer (for feature matching).
   Koyama 2018).
 - `acgan` (Odena et al. 2017): the conv discriminator with a class head
   (Dense num_classes on the shared features), unconditional on c by default
-  ('none'); the generator is the conv generator.
+  ('none'); the generator is the conv generator. `twin_class_head` adds
+  TAC-GAN's twin classifier (Gong et al. 2019), a second such head.
+  InfoGAN (Chen et al. 2016) is the same pair with the categorical code in
+  place of the class, `continuous_codes` appended to z, and D's Q network
+  (`q_hidden`, the class head and the `code_means` head).
 
 `make_models(config, image_shape, num_classes)` builds the pair from a config.
 """
@@ -57,6 +63,16 @@ MODEL_OPTIONS = {
         "conv", ARCHITECTURES,
         "'mlp': Mirza & Osindero's fixed MLPs; 'conv': DCGAN"),
     "class_head": options.flag(False, "AC-GAN: D also predicts the class"),
+    "q_hidden": options.integer(
+        0, "InfoGAN's Q network: a hidden LeakyReLU layer of this width "
+        "under D's class and code heads; 0 = linear heads (AC-GAN)",
+        minimum=0),
+    "continuous_codes": options.integer(
+        0, "InfoGAN: U[-1, 1] codes appended to G's z and predicted by D's "
+        "code head (needs the conv models)", minimum=0),
+    "twin_class_head": options.flag(
+        False, "TAC-GAN: D also has a twin class head, trained on generated "
+        "samples only (needs class_head)"),
     "g_conditioning": options.choice(
         "concat", G_CONDITIONINGS,
         "how G sees the condition: concatenated to z, or FiLM after each "
@@ -199,7 +215,9 @@ class MLPDiscriminator(nn.Module):
       h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
                                          name="mbd")(h)
     logit = sn(nn.Dense(1, name="logit"), "sn_logit")(h, update_stats=update)
-    return {"logit": logit[:, 0], "class_logits": None, "features": features}
+    return {"logit": logit[:, 0], "class_logits": None,
+            "twin_class_logits": None, "code_means": None,
+            "features": features}
 
 
 class ConvGenerator(nn.Module):
@@ -291,7 +309,10 @@ class ConvDiscriminator(nn.Module):
   'vectorize' / 'embed_channel' (input channels), 'film' (after each conv
   and norm), 'projection' (logit += <embed(c), h>) or 'none'. `norm` ('none',
   'batch', 'layer') acts on the second conv only (DCGAN leaves the first
-  unnormalised). `class_head` adds AC-GAN class logits on the features.
+  unnormalised). `class_head` adds AC-GAN class logits on the features,
+  `twin_class_head` TAC-GAN's twin class logits beside them, and
+  `continuous_codes` > 0 InfoGAN's code means; with `q_hidden` > 0 these
+  heads sit on a shared hidden LeakyReLU layer (the Q network).
   `spectral_norm` wraps every conv and dense layer (not the projection
   embedding); apply with `mutable=['batch_stats']` while training.
   """
@@ -306,6 +327,9 @@ class ConvDiscriminator(nn.Module):
   mbd_kernels: int = 50
   mbd_kernel_dim: int = 5
   class_head: bool = False
+  twin_class_head: bool = False
+  continuous_codes: int = 0
+  q_hidden: int = 0
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
@@ -344,12 +368,19 @@ class ConvDiscriminator(nn.Module):
     if self.conditioning == "projection":
       logit = logit + conditioning.Projection(self.num_classes,
                                               name="projection")(h, c)
-    class_logits = None
-    if self.class_head:
-      class_logits = sn(nn.Dense(self.num_classes, name="class_head"),
-                        "sn_class_head")(features, update_stats=update)
-    return {"logit": logit, "class_logits": class_logits,
-            "features": features}
+    q = features
+    if self.q_hidden and (self.class_head or self.continuous_codes):
+      q = nn.leaky_relu(sn(nn.Dense(self.q_hidden, name="q_hidden"),
+                           "sn_q_hidden")(q, update_stats=update), 0.2)
+    heads = {}
+    for key, name, size in (
+        ("class_logits", "class", self.num_classes * self.class_head),
+        ("twin_class_logits", "twin_class",
+         self.num_classes * self.twin_class_head),
+        ("code_means", "code", self.continuous_codes)):
+      heads[key] = sn(nn.Dense(size, name=f"{name}_head"),
+                      f"sn_{name}_head")(q, update_stats=update) if size else None
+    return {"logit": logit, **heads, "features": features}
 
 
 def model_settings(config) -> ml_collections.FrozenConfigDict:
@@ -359,6 +390,13 @@ def model_settings(config) -> ml_collections.FrozenConfigDict:
   if m.d_conditioning == "none" and not m.class_head:
     raise ValueError("Unknown d_conditioning 'none' for a model without a "
                      f"class head (acgan); expected one of {D_CONDITIONINGS}.")
+  if m.twin_class_head and not m.class_head:
+    raise ValueError("twin_class_head=True (TAC-GAN) needs class_head=True "
+                     "(model acgan).")
+  if m.architecture == "mlp" and m.continuous_codes:
+    raise ValueError(f"continuous_codes={m.continuous_codes} needs the conv "
+                     "models (cgan_conv, acgan); cgan_mlp's D has no code "
+                     "head.")
   if m.architecture == "mlp" and m.virtual_batch_norm:
     raise ValueError("virtual_batch_norm=True needs a generator with "
                      "normalisation layers (cgan_conv or acgan); cgan_mlp "
@@ -401,5 +439,7 @@ def make_models(config, image_shape, num_classes: int):
       spectral_norm=m.spectral_norm,
       minibatch_discrimination=m.minibatch_discrimination,
       mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim,
-      class_head=m.class_head, kernels=kernels)
+      class_head=m.class_head, twin_class_head=m.twin_class_head,
+      continuous_codes=m.continuous_codes, q_hidden=m.q_hidden,
+      kernels=kernels)
   return generator, discriminator

@@ -271,6 +271,33 @@ def acgan_fake_class_loss(class_logits, labels):
   return _class_cross_entropy(class_logits, labels)
 
 
+def tacgan_twin_class_loss(twin_class_logits, labels):
+  """-log q_mi(c | G(z, c)): TAC-GAN's twin classifier term on generated data.
+
+  Gong et al. 2019, "Twin Auxiliary Classifiers GAN", eq. 9: the twin
+  classifier q_mi is trained on generated samples only (D minimises this
+  term) while G maximises it (minimises its negative), which cancels the
+  -H(c | G(z, c)) bias of AC-GAN's generated-sample term. Cross-entropy as in
+  `acgan_real_class_loss`; returns `[...]`.
+  """
+  return _class_cross_entropy(twin_class_logits, labels)
+
+
+def infogan_continuous_code_loss(code_means, codes):
+  """-log Q(c | G(z, c)) for continuous codes, Q = N(mu(x), I).
+
+  Chen et al. 2016, "InfoGAN", eq. 5: the mutual-information lower bound
+  L_I = E[log Q(c | G(z, c))] + H(c); H(c) is a constant, so G and Q
+  minimise the negative log-likelihood of the codes under Q's factored
+  Gaussian, with unit standard deviation as in the authors' code
+  (`fix_std=True`): sum_i (c_i - mu_i)^2 / 2 + log(2 pi) / 2. `code_means`,
+  `codes`: `[..., n]`; returns `[...]`. (The categorical code's term is the
+  class cross-entropy `acgan_fake_class_loss`.)
+  """
+  return jnp.sum(0.5 * jnp.square(codes - code_means)
+                 + 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
 def feature_matching_loss(real_features, fake_features):
   """||E_x f(x) - E_z f(G(z))||_2^2, broadcast to one value per fake example.
 

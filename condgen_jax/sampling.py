@@ -76,6 +76,26 @@ def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
   return np.concatenate(out).astype(np.float32)
 
 
+def latent_traversal(run, state, code: int, num_values: int,
+                     seed: int = 0):
+  """A family's latent traversal (InfoGAN, `gan_training.latent_traversal`):
+  (images [K * num_values, H, W, C], labels int32, values) with continuous
+  code `code` at `num_values` points from -2 to 2. ValueError when the
+  family or the run has no continuous codes."""
+  fn = getattr(run.family, "latent_traversal", None)
+  if fn is None:
+    raise ValueError(f"model {run.config.model!r} has no latent codes to "
+                     "traverse (InfoGAN runs do).")
+  if num_values < 2:
+    raise ValueError(f"a traversal needs at least 2 values; got {num_values}.")
+  ds = run.dataset
+  values = np.linspace(-2.0, 2.0, num_values).astype(np.float32)
+  images = fn(run.config, state, ds.image_shape, ds.num_classes, code=code,
+              values=values, seed=seed)
+  labels = images_lib.class_rows(ds.num_classes, num_values)
+  return parallel.to_host(images).astype(np.float32), labels, values
+
+
 def output_path(path) -> epath.Path:
   """`path` as an epath.Path whose folder exists (created if missing);
   OSError when it cannot be created or `path` is a folder."""

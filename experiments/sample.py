@@ -11,6 +11,11 @@ checkpoint, the seed and the sampling options. The sampling options
 override the run's config for the diffusion family (`guidance_scale` w of
 (1 + w) pred(x, c) - w pred(x, null), w = 0 the plain conditional model;
 `sampler` ddpm | ddim | euler | heun; `nfe` network evaluations).
+On an InfoGAN run the classes are the categorical codes, and
+`--traverse_code=I` writes instead its latent traversal: `images` with one
+row per categorical code and --num_per_class columns of continuous code I
+from -2 to 2 (the other codes 0, the noise fixed within a row), `labels`
+and the code's `values`.
 """
 
 from absl import app
@@ -24,6 +29,9 @@ _NUM = flags.DEFINE_integer("num_per_class", 10, "Samples per class.")
 _OUT = flags.DEFINE_string("out", None, "Output .npz file.")
 _PNG = flags.DEFINE_string("png", None, "Optional grid PNG (a row per class).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_TRAVERSE = flags.DEFINE_integer(
+    "traverse_code", None, "InfoGAN runs: the continuous code to traverse "
+    "from -2 to 2 (one row per categorical code).")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -37,8 +45,13 @@ def main(argv):
     png = sampling.output_path(_PNG.value) if _PNG.value else None
     run, state, step = train.restore_run(_WORKDIR.value)
     run = sampling.with_sampling_options(run, **sampling_flags.values())
-    x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
-    sampling.save_npz(out, images=x, labels=y)
+    if _TRAVERSE.value is None:
+      x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
+      sampling.save_npz(out, images=x, labels=y)
+    else:
+      x, y, values = sampling.latent_traversal(run, state, _TRAVERSE.value,
+                                               _NUM.value, _SEED.value)
+      sampling.save_npz(out, images=x, labels=y, values=values)
     if png is not None:
       images.save_grid(x, png, run.dataset.num_classes)
   print(f"wrote {len(y)} samples of step {step} to {out}"

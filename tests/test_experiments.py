@@ -280,3 +280,38 @@ def test_sample_takes_the_diffusion_sampling_options(diffusion_run, tmp_path):
   _one_error_line(sample("bad.npz", "--sampler=dpm")[0],
                   "Unknown sampler 'dpm'")
   assert not (tmp_path / "bad.npz").exists()
+
+
+def test_infogan_samples_per_code_and_traverses_a_continuous_code(
+    trained, tmp_path):
+  workdir = tmp_path / "infogan"
+  r = run("train", "--config=experiments/configs/infogan.py",
+          f"--workdir={workdir}", "--config.dataset=digits",
+          "--config.batch_size=16", "--config.g_width=8",
+          "--config.d_width=8", "--config.q_hidden=8", "--config.z_dim=6",
+          "--config.num_steps=3", "--config.sample_every=0")
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = run("sample", f"--workdir={workdir}", "--num_per_class=2",
+          f"--out={tmp_path / 'codes.npz'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  np.testing.assert_array_equal(np.load(tmp_path / "codes.npz")["labels"],
+                                np.repeat(np.arange(10), 2))
+  r = run("sample", f"--workdir={workdir}", "--num_per_class=5",
+          "--traverse_code=1", f"--out={tmp_path / 't.npz'}",
+          f"--png={tmp_path / 't.png'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  t = np.load(tmp_path / "t.npz")
+  assert t["images"].shape == (50, 8, 8, 1)
+  np.testing.assert_array_equal(t["labels"], np.repeat(np.arange(10), 5))
+  np.testing.assert_allclose(t["values"], [-2, -1, 0, 1, 2])
+  rows = t["images"].reshape(10, 5, -1)
+  # the code reaches G: images change along a row
+  assert np.abs(rows[:, 0] - rows[:, -1]).max() > 1e-4
+  assert (tmp_path / "t.png").exists()
+  _one_error_line(run("sample", f"--workdir={workdir}", "--traverse_code=2",
+                      f"--out={tmp_path / 'bad.npz'}"),
+                  "continuous code 2 does not exist: the run has 2")
+  _one_error_line(run("sample", f"--workdir={trained}", "--traverse_code=0",
+                      f"--out={tmp_path / 'bad.npz'}"),
+                  "model 'cvae' has no latent codes")
+  assert not (tmp_path / "bad.npz").exists()

@@ -124,6 +124,33 @@ def test_acgan_terms_follow_the_class_weights():
       ("g_fake_class_loss", 2.0)]
 
 
+def test_tacgan_twin_terms_train_d_on_it_and_g_against_it():
+  cfg = _config(model="acgan", twin_class_head=True, twin_class_weight=0.5,
+                d_fake_class=False)
+  objective = gan_objectives.get_objective(cfg)
+  d_terms = {t.name: t for t in gan_objectives.discriminator_terms(
+      cfg, objective)}
+  g_terms = {t.name: t for t in gan_objectives.generator_terms(cfg,
+                                                               objective)}
+  assert d_terms["d_twin_class_loss"].weight == 0.5
+  assert g_terms["g_twin_class_loss"].weight == 0.5
+  assert d_terms["d_fake_class_loss"].weight is None  # C: real data only
+  twin = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], np.float32)
+  labels = np.array([0, 1])
+  # -log softmax(twin)[label], by hand
+  want = -(twin[[0, 1], labels] - np.log(np.exp(twin).sum(-1)))
+  fake = {"logit": np.zeros(2, np.float32), "class_logits": np.zeros_like(twin),
+          "twin_class_logits": twin}
+  context = gan_objectives.Context(None, fake, labels)
+  np.testing.assert_allclose(d_terms["d_twin_class_loss"].fn(context), want,
+                             rtol=1e-6)
+  np.testing.assert_allclose(g_terms["g_twin_class_loss"].fn(context), -want,
+                             rtol=1e-6)
+  plain = _config(model="acgan")
+  assert "d_twin_class_loss" not in [
+      t.name for t in gan_objectives.discriminator_terms(plain, objective)]
+
+
 def test_a_loss_defined_in_a_test_module_trains_through_the_cli(tmp_path):
   loss = "tests.test_gan_objectives:relativistic_average_hinge"
   args = ["--config=experiments/configs/cgan_mlp.py", f"--workdir={tmp_path}",

@@ -141,6 +141,81 @@ def test_d_fake_class_false_keeps_fake_class_gradient_out_of_d():
   assert _class_head_changed(real_class_weight=0.0, d_fake_class=True)
 
 
+def test_tacgan_step_trains_the_twin_head_and_sums_g_terms():
+  config = make_config("acgan", twin_class_head=True, twin_class_weight=0.5,
+                       d_fake_class=False)
+  before = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                     jax.random.key(0))
+  after, m = run_steps(config, jit=True)
+  twin = lambda s: jax.tree.leaves(s.d_params["twin_class_head"])
+  assert not all(np.array_equal(a, b)
+                 for a, b in zip(twin(before), twin(after)))
+  # G minimises adv + fake_class_weight * CE - twin_class_weight * CE_twin;
+  # the metric g_twin_class_loss is the (negative) term itself.
+  assert float(m["g_twin_class_loss"]) < 0 < float(m["d_twin_class_loss"])
+  np.testing.assert_allclose(
+      m["g_loss"], m["g_adv_loss"] + m["g_fake_class_loss"]
+      + 0.5 * m["g_twin_class_loss"], rtol=1e-5)
+  assert 0.0 <= float(m["fake_twin_class_acc"]) <= 1.0
+
+
+def test_sample_latents():
+  labels = jnp.zeros((64,), jnp.int32)
+  key = jax.random.key(5)
+  plain = gan_training.settings(make_config("acgan"))
+  z, fake_labels, codes = gan_training.sample_latents(plain, key, labels, 10)
+  # the AC-GAN default: exactly the old noise, the data's labels, no codes
+  np.testing.assert_array_equal(z, gan_training.sample_z(key, (64, 8),
+                                                         "uniform"))
+  assert fake_labels is labels and codes is None
+  info = gan_training.settings(make_config(
+      "acgan", code_prior="uniform", continuous_codes=2))
+  z, fake_labels, codes = gan_training.sample_latents(info, key, labels, 10)
+  assert z.shape == (64, 10) and codes.shape == (64, 2)
+  np.testing.assert_array_equal(z[:, 8:], codes)
+  assert np.all(np.abs(codes) <= 1) and np.std(codes) > 0.4  # U[-1, 1]
+  assert set(np.unique(fake_labels)) > {0}  # drawn, not the given zeros
+  assert np.all((fake_labels >= 0) & (fake_labels < 10))
+  _, kept, _ = gan_training.sample_latents(info, key, labels, 10,
+                                           keep_labels=True)
+  assert kept is labels
+
+
+def test_infogan_training_reads_no_labels():
+  from experiments.configs import infogan  # pylint: disable=g-import-not-at-top
+  config = infogan.get_config()
+  config.update(z_dim=6, g_width=8, d_width=8, q_hidden=8)
+  state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  step = jax.jit(gan_training.make_train_step(config, IMAGE_SHAPE,
+                                              NUM_CLASSES))
+  batch = fake_batch()
+  relabelled = dict(batch, label=(batch["label"] + 3) % NUM_CLASSES)
+  s1, m1 = step(state, batch, jax.random.key(2))
+  s2, m2 = step(state, relabelled, jax.random.key(2))
+  for a, b in zip(jax.tree.leaves((s1.g_params, s1.d_params)),
+                  jax.tree.leaves((s2.g_params, s2.d_params))):
+    np.testing.assert_array_equal(a, b)
+  # G and Q minimise adv + categorical CE + continuous-code NLL (weights 1)
+  np.testing.assert_allclose(
+      m1["g_loss"], m1["g_adv_loss"] + m1["g_fake_class_loss"]
+      + m1["g_code_loss"], rtol=1e-5)
+  assert float(m1["d_code_loss"]) > 0.5 * np.log(2 * np.pi) * 2
+  assert float(m1["d_loss"]) == pytest.approx(
+      float(m1["d_adv_loss"] + m1["d_fake_class_loss"] + m1["d_code_loss"]),
+      rel=1e-5)
+  # sampling asks for given codes: sample == generate at the same latents
+  sample = gan_training.make_sample_fn(config, IMAGE_SHAPE, NUM_CLASSES)
+  generate = gan_training.make_generate_fn(config, IMAGE_SHAPE, NUM_CLASSES)
+  codes = jnp.full((4,), 7, jnp.int32)
+  z, kept, _ = gan_training.sample_latents(
+      gan_training.settings(config), jax.random.key(9), codes, NUM_CLASSES,
+      keep_labels=True)
+  np.testing.assert_array_equal(sample(s1, codes, jax.random.key(9)),
+                                generate(s1, z, kept))
+  assert gan_training.evaluate(config, s1, None, None) == {}
+
+
 def test_cgan_mlp_real_images_follow_the_generator_range():
   # D must see real and generated images in the same range.
   for g_output, tanh in (("sigmoid", False), ("tanh", True)):

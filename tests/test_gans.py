@@ -60,6 +60,7 @@ def test_conv_shapes_and_ranges(image_shape, model, g_cond, d_cond):
     assert out["class_logits"].shape == (3, 10)
   else:
     assert out["class_logits"] is None
+  assert out["twin_class_logits"] is None
 
 
 def test_float_condition_vectors_work():
@@ -177,6 +178,37 @@ def test_make_models_errors(kwargs, message):
   config.update(kwargs)
   with pytest.raises(ValueError, match=message):
     gans.make_models(config, (8, 8, 1), 10)
+
+
+def test_tacgan_twin_head_beside_the_class_head():
+  g, d = gans.make_models(make_config("acgan", twin_class_head=True),
+                          (8, 8, 1), 10)
+  _, _, d_vars, out = init_and_apply(g, d, (8, 8, 1))
+  assert out["class_logits"].shape == out["twin_class_logits"].shape == (3, 10)
+  params = d_vars["params"]
+  assert {"class_head", "twin_class_head"} <= set(params)
+  # two heads, not one: different initial weights, different logits
+  assert not np.allclose(out["class_logits"], out["twin_class_logits"])
+  with pytest.raises(ValueError, match="twin_class_head=True .* needs "
+                     "class_head=True"):
+    gans.make_models(make_config("cgan_conv", twin_class_head=True),
+                     (8, 8, 1), 10)
+
+
+def test_infogan_q_network_heads():
+  config = make_config("acgan", continuous_codes=2, q_hidden=12)
+  g, d = gans.make_models(config, (8, 8, 1), 10)
+  _, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), z_dim=18)
+  assert out["class_logits"].shape == (3, 10)
+  assert out["code_means"].shape == (3, 2)
+  params = d_vars["params"]
+  # both heads read the shared 12-unit hidden layer, not the features
+  assert params["q_hidden"]["kernel"].shape == (out["features"].shape[1], 12)
+  assert params["class_head"]["kernel"].shape == (12, 10)
+  assert params["code_head"]["kernel"].shape == (12, 2)
+  with pytest.raises(ValueError, match="continuous_codes=2 needs the conv"):
+    gans.make_models(make_config("cgan_mlp", continuous_codes=2), (8, 8, 1),
+                     10)
 
 
 def test_make_models_shape_and_vbn_errors():

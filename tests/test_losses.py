@@ -193,13 +193,31 @@ def test_acgan_class_losses():
   labels = rng.integers(0, 5, size=(2, 3))
   labels[0, 0] = 1
   want = np_softmax_xent(logits, labels)
-  for fn in (losses.acgan_real_class_loss, losses.acgan_fake_class_loss):
+  for fn in (losses.acgan_real_class_loss, losses.acgan_fake_class_loss,
+             losses.tacgan_twin_class_loss):
     got = fn(logits, labels)
     assert got.shape == (2, 3)
     np.testing.assert_allclose(got, want, rtol=1e-5)
   np.testing.assert_allclose(want[0, 0], 2e4, rtol=1e-6)
   with pytest.raises(ValueError, match="integer"):
     losses.acgan_real_class_loss(logits, labels.astype(np.float32))
+
+
+def test_infogan_continuous_code_loss():
+  rng = np.random.default_rng(7)
+  means = rng.normal(size=(4, 2)).astype(np.float32)
+  codes = rng.uniform(-1, 1, size=(4, 2)).astype(np.float32)
+  # -log N(c; mu, 1) summed over the codes, by hand
+  want = np.sum(0.5 * (codes - means) ** 2 + 0.5 * np.log(2 * np.pi), -1)
+  got = losses.infogan_continuous_code_loss(means, codes)
+  assert got.shape == (4,)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.infogan_continuous_code_loss(codes, codes), np.log(2 * np.pi),
+      rtol=1e-6)  # two codes at the mean: 2 * log(2 pi) / 2
+  g = jax.grad(lambda m: jnp.sum(losses.infogan_continuous_code_loss(
+      m, codes)))(means)
+  np.testing.assert_allclose(g, means - codes, rtol=1e-5)
 
 
 def test_feature_matching_loss():

@@ -1,0 +1,37 @@
+"""InfoGAN on MNIST (Chen et al. 2016), trained without labels.
+
+  python -m experiments.train --config=experiments/configs/infogan.py \
+      --workdir=/tmp/infogan
+
+G's input: 62 noise variables U[-1, 1], a 10-way categorical code (uniform)
+and 2 continuous codes U[-1, 1]. D (batch norm on its second conv) shares
+its body with the Q network (a 128-unit hidden layer, then the categorical
+logits and the continuous codes' means). G and Q minimise the mutual-
+information bound -log Q(c|G(z, c)) (cross-entropy, weight 1) and
+-log N(c'; mu, 1) for the continuous codes (weight 1, unit std, as the
+authors' code); real images are used unlabelled (real_class_weight=0,
+d_conditioning='none'). The runner's `matched_class_accuracy` maps each
+code to the digit it draws (the paper: 5 % error). Learning rates 1e-3 (G)
+and 2e-4 (D), batch 128, as the authors' MNIST run.
+"""
+
+from experiments.configs import acgan
+
+
+def get_config():
+  c = acgan.get_config()
+  c.code_prior = "uniform"
+  c.real_class_weight = 0.0
+  c.fake_class_weight = 1.0
+  c.d_fake_class = True
+  c.continuous_codes = 2
+  c.continuous_code_weight = 1.0
+  c.q_hidden = 128
+  c.z_dim = 62
+  c.z_prior = "uniform_signed"
+  c.d_norm = "batch"
+  c.g_learning_rate = 1e-3
+  c.d_learning_rate = 2e-4
+  c.batch_size = 128
+  c.num_steps = 5_000
+  return c
