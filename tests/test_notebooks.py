@@ -3,6 +3,7 @@ the embedded `digits` set and tiny budgets), without a cell error."""
 
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -18,12 +19,35 @@ def test_the_notebooks_are_there():
   assert len(NOTEBOOKS) >= 4, [p.name for p in NOTEBOOKS]
 
 
-def test_notebooks_are_committed_without_outputs():
+# What a committed output must not hold: this machine's absolute paths.
+MACHINE_PATH = re.compile(r"(?<![\w.])/(?:root|home|tmp|work|Users|var)/")
+
+
+def _output_text(out) -> str:
+  if out.output_type == "stream":
+    return out.text
+  if out.output_type == "error":
+    return "\n".join(out.traceback)
+  return "\n".join(v for k, v in out.get("data", {}).items()
+                   if k.startswith("text/") and isinstance(v, str))
+
+
+def test_committed_outputs_name_no_machine_paths():
+  # Notebooks are committed executed in full mode (or without outputs):
+  # what is shown names no absolute path of the machine that ran it.
   for path in NOTEBOOKS:
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-      if cell.cell_type == "code":
-        assert not cell.get("outputs"), f"{path.name} holds outputs"
+    for i, cell in enumerate(nb.cells):
+      for out in cell.get("outputs", []):
+        assert out.output_type != "error", f"{path.name} cell {i}: an error"
+        found = MACHINE_PATH.search(_output_text(out))
+        assert found is None, f"{path.name} cell {i}: {found.group(0)}..."
+
+
+def test_the_machine_path_check_finds_paths():
+  assert MACHINE_PATH.search("loaded /root/.cache/x.msgpack")
+  assert MACHINE_PATH.search("workdir=/tmp/condgen_03_abc")
+  assert not MACHINE_PATH.search("workdir=workdirs/notebooks/03 a/b/c")
 
 
 @pytest.mark.slow
