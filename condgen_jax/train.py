@@ -8,8 +8,10 @@ that is a pure function of (seed, epoch); the step's randomness is
 had not stopped.
 
 The workdir receives config.json, metrics.jsonl (one JSON object per logged
-step), samples/step_XXXXXXXX.png (one row per class), checkpoints/ (orbax) and
-TensorBoard event files.
+step; `wall_s` is the training commands' wall time up to that step, summed
+over resumes), sessions.jsonl (one line per training command: its first
+step, time and hardware), samples/step_XXXXXXXX.png (one row per class),
+checkpoints/ (orbax) and TensorBoard event files.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from condgen_jax import checkpointing
 from condgen_jax import data as data_lib
 from condgen_jax import evaluation
 from condgen_jax import families
+from condgen_jax import hardware
 from condgen_jax import images as images_lib
 from condgen_jax import options
 from condgen_jax import parallel
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
+SESSIONS_FILE = "sessions.jsonl"
 
 # The runner's config keys, shared by every model's config
 # (`experiments/configs/common.py`); `config.model` names the family.
@@ -355,6 +359,34 @@ class _Progress:
   saved: int | None  # the latest checkpoint on disk
   log_time: float = 0.0
   log_step: int = 0
+  start_time: float = 0.0  # perf_counter() when this command started
+  wall_before: float = 0.0  # wall_s of earlier commands, up to `step`
+
+  def wall_s(self, now: float) -> float:
+    return self.wall_before + now - self.start_time
+
+
+def logged_wall_s(path, step: int) -> float:
+  """`wall_s` of the last record at or before `step` in a metrics log (0
+  where there is none, e.g. a log written before the key existed)."""
+  path = epath.Path(path)
+  wall = 0.0
+  if path.exists():
+    for line in path.read_text().splitlines():
+      record = json.loads(line)
+      if record["step"] <= step:
+        wall = record.get("wall_s", wall)
+  return wall
+
+
+def record_session(workdir, step: int) -> None:
+  """Appends this command's first step, time and hardware to
+  sessions.jsonl."""
+  path = epath.Path(workdir) / SESSIONS_FILE
+  record = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "hardware": hardware.describe()}
+  old = path.read_text() if path.exists() else ""
+  checkpointing.write_text_atomic(path, old + json.dumps(record) + "\n")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
@@ -366,6 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   and the newest checkpoint that restores cleanly (newer damaged ones are
   reported and moved to workdir/skipped_checkpoints/).
   """
+  start_time = time.perf_counter()
   workdir = checkpointing.as_path(workdir)
   validate_config(config)
   changes = checkpointing.check_workdir(workdir, config)
@@ -383,6 +416,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                                changes=changes)
     for name in ("metrics.jsonl", "eval_metrics.jsonl"):
       truncate_metrics_log(workdir / name, restored or 0)
+    record_session(workdir, restored or 0)
   if restored is not None:
     logging.info("Resumed from checkpoint %d in %s", restored, workdir)
   mngr = checkpointing.manager(ckpt_dir,
@@ -393,7 +427,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
         workdir / "best", max_to_keep=1, best_metric=config.best_metric,
         best_mode=evaluation.metric_mode(
             config.best_metric, run.family.metric_modes(config)))
-  progress = _Progress(step=int(parallel.to_host(state.step)), saved=restored)
+  progress = _Progress(step=int(parallel.to_host(state.step)), saved=restored,
+                       start_time=start_time,
+                       wall_before=logged_wall_s(workdir / "metrics.jsonl",
+                                                 restored or 0))
   try:
     return _train_loop(run, state, workdir, mngr, best_mngr, progress)
   except checkpointing.NonFiniteError as e:
@@ -452,7 +489,8 @@ def _at_boundary(run: Run, state, workdir, host_metrics, writer, bar, mngr,
     rate = ((step - progress.log_step) * config.batch_size
             / max(now - progress.log_time, 1e-9))
     progress.log_time, progress.log_step = now, step
-    writer.write(step, {**host_metrics, "images_per_s": rate})
+    writer.write(step, {**host_metrics, "images_per_s": rate,
+                        "wall_s": progress.wall_s(now)})
     bar.set_postfix(loss=f"{float(host_metrics['loss']):.4g}",
                     img_s=f"{rate:.0f}")
   if _due(step, config.sample_every) or last:

@@ -37,6 +37,26 @@ def test_resume_is_exact(tmp_path, digits, steps_per_call):
   steps = [json.loads(l)["step"] for l in
            (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
   assert steps == sorted(set(steps)) and steps[-1] == 96
+  # wall_s sums the two commands; each command's hardware is recorded
+  records = [json.loads(l) for l in
+             (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+  walls = [r["wall_s"] for r in records]
+  assert all(b > a for a, b in zip(walls, walls[1:]))
+  sessions = [json.loads(l) for l in
+              (tmp_path / "b" / train.SESSIONS_FILE).read_text().splitlines()]
+  assert [s["step"] for s in sessions] == [0, 48]
+  assert sessions[1]["hardware"]["platform"] == "cpu"
+
+
+def test_logged_wall_s(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  assert train.logged_wall_s(path, 10) == 0.0
+  path.write_text('{"step": 10, "wall_s": 5.0}\n{"step": 20, "wall_s": 9.5}\n'
+                  '{"step": 30, "loss": 1.0}\n')
+  assert train.logged_wall_s(path, 5) == 0.0
+  assert train.logged_wall_s(path, 25) == 9.5
+  # a record without the key (an older log) keeps the last value
+  assert train.logged_wall_s(path, 30) == 9.5
 
 
 def test_workdir_contents(tmp_path, digits):
