@@ -315,3 +315,34 @@ def test_infogan_samples_per_code_and_traverses_a_continuous_code(
                       f"--out={tmp_path / 'bad.npz'}"),
                   "model 'cvae' has no latent codes")
   assert not (tmp_path / "bad.npz").exists()
+
+
+def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "results"
+  workdir = root / "mnist_cvae_learned"  # a row of experiments/results.py
+  shutil.copytree(trained, workdir)
+  r = run("evaluate", f"--workdir={workdir}", "--num_per_class=10",
+          "--parzen=false")
+  assert r.returncode == 0, r.stderr[-2000:]
+  step = json.loads((workdir / "eval.json").read_text())["step"]
+  readme = tmp_path / "README.md"
+  readme.write_text("# T\n<!-- report:begin -->\nold\n<!-- report:end -->\n"
+                    "tail\n")
+  r = run("report", f"--root={root}", f"--readme={readme}", "--image_dir=img")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "not run: mnist_acgan" in r.stderr
+  text = readme.read_text()
+  assert text.startswith("# T\n<!-- report:begin -->\n**digits (8×8)**")
+  assert text.endswith("<!-- report:end -->\ntail\n") and "old" not in text
+  row = next(l for l in text.splitlines() if l.startswith("| CVAE"))
+  cells = row.strip("| ").split(" | ")
+  assert cells[10] == f"{step} × 32"
+  assert cells[11].endswith(" s") and "-core" in cells[12]
+  assert (tmp_path / "img" / "mnist_cvae_learned.png").read_bytes() == (
+      workdir / "samples" / f"step_{step:08d}.png").read_bytes()
+  r = run("report", "--commands", "--only=mnist_cvae_learned")
+  assert r.stdout.splitlines()[2] == (
+      "python -m experiments.train --config=experiments/configs/cvae.py "
+      "--workdir=results/mnist_cvae_learned")
+  _one_error_line(run("report", "--only=nope"), "--only", "'nope'")

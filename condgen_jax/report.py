@@ -1,0 +1,229 @@
+"""The results table, generated from the runs' own files.
+
+A row names a config, its overrides and the evaluation's flags
+(`experiments/results.py` holds every row); its run lives in
+`<root>/<row.name>`. `read_run` takes what the table prints from that
+workdir: config.json (dataset, batch), the evaluation file (metrics and the
+evaluated step), metrics.jsonl (`wall_s` at that step) and sessions.jsonl
+(the hardware). `tables` formats the rows that have run, one Markdown table
+per dataset; `grid_table` places their sample grids; `replace_between`
+puts generated text between two marker lines of the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shlex
+from typing import Sequence
+
+from etils import epath
+
+from condgen_jax import hardware
+
+BEGIN = "<!-- report:begin -->"
+END = "<!-- report:end -->"
+
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
+                  "digits": "digits (8×8)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Anchor:
+  """A published number to print beside a row: `text` as the paper states
+  it, and the key of our value in the evaluation file (with its standard
+  error key, if any)."""
+  text: str
+  key: str = ""
+  stderr_key: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  name: str                      # the run's folder under the root
+  label: str                     # the model column
+  config: str                    # a file in experiments/configs/
+  overrides: tuple = ()          # ((key, value), ...) for --config.KEY
+  eval_flags: tuple = ()         # ((flag, value), ...) for experiments.evaluate
+  anchor: Anchor | None = None
+  eval_file: str = "eval.json"
+  grid: bool = True
+  # "matched_class_accuracy" for models trained without labels, whose codes
+  # are mapped to classes after training (InfoGAN).
+  accuracy_key: str = "class_accuracy"
+
+
+def _flag_value(value) -> str:
+  if isinstance(value, bool):
+    return str(value).lower()
+  return str(value)
+
+
+def train_command(row: Row, root: str) -> str:
+  args = ["python", "-m", "experiments.train",
+          f"--config=experiments/configs/{row.config}",
+          f"--workdir={root}/{row.name}"]
+  args += [f"--config.{k}={_flag_value(v)}" for k, v in row.overrides]
+  return shlex.join(args)
+
+
+def evaluate_command(row: Row, root: str) -> str:
+  args = ["python", "-m", "experiments.evaluate",
+          f"--workdir={root}/{row.name}"]
+  args += [f"--{k}={_flag_value(v)}" for k, v in row.eval_flags]
+  if row.eval_file != "eval.json":
+    args.append(f"--out={row.eval_file}")
+  return shlex.join(args)
+
+
+def commands(rows: Sequence[Row], root: str) -> str:
+  """A bash script that trains and evaluates each row."""
+  lines = ["set -e"]
+  for row in rows:
+    lines += [f"# {row.name}: {row.label}", train_command(row, root),
+              evaluate_command(row, root)]
+  return "\n".join(lines) + "\n"
+
+
+def _jsonl(path) -> list[dict]:
+  path = epath.Path(path)
+  if not path.exists():
+    return []
+  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def read_run(row: Row, root) -> dict | None:
+  """What the table prints for `row`; None where it has not been evaluated."""
+  workdir = epath.Path(root) / row.name
+  eval_path = workdir / row.eval_file
+  if not eval_path.exists():
+    return None
+  results = json.loads(eval_path.read_text())
+  config = json.loads((workdir / "config.json").read_text())
+  step = int(results["step"])
+  wall = None
+  for record in _jsonl(workdir / "metrics.jsonl"):
+    if record["step"] <= step and "wall_s" in record:
+      wall = record["wall_s"]
+  hosts = []  # of the commands that trained steps up to `step`
+  for session in _jsonl(workdir / "sessions.jsonl"):
+    text = hardware.summary(session["hardware"])
+    if session["step"] < step and text not in hosts:
+      hosts.append(text)
+  return {"row": row, "results": results, "dataset": config["dataset"],
+          "batch_size": config["batch_size"], "step": step, "wall_s": wall,
+          "hardware": " + ".join(hosts) or None,
+          "grid": workdir / "samples" / f"step_{step:08d}.png"}
+
+
+def _num(results: dict, key: str, digits: int) -> str:
+  value = results.get(key)
+  return "–" if value is None else f"{value:.{digits}f}"
+
+
+def format_wall(seconds) -> str:
+  if seconds is None:
+    return "–"
+  if seconds < 120:
+    return f"{seconds:.0f} s"
+  return f"{seconds / 60:.0f} min"
+
+
+def _accuracy(row: Row, results: dict) -> str:
+  acc = _num(results, row.accuracy_key, 3)
+  if row.accuracy_key == "matched_class_accuracy" and acc != "–":
+    return f"{acc} (matched)"
+  return acc
+
+
+def _kid(results: dict) -> str:
+  if results.get("kid") is None:
+    return "–"
+  return f"{results['kid']:.2f} ± {results.get('kid_std', 0.0):.2f}"
+
+
+def _anchor(row: Row, results: dict) -> str:
+  a = row.anchor
+  if a is None:
+    return ""
+  if not a.key or results.get(a.key) is None:
+    return a.text
+  ours = f"{results[a.key]:.3g}"
+  if a.stderr_key and results.get(a.stderr_key) is not None:
+    ours += f" ± {results[a.stderr_key]:.2g}"
+  return f"{a.text} (ours {ours})"
+
+
+COLUMNS = ("model", "class acc.", "FID", "intra-FID", "KID", "precision",
+           "recall", "density", "coverage", "CAS", "steps × batch",
+           "wall time", "hardware", "published")
+
+
+def table_row(run: dict) -> list[str]:
+  r = run["results"]
+  return [run["row"].label, _accuracy(run["row"], r), _num(r, "fid", 1),
+          _num(r, "intra_fid", 1), _kid(r), _num(r, "precision", 3),
+          _num(r, "recall", 3), _num(r, "density", 3),
+          _num(r, "coverage", 3), _num(r, "cas", 3),
+          f"{run['step']} × {run['batch_size']}", format_wall(run["wall_s"]),
+          run["hardware"] or "–", _anchor(run["row"], r)]
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]):
+  lines = ["| " + " | ".join(header) + " |",
+           "| " + " | ".join("---" for _ in header) + " |"]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def by_dataset(runs: Sequence[dict]) -> dict[str, list[dict]]:
+  groups = {}
+  for run in runs:
+    groups.setdefault(run["dataset"], []).append(run)
+  return groups
+
+
+def tables(runs: Sequence[dict]) -> str:
+  """One titled table per dataset, rows in the order given."""
+  parts = []
+  for dataset, group in by_dataset(runs).items():
+    parts.append(f"**{DATASET_TITLES.get(dataset, dataset)}**\n\n"
+                 + markdown_table(COLUMNS, [table_row(r) for r in group]))
+  return "\n\n".join(parts)
+
+
+def image_name(row: Row) -> str:
+  return row.name.replace("/", "_") + ".png"
+
+
+def grid_table(runs: Sequence[dict], image_dir: str,
+               per_line: int = 4) -> str:
+  """Markdown tables of the rows' sample grids (`image_dir` relative to the
+  README), `per_line` to a table line, one table per dataset."""
+  parts = []
+  for dataset, group in by_dataset(runs).items():
+    group = [r for r in group if r["row"].grid]
+    for i in range(0, len(group), per_line):
+      chunk = group[i:i + per_line]
+      header = [f"{r['row'].label} ({r['step']} steps)" for r in chunk]
+      cells = [f"![{r['row'].label}]({image_dir}/{image_name(r['row'])})"
+               for r in chunk]
+      title = DATASET_TITLES.get(dataset, dataset)
+      parts.append(f"{title}, one row per requested class:\n\n"
+                   + markdown_table(header, [cells]))
+  return "\n\n".join(parts)
+
+
+def replace_between(text: str, generated: str, begin: str = BEGIN,
+                    end: str = END) -> str:
+  """`text` with the lines between the `begin` and `end` marker lines
+  replaced by `generated`."""
+  lines = text.splitlines(keepends=True)
+  starts = [i for i, l in enumerate(lines) if l.strip() == begin]
+  ends = [i for i, l in enumerate(lines) if l.strip() == end]
+  if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+    raise ValueError(f"expected one {begin!r} line followed by one {end!r} "
+                     f"line; found {len(starts)} and {len(ends)}")
+  s, e = starts[0], ends[0]
+  return "".join(lines[:s + 1]) + generated.rstrip("\n") + "\n" + "".join(
+      lines[e:])

@@ -1,0 +1,75 @@
+r"""Writes the results table from the runs of `experiments/results.py`.
+
+  python -m experiments.report [--root=results] [--readme=README.md] \
+      [--image_dir=docs/images/results] [--only=NAME,...]
+  python -m experiments.report --commands [--only=NAME,...]
+
+Without --readme the tables are printed. With it, the text between the
+README's `<!-- report:begin -->` and `<!-- report:end -->` lines is replaced
+and each row's sample grid (the evaluated step's) is copied to --image_dir,
+relative to the README. Rows without an evaluation file are left out and
+named on stderr. --commands prints the rows' train and evaluate commands
+as a bash script instead.
+"""
+
+import shutil
+import sys
+
+from absl import app
+from absl import flags
+from etils import epath
+
+from condgen_jax import report
+from condgen_jax import runtime
+from experiments import results
+
+_ROOT = flags.DEFINE_string("root", "results", "Folder of the rows' runs.")
+_README = flags.DEFINE_string("readme", None, "Markdown file to update.")
+_IMAGE_DIR = flags.DEFINE_string("image_dir", "docs/images/results",
+                                 "Where the grids go, relative to --readme.")
+_ONLY = flags.DEFINE_list("only", None, "Row names to include (default all).")
+_COMMANDS = flags.DEFINE_bool("commands", False, "Print the rows' commands.")
+
+
+def selected_rows(only):
+  names = [row.name for row in results.ROWS]
+  unknown = [n for n in only or () if n not in names]
+  if unknown:
+    raise ValueError(f"--only names unknown rows {unknown}; the rows are "
+                     f"{names}.")
+  return [row for row in results.ROWS if not only or row.name in only]
+
+
+def main(argv):
+  runtime.start(argv)
+  with runtime.user_errors():
+    rows = selected_rows(_ONLY.value)
+    if _COMMANDS.value:
+      print(report.commands(rows, _ROOT.value), end="")
+      return
+    runs = []
+    for row in rows:
+      run = report.read_run(row, _ROOT.value)
+      if run is None:
+        print(f"not run: {row.name} (no {row.eval_file} in "
+              f"{_ROOT.value}/{row.name})", file=sys.stderr)
+      else:
+        runs.append(run)
+    text = report.tables(runs)
+    if _README.value is None:
+      print(text)
+      return
+    readme = epath.Path(_README.value)
+    image_dir = readme.parent / _IMAGE_DIR.value
+    grids = [r for r in runs if r["row"].grid and r["grid"].exists()]
+    text += "\n\n" + report.grid_table(grids, _IMAGE_DIR.value)
+    new = report.replace_between(readme.read_text(), text)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    for r in grids:
+      shutil.copyfile(r["grid"], image_dir / report.image_name(r["row"]))
+    readme.write_text(new)
+    print(f"wrote {len(runs)} rows to {readme}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=runtime.parse_flags)

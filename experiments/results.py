@@ -1,0 +1,56 @@
+"""Every row of the README's results table: its config and its commands.
+
+  python -m experiments.report --commands [--only=NAME,...] > rows.sh
+  CONDGEN_DATA_DIR=../shared/data bash rows.sh       # trains and evaluates
+  python -m experiments.report --readme=README.md    # rewrites the table
+
+Each row runs a config's defaults (the overrides pick a variant or the
+dataset) in `<root>/<name>` and is evaluated with `experiments.evaluate`
+(1,000 samples per class); `report.train_command` / `evaluate_command` are
+the exact commands. Published anchors stand beside their rows.
+"""
+
+from condgen_jax.report import Anchor, Row
+
+NO_PARZEN = (("parzen", False),)
+FASHION = (("dataset", "fashion_mnist"),)
+
+PARZEN_CGAN = Anchor("Parzen 132 ± 1.8 (Mirza & Osindero 2014)",
+                     key="parzen_log_likelihood", stderr_key="parzen_stderr")
+INFOGAN_ERROR = Anchor("5 % error, i.e. 0.95 matched (Chen et al. 2016)")
+
+
+def _dcgan(dataset_name: str, conditioning: str, overrides=()) -> Row:
+  return Row(f"{dataset_name}_cgan_conv_{conditioning}",
+             f"cond. DCGAN, {conditioning} D", "cgan_conv.py",
+             overrides=overrides + (("d_conditioning", conditioning),),
+             eval_flags=NO_PARZEN)
+
+
+ROWS = (
+    Row("mnist_cvae_learned", "CVAE, learned prior", "cvae.py",
+        eval_flags=NO_PARZEN),
+    Row("mnist_cvae_standard", "CVAE, standard prior", "cvae.py",
+        overrides=(("prior", "standard"),), eval_flags=NO_PARZEN),
+    Row("mnist_cgan_mlp", "CGAN-MLP (Mirza & Osindero)", "cgan_mlp.py",
+        anchor=PARZEN_CGAN),
+    *(_dcgan("mnist", c) for c in ("projection", "vectorize", "film",
+                                   "embed_channel")),
+    Row("mnist_acgan", "AC-GAN", "acgan.py", eval_flags=NO_PARZEN),
+    Row("mnist_tacgan", "TAC-GAN", "tacgan.py", eval_flags=NO_PARZEN),
+    Row("mnist_infogan", "InfoGAN (no labels)", "infogan.py",
+        eval_flags=NO_PARZEN, anchor=INFOGAN_ERROR,
+        accuracy_key="matched_class_accuracy"),
+    Row("mnist_infogan_style", "InfoGAN-style AC-GAN (Shu et al.)",
+        "infogan_style.py", eval_flags=NO_PARZEN,
+        accuracy_key="matched_class_accuracy"),
+    Row("mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)", "diffusion.py",
+        eval_flags=NO_PARZEN),
+    Row("fashion_mnist_cvae_learned", "CVAE, learned prior", "cvae.py",
+        overrides=FASHION, eval_flags=NO_PARZEN),
+    _dcgan("fashion_mnist", "projection", FASHION),
+    Row("fashion_mnist_acgan", "AC-GAN", "acgan.py", overrides=FASHION,
+        eval_flags=NO_PARZEN),
+    Row("fashion_mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)",
+        "diffusion.py", overrides=FASHION, eval_flags=NO_PARZEN),
+)

@@ -1,0 +1,120 @@
+import json
+
+import pytest
+
+from condgen_jax import report
+from condgen_jax.report import Anchor, Row
+
+ROW = Row("mnist_x", "X-GAN", "acgan.py",
+          overrides=(("d_conditioning", "film"), ("spectral_norm", True)),
+          eval_flags=(("parzen", False),),
+          anchor=Anchor("Parzen 132 ± 1.8", key="parzen_log_likelihood",
+                        stderr_key="parzen_stderr"))
+CPU = {"platform": "cpu", "device_count": 1, "cpu_cores": 2,
+       "cpu": "AMD EPYC 7B13 64-Core Processor", "cpu_isa": "AVX2"}
+GPU = {"platform": "gpu", "device_kind": "NVIDIA H200", "device_count": 1}
+
+
+def _write_run(root, name="mnist_x", step=400, sessions=((0, CPU),)):
+  w = root / name
+  (w / "samples").mkdir(parents=True)
+  (w / "samples" / f"step_{step:08d}.png").write_bytes(b"png")
+  (w / "config.json").write_text(json.dumps(
+      {"dataset": "mnist", "batch_size": 64, "model": "acgan"}))
+  (w / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": s, "wall_s": s * 1.5, "loss": 1.0}) + "\n"
+      for s in (100, 200, 300, 400, 500)))
+  (w / "sessions.jsonl").write_text("".join(
+      json.dumps({"step": s, "hardware": h}) + "\n" for s, h in sessions))
+  (w / "eval.json").write_text(json.dumps({
+      "step": step, "class_accuracy": 0.98765, "fid": 12.345,
+      "intra_fid": 20.0, "kid": 0.4567, "kid_std": 0.0312,
+      "precision": 0.7, "recall": 0.65, "density": 0.9, "coverage": 0.8,
+      "cas": 0.95, "parzen_log_likelihood": 150.04, "parzen_stderr": 2.06}))
+  return w
+
+
+def test_commands_are_the_rows_train_and_evaluate_lines():
+  assert report.train_command(ROW, "results") == (
+      "python -m experiments.train --config=experiments/configs/acgan.py "
+      "--workdir=results/mnist_x --config.d_conditioning=film "
+      "--config.spectral_norm=true")
+  assert report.evaluate_command(ROW, "results") == (
+      "python -m experiments.evaluate --workdir=results/mnist_x "
+      "--parzen=false")
+  other = Row("a", "A", "cvae.py", eval_file="eval_w2.json",
+              eval_flags=(("guidance_scale", 2.0),))
+  assert report.evaluate_command(other, "r dir") == (
+      "python -m experiments.evaluate '--workdir=r dir/a' "
+      "--guidance_scale=2.0 --out=eval_w2.json")
+  assert report.commands([ROW], "results").splitlines() == [
+      "set -e", "# mnist_x: X-GAN", report.train_command(ROW, "results"),
+      report.evaluate_command(ROW, "results")]
+
+
+def test_read_run_takes_the_evaluated_steps_wall_time_and_hardware(tmp_path):
+  # a resume at step 300 on a GPU, one at 450 on a CPU (after the
+  # evaluated step 400: not part of it)
+  _write_run(tmp_path, sessions=((0, CPU), (300, GPU), (450, CPU)))
+  run = report.read_run(ROW, tmp_path)
+  assert run["step"] == 400 and run["batch_size"] == 64
+  assert run["wall_s"] == 600.0  # the record at step 400, not 500
+  assert run["hardware"] == "2-core AMD EPYC 7B13 (AVX2) + 1× NVIDIA H200"
+  assert run["grid"] == tmp_path / "mnist_x" / "samples" / "step_00000400.png"
+  assert report.read_run(Row("missing", "M", "cvae.py"), tmp_path) is None
+
+
+def test_table_row_values(tmp_path):
+  _write_run(tmp_path)
+  cells = report.table_row(report.read_run(ROW, tmp_path))
+  assert cells == ["X-GAN", "0.988", "12.3", "20.0", "0.46 ± 0.03", "0.700",
+                   "0.650", "0.900", "0.800", "0.950", "400 × 64", "10 min",
+                   "2-core AMD EPYC 7B13 (AVX2)",
+                   "Parzen 132 ± 1.8 (ours 150 ± 2.1)"]
+  assert len(cells) == len(report.COLUMNS)
+
+
+def test_matched_accuracy_and_missing_values(tmp_path):
+  w = _write_run(tmp_path)
+  (w / "eval.json").write_text(json.dumps(
+      {"step": 400, "class_accuracy": 0.1, "matched_class_accuracy": 0.951}))
+  row = Row("mnist_x", "InfoGAN", "infogan.py",
+            accuracy_key="matched_class_accuracy", anchor=Anchor("5 % error"))
+  cells = report.table_row(report.read_run(row, tmp_path))
+  assert cells[1] == "0.951 (matched)"
+  assert cells[2:10] == ["–"] * 8
+  assert cells[-1] == "5 % error"
+
+
+def test_format_wall():
+  assert report.format_wall(None) == "–"
+  assert report.format_wall(95.4) == "95 s"
+  assert report.format_wall(1830) == "30 min"
+
+
+def test_tables_group_by_dataset_in_row_order(tmp_path):
+  _write_run(tmp_path, "a")
+  w = _write_run(tmp_path, "b")
+  (w / "config.json").write_text(json.dumps(
+      {"dataset": "fashion_mnist", "batch_size": 32}))
+  _write_run(tmp_path, "c")
+  runs = [report.read_run(Row(n, n.upper(), "x.py"), tmp_path)
+          for n in "abc"]
+  text = report.tables(runs)
+  mnist, fashion = text.split("**Fashion-MNIST**")
+  assert mnist.startswith("**MNIST**")
+  assert [l.split(" | ")[0] for l in mnist.splitlines()
+          if l.startswith("| ") and "---" not in l] == ["| model", "| A", "| C"]
+  assert "| B |" in fashion and "| A |" not in fashion
+  grids = report.grid_table(runs, "img", per_line=1)
+  assert grids.count("![A](img/a.png)") == 1 and "![B](img/b.png)" in grids
+
+
+def test_replace_between():
+  text = "intro\n<!-- report:begin -->\nold\nrows\n<!-- report:end -->\nend\n"
+  assert report.replace_between(text, "new\n") == (
+      "intro\n<!-- report:begin -->\nnew\n<!-- report:end -->\nend\n")
+  with pytest.raises(ValueError, match="expected one"):
+    report.replace_between("no markers\n", "x")
+  with pytest.raises(ValueError, match="expected one"):
+    report.replace_between("<!-- report:end -->\n<!-- report:begin -->\n", "")
