@@ -1,7 +1,9 @@
 """Datasets: scikit-learn `digits`, MNIST and Fashion-MNIST as in-memory arrays.
 
-Every dataset comes back as a `Dataset` of uint8 images `(N, H, W, 1)` and int32
-labels; `to_float` maps pixels to [0, 1]. The sets are small, so training keeps
+Every dataset comes back as a `Dataset` of uint8 images `(N, H, W, C)` and int32
+labels; `to_float` maps pixels to [0, 1]. `colored_digits` / `colored_mnist`
+are `digits` / MNIST drawn in six colors (`condgen_jax.colored`): RGB images
+labelled by digit, with `attributes` (digit, color) per example. The sets are small, so training keeps
 them on the device and draws batches there (`epoch_permutation`, `get_batch`).
 
 MNIST / Fashion-MNIST are looked for in this order:
@@ -31,7 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DATASETS = ("digits", "mnist", "fashion_mnist")
+from condgen_jax import colored
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "colored_digits",
+            "colored_mnist")
+COLORED_SOURCE = {"colored_digits": "digits", "colored_mnist": "mnist"}
 
 CLASS_NAMES = {
     "digits": tuple(str(i) for i in range(10)),
@@ -39,6 +45,7 @@ CLASS_NAMES = {
     "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
 }
+CLASS_NAMES.update({k: CLASS_NAMES[v] for k, v in COLORED_SOURCE.items()})
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -60,6 +67,8 @@ class Dataset:
   class_names: tuple[str, ...]
   max_value: float  # pixel value that maps to 1.0
   source: str = ""  # where the data was read from
+  # per-example attributes beyond the label (colored_*: digit and color)
+  attributes: colored.Attributes | None = None
 
   def __post_init__(self):
     for split in ("train", "test"):
@@ -68,6 +77,11 @@ class Dataset:
         raise ValueError(f"{self.name}: {len(images)} {split} images but "
                          f"{len(labels)} labels.")
       check_labels(labels, self.num_classes, f"{self.name} {split} labels")
+      if self.attributes is not None and (
+          len(self.attributes.split(split)) != len(labels)):
+        raise ValueError(f"{self.name}: {len(labels)} {split} labels but "
+                         f"{len(self.attributes.split(split))} attribute "
+                         "rows.")
 
   @property
   def num_classes(self) -> int:
@@ -99,10 +113,22 @@ def to_float(images, max_value: float):
 
 
 def load_dataset(name: str, data_dir: str | None = None, *,
-                 tfds_dir: str | None = None, download: bool = False) -> Dataset:
-  """Loads `name` (one of `DATASETS`); see the module docstring for sources."""
+                 tfds_dir: str | None = None, download: bool = False,
+                 held_out=colored.DEFAULT_HELD_OUT) -> Dataset:
+  """Loads `name` (one of `DATASETS`); see the module docstring for sources.
+
+  `held_out`: the (digit, color) combinations a colored_* dataset keeps out
+  of its training split (`condgen_jax.colored`)."""
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; expected one of {DATASETS}.")
+  if name in COLORED_SOURCE:
+    base = load_dataset(COLORED_SOURCE[name], data_dir, tfds_dir=tfds_dir,
+                        download=download)
+    images, attributes = colored.colored(base, held_out=held_out)
+    labels = {s: attributes.split(s)[:, 0] for s in ("train", "test")}
+    return Dataset(name, images["train"], labels["train"], images["test"],
+                   labels["test"], CLASS_NAMES[name], 255.0,
+                   f"colored:{base.source}", attributes)
   if name == "digits":
     return _load_digits()
   return _load_tfds_or_idx(name, data_dir, tfds_dir, download)

@@ -31,6 +31,7 @@ from absl import logging
 from etils import epath
 
 from condgen_jax import checkpointing
+from condgen_jax import colored
 from condgen_jax import data as data_lib
 from condgen_jax import evaluation
 from condgen_jax import families
@@ -54,6 +55,11 @@ OPTIONS = {
         "a path"),
     "download": options.flag(
         False, "let tensorflow-datasets download when nothing is local"),
+    "held_out": options.text(
+        "default", "colored_* datasets: DIGIT:COLOR combinations kept out "
+        "of training, e.g. '7:red,3:blue'; 'default' = one per digit, "
+        "digit d in palette color d mod 6; '' = none",
+        "DIGIT:COLOR,..."),
     "seed": options.integer(0, "the run's root key", minimum=0),
     "prng_impl": options.text(
         "threefry2x32", "jax.random implementation of the run's keys "
@@ -103,6 +109,7 @@ def validate_config(config) -> None:
   except ValueError as e:
     raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
                      f"jax.random implementation: {e}") from None
+  colored.parse_combinations(option(config, "held_out"))
   family.validate_config(config)
   best_metric = option(config, "best_metric")
   if best_metric:
@@ -114,9 +121,10 @@ def validate_config(config) -> None:
 
 
 def load_data(config) -> data_lib.Dataset:
-  return data_lib.load_dataset(config.dataset, option(config, "data_dir"),
-                               tfds_dir=option(config, "tfds_dir"),
-                               download=option(config, "download"))
+  return data_lib.load_dataset(
+      config.dataset, option(config, "data_dir"),
+      tfds_dir=option(config, "tfds_dir"), download=option(config, "download"),
+      held_out=colored.parse_combinations(option(config, "held_out")))
 
 
 @dataclasses.dataclass
