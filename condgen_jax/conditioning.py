@@ -1,8 +1,12 @@
 """Conditioning layers: ways to feed a condition c to a network.
 
-A condition is either integer class labels `[B]` (turned into one-hot vectors
-of `num_classes`) or a float vector `[B, K]` (attributes, codes), see
-`condition_vector`. Every layer works for any H, W and channel count.
+A condition is integer class labels `[B]` (turned into one-hot vectors of
+`num_classes`), integer attributes `[B, A]` with `num_classes` a tuple of the
+A attributes' sizes (one-hot per attribute, concatenated: a Dense layer on
+that vector is the sum of one embedding per attribute, so a combination never
+seen in training still has a representation), or a float vector `[B, K]`
+(codes), see `condition_vector`. Every layer works for any H, W and channel
+count.
 
 - `Concat`: [x, c] for dense inputs (Mirza & Osindero 2014).
 - `Vectorize`: c tiled over H x W, stacked as extra channels (Reed et al. 2016).
@@ -26,14 +30,33 @@ import jax.numpy as jnp
 CONDITIONINGS = ("vectorize", "film", "embed_channel")
 
 
-def condition_vector(c, num_classes: int):
-  """Integer labels -> float one-hot `[B, num_classes]`; float vectors as is."""
+def condition_size(num_classes) -> int:
+  """Length of the condition vector: `num_classes`, or the sum of the
+  attributes' sizes."""
+  if isinstance(num_classes, int):
+    return num_classes
+  return sum(num_classes)
+
+
+def condition_vector(c, num_classes):
+  """Integer labels `[B]` -> float one-hot `[B, num_classes]`; integer
+  attributes `[B, A]` with `num_classes` = (size_1, ..., size_A) -> the
+  attributes' one-hots concatenated, `[B, sum(sizes)]`; float vectors
+  `[B, condition_size(num_classes)]` as they are."""
   c = jnp.asarray(c)
+  k = condition_size(num_classes)
   if jnp.issubdtype(c.dtype, jnp.integer):
-    return jax.nn.one_hot(c, num_classes, dtype=jnp.float32)
-  if c.ndim != 2 or c.shape[-1] != num_classes:
-    raise ValueError(f"A float condition must have shape [batch, {num_classes}]"
-                     f"; got {c.shape}.")
+    if isinstance(num_classes, int):
+      return jax.nn.one_hot(c, num_classes, dtype=jnp.float32)
+    if c.ndim != 2 or c.shape[-1] != len(num_classes):
+      raise ValueError(f"Attributes of sizes {tuple(num_classes)} must have "
+                       f"shape [batch, {len(num_classes)}]; got {c.shape}.")
+    return jnp.concatenate(
+        [jax.nn.one_hot(c[:, i], n, dtype=jnp.float32)
+         for i, n in enumerate(num_classes)], axis=-1)
+  if c.ndim != 2 or c.shape[-1] != k:
+    raise ValueError(f"A float condition must have shape [batch, {k}]; got "
+                     f"{c.shape}.")
   return c
 
 
@@ -97,9 +120,10 @@ class EmbedChannel(nn.Module):
   @nn.compact
   def __call__(self, x, c):
     c = jnp.asarray(c)
-    if jnp.issubdtype(c.dtype, jnp.integer):
+    if jnp.issubdtype(c.dtype, jnp.integer) and isinstance(self.num_classes,
+                                                           int):
       e = nn.Embed(self.num_classes, self.embed_dim, name="embed")(c)
-    else:  # a float condition vector: a bias-free Dense is the same map.
+    else:  # a condition vector: a bias-free Dense is the same map.
       e = nn.Dense(self.embed_dim, use_bias=False, name="embed")(
           condition_vector(c, self.num_classes))
     b, h, w, _ = x.shape

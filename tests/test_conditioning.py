@@ -23,6 +23,33 @@ def test_condition_vector_one_hot_and_float():
     C.condition_vector(jnp.ones((2, 4)), 3)
 
 
+def test_attributes_become_concatenated_one_hots():
+  attrs = jnp.array([[7, 0], [3, 5]])  # (digit, color)
+  v = np.asarray(C.condition_vector(attrs, (10, 6)))
+  expected = np.zeros((2, 16))
+  expected[0, 7] = expected[0, 10 + 0] = 1
+  expected[1, 3] = expected[1, 10 + 5] = 1
+  np.testing.assert_array_equal(v, expected)
+  assert C.condition_size((10, 6)) == 16 and C.condition_size(10) == 10
+  with pytest.raises(ValueError, match=r"sizes \(10, 6\).*\[batch, 2\]"):
+    C.condition_vector(jnp.array([7, 3]), (10, 6))
+
+
+def test_attribute_projection_sums_one_embedding_per_attribute():
+  """<W^T [onehot(d), onehot(c)], phi> = <e_d + e_c, phi>: an unseen (d, c)
+  pair is scored with embeddings learned from other pairs."""
+  feats = jax.random.normal(KEY, (2, 5))
+  attrs = jnp.array([[7, 0], [3, 5]])
+  out, variables = _apply(C.Projection((10, 6)), feats, attrs)
+  w = np.asarray(variables["params"]["embed"]["kernel"])  # [16, 5]
+  e = w[[7, 3]] + w[[10 + 0, 10 + 5]]
+  np.testing.assert_allclose(out, np.sum(e * np.asarray(feats), -1),
+                             rtol=1e-5)
+  x = jnp.zeros((2, 4, 4, 1))
+  y, v = _apply(C.EmbedChannel((10, 6), embed_dim=3), x, attrs)
+  assert v["params"]["embed"]["kernel"].shape == (16, 3) and y.shape[-1] == 2
+
+
 def test_concat_appends_one_hot():
   x = jnp.arange(12.0).reshape(2, 2, 3)
   y, _ = _apply(C.Concat(4), x, jnp.array([1, 3]))
