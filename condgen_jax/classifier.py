@@ -63,6 +63,8 @@ DEFAULT_SETTINGS = {
     "fashion_mnist": dict(num_steps=1400, batch_size=128, learning_rate=2e-3,
                           max_shift=0),
 }
+DEFAULT_SETTINGS.update({k: DEFAULT_SETTINGS[v]
+                         for k, v in data_lib.COLORED_SOURCE.items()})
 
 
 class CNN(nn.Module):
@@ -107,12 +109,18 @@ def random_shift(key: jax.Array, images, max_shift: int):
 
 def _resolve_dataset(dataset, data_dir: str | None = None) -> data_lib.Dataset:
   """A `Dataset` as is; a name is read from the IDX files when they can be
-  found (no TFDS build), else through `data.load_dataset`."""
+  found (no TFDS build), else through `data.load_dataset`. A colored dataset
+  is built with every (digit, color) combination in its training split, also
+  when given with some held out: a reference classifier sees them all."""
   if isinstance(dataset, data_lib.Dataset):
-    return dataset
+    if dataset.attributes is None or not dataset.attributes.held_out:
+      return dataset
+    dataset = dataset.name
   if dataset not in data_lib.DATASETS:
     raise ValueError(f"Unknown dataset {dataset!r}; expected a data.Dataset "
                      f"or one of {data_lib.DATASETS}.")
+  if dataset in data_lib.COLORED_SOURCE:
+    return data_lib.load_dataset(dataset, data_dir, held_out=())
   if dataset != "digits":
     folder = data_lib.find_idx_dir(dataset, data_dir)
     if folder is not None:
@@ -302,7 +310,7 @@ def _load_cached(folder: pathlib.Path, wanted: dict,
   params = flax.serialization.from_bytes(template["params"],
                                          params_path.read_bytes())
   if verbose:
-    print(f"[classifier {wanted['dataset']}] loaded {params_path} (test "
+    print(f"[classifier {folder.name}] loaded {params_path} (test "
           f"accuracy {info['test_accuracy']:.4f})", flush=True)
   return ReferenceClassifier(params, info["num_classes"],
                              tuple(info["image_shape"]),
@@ -314,7 +322,9 @@ def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None
                              batch_size: int | None = None,
                              data_dir: str | None = None,
                              retrain: bool = False,
-                             verbose: bool = True) -> ReferenceClassifier:
+                             verbose: bool = True,
+                             attribute: str | None = None
+                             ) -> ReferenceClassifier:
   """The reference classifier of `dataset`, from `cache_dir/<name>/` if it
   holds one trained with the same settings, else trained and saved there.
 
@@ -326,14 +336,19 @@ def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None
     data_dir: where to look for MNIST / Fashion-MNIST when given a name.
     retrain: train even if a matching cache exists.
     verbose: print whether it trained or loaded, and the test accuracy.
+    attribute: classify this attribute of a dataset with attributes (e.g.
+      'color' of colored_mnist) instead of its label; cached under
+      `<name>.<attribute>/`.
   """
   name = dataset.name if isinstance(dataset, data_lib.Dataset) else dataset
   if name not in data_lib.DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; expected one of "
                      f"{data_lib.DATASETS}.")
-  folder = pathlib.Path(cache_dir or default_cache_dir()).expanduser() / name
+  folder = pathlib.Path(cache_dir or default_cache_dir()).expanduser() / (
+      f"{name}.{attribute}" if attribute else name)
   cfg = _settings(name, num_steps=num_steps, batch_size=batch_size)
-  wanted = {"dataset": name, "seed": seed, "num_steps": cfg["num_steps"],
+  wanted = {"dataset": name, "attribute": attribute, "seed": seed,
+            "num_steps": cfg["num_steps"],
             "batch_size": cfg["batch_size"],
             "learning_rate": cfg["learning_rate"],
             "max_shift": cfg["max_shift"], "feature_dim": FEATURE_DIM}
@@ -342,6 +357,8 @@ def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None
   if cached is not None:
     return cached
   ds = _resolve_dataset(dataset, data_dir)
+  if attribute:
+    ds = data_lib.labelled_by(ds, attribute)
   info_path, params_path = folder / INFO_FILE, folder / PARAMS_FILE
   start = time.time()
   params, accuracy = train_classifier(
@@ -356,7 +373,7 @@ def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None
   _write_atomic(params_path, flax.serialization.to_bytes(params))
   _write_atomic(info_path, json.dumps(info, indent=2).encode())
   if verbose:
-    print(f"[classifier {name}] trained in {seconds:.0f} s, test accuracy "
-          f"{accuracy:.4f}; saved to {folder}", flush=True)
+    print(f"[classifier {folder.name}] trained in {seconds:.0f} s, test "
+          f"accuracy {accuracy:.4f}; saved to {folder}", flush=True)
   return ReferenceClassifier(params, ds.num_classes, ds.image_shape, accuracy,
                              info)

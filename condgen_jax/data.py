@@ -99,6 +99,20 @@ class Dataset:
     raise ValueError(f"Unknown split {name!r}; expected 'train' or 'test'.")
 
 
+def labelled_by(ds: Dataset, attribute: str) -> Dataset:
+  """`ds` with one of its attributes as the label (e.g. colored_mnist's
+  'color', to train a classifier of it)."""
+  names = ds.attributes.names if ds.attributes is not None else ()
+  if attribute not in names:
+    raise ValueError(f"{ds.name} has no attribute {attribute!r}; its "
+                     f"attributes are {names}.")
+  i = names.index(attribute)
+  return dataclasses.replace(
+      ds, train_labels=ds.attributes.train[:, i],
+      test_labels=ds.attributes.test[:, i],
+      class_names=ds.attributes.class_names[i])
+
+
 def check_labels(labels, num_classes: int, what: str = "labels") -> None:
   """ValueError naming the first label outside [0, num_classes)."""
   labels = np.asarray(labels)

@@ -110,6 +110,39 @@ def matched_class_accuracy(classifier_logits, requested_labels,
   return float(confusion[codes, classes].sum() / labels.size), mapping
 
 
+def attribute_accuracy(predicted, requested, names, held_out=()) -> dict:
+  """Per-attribute and joint accuracy, on seen and on held-out combinations.
+
+  `predicted`, `requested`: `[N, A]` integer attributes (a reference
+  classifier's argmax per attribute; what the samples were generated for);
+  `held_out`: the combinations (tuples of A values) kept out of training.
+  For each attribute a, `<a>_accuracy_<part>` = mean_i [pred_ia == req_ia]
+  over the samples whose requested combination is in `part` (`seen`: not
+  held out; `held_out`), and `joint_accuracy_<part>` = mean_i [all a:
+  pred_ia == req_ia]; `num_<part>` counts the samples. A part without
+  samples is left out.
+  """
+  predicted = np.asarray(predicted)
+  requested = np.asarray(requested)
+  if predicted.shape != requested.shape or requested.ndim != 2 or (
+      requested.shape[1] != len(names)):
+    raise ValueError(f"predicted {predicted.shape} and requested "
+                     f"{requested.shape} must both be [N, {len(names)}].")
+  held = {tuple(int(v) for v in c) for c in held_out}
+  is_held = np.array([tuple(int(v) for v in r) in held for r in requested],
+                     bool).reshape(len(requested))
+  correct = predicted == requested
+  out = {}
+  for part, mask in (("seen", ~is_held), ("held_out", is_held)):
+    if not mask.any():
+      continue
+    out[f"num_{part}"] = int(mask.sum())
+    for i, name in enumerate(names):
+      out[f"{name}_accuracy_{part}"] = float(correct[mask, i].mean())
+    out[f"joint_accuracy_{part}"] = float(correct[mask].all(1).mean())
+  return out
+
+
 # ----------------------------------------------------------------------------
 # Frechet distance, FID and intra-FID.
 

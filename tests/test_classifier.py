@@ -83,3 +83,27 @@ def test_rejects_bad_inputs(digits):
     clf.logits(np.zeros((2, 28, 28, 1), np.float32))
   with pytest.raises(ValueError, match="Unknown dataset 'cifar10'"):
     classifier.load_or_train_classifier("cifar10")
+
+
+def test_attribute_classifiers_of_a_colored_dataset(tmp_path):
+  """One classifier per attribute, each trained on every combination even
+  when the run's dataset holds some out."""
+  ds = data.load_dataset("colored_digits", held_out=((7, 0), (3, 2)))
+  color = classifier.load_or_train_classifier(ds, tmp_path, num_steps=STEPS,
+                                              verbose=False, attribute="color")
+  digit = classifier.load_or_train_classifier(ds, tmp_path, num_steps=STEPS,
+                                              verbose=False)
+  assert color.num_classes == 6 and digit.num_classes == 10
+  info = json.loads((tmp_path / "colored_digits.color" /
+                     classifier.INFO_FILE).read_text())
+  assert info["attribute"] == "color"
+  x = data.to_float(ds.test_images, ds.max_value)
+  colors = ds.attributes.test[:, 1]
+  assert np.mean(np.argmax(color.logits(x), -1) == colors) > 0.99
+  assert np.mean(np.argmax(digit.logits(x), -1) == ds.test_labels) > 0.9
+  # red 7s (held out of ds's training split) are classified as both
+  red7 = (ds.test_labels == 7) & (colors == 0)
+  assert red7.sum() > 0
+  assert np.all(np.argmax(color.logits(x[red7]), -1) == 0)
+  with pytest.raises(ValueError, match="no attribute 'size'"):
+    classifier.load_or_train_classifier(ds, tmp_path, attribute="size")

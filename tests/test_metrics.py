@@ -507,3 +507,22 @@ def test_evaluate_samples_keys_and_counts():
   np.testing.assert_allclose([out["kid"], out["kid_std"]],
                              [np.mean(per_subset), np.std(per_subset)],
                              rtol=1e-4, atol=1e-6)
+
+
+def test_attribute_accuracy_by_hand():
+  requested = np.array([[7, 0], [7, 0], [3, 1], [3, 1], [2, 2], [5, 4]])
+  predicted = np.array([[7, 0], [1, 0], [3, 1], [3, 5], [2, 2], [5, 4]])
+  out = metrics.attribute_accuracy(predicted, requested, ("digit", "color"),
+                                   held_out=[(7, 0), (9, 9)])
+  assert out == {
+      "num_seen": 4, "digit_accuracy_seen": 1.0, "color_accuracy_seen": 0.75,
+      "joint_accuracy_seen": 0.75,
+      "num_held_out": 2, "digit_accuracy_held_out": 0.5,
+      "color_accuracy_held_out": 1.0, "joint_accuracy_held_out": 0.5}
+  # nothing held out: only the seen part
+  assert set(metrics.attribute_accuracy(predicted, requested,
+                                        ("digit", "color"))) == {
+      "num_seen", "digit_accuracy_seen", "color_accuracy_seen",
+      "joint_accuracy_seen"}
+  with pytest.raises(ValueError, match=r"\[N, 3\]"):
+    metrics.attribute_accuracy(predicted, requested, ("a", "b", "c"))
