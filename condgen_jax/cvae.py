@@ -58,7 +58,7 @@ def _gaussian_head(h, latent_dim: int):
 class MLPEncoder(nn.Module):
   latent_dim: int
   hidden: Sequence[int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
 
   @nn.compact
@@ -72,7 +72,7 @@ class MLPEncoder(nn.Module):
 class MLPDecoder(nn.Module):
   image_shape: tuple[int, int, int]
   hidden: Sequence[int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
 
   @nn.compact
@@ -88,7 +88,7 @@ class ConvEncoder(nn.Module):
   latent_dim: int
   channels: Sequence[int]
   hidden: int
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
   conditioning: str
 
@@ -115,7 +115,7 @@ class ConvDecoder(nn.Module):
   image_shape: tuple[int, int, int]
   channels: Sequence[int]
   hidden: int
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
   conditioning: str
 
@@ -145,7 +145,7 @@ class CVAE(nn.Module):
   mean/logvar, the prior's mean/logvar and the sampled z.
   """
   image_shape: tuple[int, int, int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   latent_dim: int = 16
   architecture: str = "mlp"
   prior: str = "standard"
@@ -171,7 +171,9 @@ class CVAE(nn.Module):
                                  self.hidden[0], self.num_classes, conditional,
                                  self.conditioning)
     if self.prior == "learned":
-      components = self.num_classes if conditional else 1
+      # with attributes, one mean per attribute value, summed per example
+      components = (cond_lib.condition_size(self.num_classes) if conditional
+                    else 1)
       self.prior_mean = self.param("prior_mean", nn.initializers.zeros,
                                    (components, self.latent_dim))
       self.prior_logvar = self.param("prior_logvar", nn.initializers.zeros,

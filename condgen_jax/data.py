@@ -58,13 +58,19 @@ DEFAULT_TFDS_DIR = "~/tensorflow_datasets"
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A labelled image dataset held in host memory."""
+  """A labelled image dataset held in host memory.
+
+  The labels are the condition the models see: class labels `[N]` with
+  `class_names` the classes' names, or (`conditioned_on_attributes`)
+  attributes `[N, A]` with `class_names` one tuple of names per attribute;
+  `num_classes` is then the tuple of the attributes' sizes.
+  """
   name: str
   train_images: np.ndarray  # uint8 (N, H, W, C)
-  train_labels: np.ndarray  # int32 (N,)
+  train_labels: np.ndarray  # int32 (N,) or (N, A)
   test_images: np.ndarray
   test_labels: np.ndarray
-  class_names: tuple[str, ...]
+  class_names: tuple  # of str, or of one tuple of str per attribute
   max_value: float  # pixel value that maps to 1.0
   source: str = ""  # where the data was read from
   # per-example attributes beyond the label (colored_*: digit and color)
@@ -84,8 +90,17 @@ class Dataset:
                          "rows.")
 
   @property
-  def num_classes(self) -> int:
+  def num_classes(self) -> int | tuple[int, ...]:
+    if self.class_names and isinstance(self.class_names[0], tuple):
+      return tuple(len(names) for names in self.class_names)
     return len(self.class_names)
+
+  @property
+  def attribute_names(self) -> tuple[str, ...] | None:
+    """The attributes' names when they are the labels, else None."""
+    if isinstance(self.num_classes, tuple):
+      return self.attributes.names
+    return None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -113,9 +128,28 @@ def labelled_by(ds: Dataset, attribute: str) -> Dataset:
       class_names=ds.attributes.class_names[i])
 
 
-def check_labels(labels, num_classes: int, what: str = "labels") -> None:
-  """ValueError naming the first label outside [0, num_classes)."""
+def conditioned_on_attributes(ds: Dataset) -> Dataset:
+  """`ds` with all its attributes `[N, A]` as the labels (the condition)."""
+  if ds.attributes is None:
+    raise ValueError(f"dataset {ds.name!r} has no attributes to condition "
+                     f"on; the datasets with attributes are "
+                     f"{tuple(COLORED_SOURCE)}.")
+  return dataclasses.replace(
+      ds, train_labels=ds.attributes.train, test_labels=ds.attributes.test,
+      class_names=ds.attributes.class_names)
+
+
+def check_labels(labels, num_classes, what: str = "labels") -> None:
+  """ValueError naming the first label outside [0, num_classes); with a
+  tuple of attribute sizes, labels are `[N, A]`, checked per attribute."""
   labels = np.asarray(labels)
+  if isinstance(num_classes, tuple):
+    if labels.ndim != 2 or labels.shape[1] != len(num_classes):
+      raise ValueError(f"{what} must have shape [N, {len(num_classes)}] "
+                       f"(one column per attribute); got {labels.shape}.")
+    for i, n in enumerate(num_classes):
+      check_labels(labels[:, i], n, f"{what} (attribute {i})")
+    return
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     bad = labels[(labels < 0) | (labels >= num_classes)][0]
     raise ValueError(f"{what} must be in [0, {num_classes}); found {bad}.")

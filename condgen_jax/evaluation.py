@@ -14,6 +14,13 @@
   Mirza & Osindero 2014 (sigma chosen on a validation split of 10,000
   training images, reported on the test split as mean and standard error).
 
+For a model conditioned on attributes (`condition_kind='attributes'`), the
+samples are drawn for every combination, seen and held out, and scored by
+one reference classifier per attribute, each trained on all combinations:
+each attribute's accuracy and the joint accuracy on seen and on held-out
+combinations (`metrics.attribute_accuracy`); the metrics above are computed
+with the first attribute (the digit) as the class.
+
 `python -m experiments.evaluate` evaluates a run's latest (or best) checkpoint
 with it and writes `workdir/eval.json`.
 """
@@ -86,12 +93,39 @@ def parzen_metrics(samples, dataset: data_lib.Dataset,
                             "test": len(test)}}
 
 
+def reference_classifier(ds: data_lib.Dataset, attribute: str | None = None):
+  """The dataset's reference classifier: of its label, or of `attribute`
+  (default: the first) when the labels are attributes."""
+  if ds.attribute_names is not None:
+    attribute = attribute or ds.attribute_names[0]
+  return classifier_lib.load_or_train_classifier(
+      ds, verbose=jax.process_index() == 0, attribute=attribute)
+
+
+def attribute_metrics(ds: data_lib.Dataset, fake, requested,
+                      classifiers: dict | None = None) -> dict:
+  """`metrics.attribute_accuracy` of samples `fake` generated for the
+  attribute rows `requested` [N, A], by one classifier per attribute
+  (`classifiers[name]`, else the reference one)."""
+  predicted = []
+  for name in ds.attribute_names:
+    clf = (classifiers or {}).get(name) or reference_classifier(ds, name)
+    predicted.append(np.argmax(np.asarray(clf.logits(fake)), -1))
+  return metrics.attribute_accuracy(np.stack(predicted, 1), requested,
+                                    ds.attribute_names,
+                                    ds.attributes.held_out)
+
+
 def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
                    classifier=None, parzen: bool = False,
                    family_metrics: bool = True, cas: bool = True,
-                   cas_steps: int = metrics.CAS_STEPS) -> dict:
+                   cas_steps: int = metrics.CAS_STEPS,
+                   attribute_classifiers: dict | None = None) -> dict:
   """All applicable metrics of `state` (see the module docstring).
 
+  `classifier`: the reference classifier of the label (of the first
+  attribute); `attribute_classifiers`: {attribute: classifier}, where
+  the reference ones are not wanted.
   `seed` draws the samples, KID's subsets and CAS's classifier training;
   `cas_steps` is the number of training steps of CAS's classifier.
   """
@@ -100,12 +134,20 @@ def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
   if family_metrics:
     results.update(run.family.evaluate(run.config, state, ds,
                                        jax.random.key(seed)))
-  classifier = classifier or classifier_lib.load_or_train_classifier(
-      ds, verbose=jax.process_index() == 0)
+  classifier = classifier or reference_classifier(ds)
   fake, fake_labels = sampling.sample_per_class(run, state, num_per_class,
                                                 seed)
   real, real_labels = ds.split("test")
   real = data_lib.to_float(real, ds.max_value)
+  if ds.attribute_names is not None:
+    results.update(attribute_metrics(
+        ds, fake, fake_labels,
+        {ds.attribute_names[0]: classifier, **(attribute_classifiers or {})}))
+    results["attributes"] = list(ds.attribute_names)
+    results["held_out"] = [list(c) for c in ds.attributes.held_out]
+    # the metrics below treat the first attribute as the class
+    fake_labels, real_labels = fake_labels[:, 0], real_labels[:, 0]
+    ds = data_lib.labelled_by(ds, ds.attribute_names[0])
   results.update(metrics.evaluate_samples(
       classifier, fake, fake_labels, real, real_labels,
       num_classes=ds.num_classes, seed=seed))

@@ -19,6 +19,10 @@ A family is a module (or any object) with
   latent_traversal(config, state, image_shape, num_classes, *, code,
       values, seed) (optional)     images along one latent code
                                    (`sampling.latent_traversal`; InfoGAN)
+  CONDITION_KINDS (optional)       the runner's `condition_kind`s it takes
+                                   (default ('label',)); with 'attributes',
+                                   num_classes is a tuple of attribute sizes
+                                   and labels are [B, A]
   OPTIONS (optional)               {key: options.Option}: the family's config
                                    keys, defaults and allowed values, read
                                    by its validation and by the config files

@@ -1,4 +1,4 @@
-"""Sample grids: one row per class, written as PNG."""
+"""Sample grids: one row per class (per value of the first attribute), as PNG."""
 
 from __future__ import annotations
 
@@ -51,6 +51,25 @@ def save_grid(images, path, num_rows: int, min_size: int = 280) -> None:
   tmp.replace(path)
 
 
-def class_rows(num_classes: int, per_class: int) -> np.ndarray:
-  """Labels 0,0,..,1,1,.. (`per_class` each, class order) as int32."""
+def class_rows(num_classes, per_class: int) -> np.ndarray:
+  """Labels 0,0,..,1,1,.. (`per_class` each, class order) as int32; with a
+  tuple of attribute sizes, every combination `[A]` in row-major order (the
+  first attribute slowest), `per_class` each: `[N, A]`."""
+  if isinstance(num_classes, tuple):
+    axes = np.meshgrid(*[np.arange(n) for n in num_classes], indexing="ij")
+    combos = np.stack(axes, -1).reshape(-1, len(num_classes))
+    return np.repeat(combos, per_class, axis=0).astype(np.int32)
   return np.repeat(np.arange(num_classes, dtype=np.int32), per_class)
+
+
+def grid_rows(num_classes) -> int:
+  """Rows of a `class_rows` grid: the classes, or the first attribute's
+  values (each row then holds the other attributes' combinations)."""
+  return num_classes[0] if isinstance(num_classes, tuple) else num_classes
+
+
+def per_combination(num_classes, per_class: int) -> int:
+  """Samples per combination that keep a grid row near `per_class` wide."""
+  if not isinstance(num_classes, tuple):
+    return per_class
+  return max(1, per_class // int(np.prod(num_classes[1:])))

@@ -49,13 +49,48 @@ def sample_per_class(run, state, num_per_class: int, seed: int = 0,
   return sample_labels(run, state, labels, seed, batch_size), labels
 
 
+def _value_index(value: str, names, what: str) -> int:
+  value = value.strip()
+  if value in names:
+    return list(names).index(value)
+  if value.isdigit() and int(value) < len(names):
+    return int(value)
+  raise ValueError(f"{what} {value!r} is not one of {tuple(names)} (or an "
+                   f"index below {len(names)}).")
+
+
+def parse_condition(ds, text: str) -> np.ndarray:
+  """A condition of `ds` from text: a class ('7', 'Sneaker' or its index) for
+  labels; 'NAME=VALUE,...' naming every attribute once for attributes
+  ('digit=7,color=red'). Returns int32 `[]` or `[A]`."""
+  names = ds.attribute_names
+  if names is None:
+    return np.int32(_value_index(text, ds.class_names, "class"))
+  values = {}
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    name, sep, value = part.partition("=")
+    name = name.strip()
+    if not sep or name not in names or name in values:
+      raise ValueError(f"condition {text!r}: expected NAME=VALUE once for "
+                       f"each attribute {names}; got {part!r}.")
+    values[name] = _value_index(value, ds.class_names[names.index(name)],
+                                name)
+  if len(values) != len(names):
+    missing = [n for n in names if n not in values]
+    raise ValueError(f"condition {text!r} does not give {missing}; every "
+                     f"attribute of {names} is needed.")
+  return np.array([values[n] for n in names], np.int32)
+
+
 def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
-  """One sample per entry of `labels` (ints in [0, num_classes)): float32
+  """One sample per entry of `labels` (ints in [0, num_classes); rows of
+  attributes [N, A] for a model conditioned on attributes): float32
   images [N, H, W, C] in [0, 1], a pure function of (state, labels, seed)."""
   ds = run.dataset
   labels = np.asarray(labels)
-  if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 1:
-    raise ValueError(f"labels must be a 1-D integer array; got dtype "
+  ndim = 2 if isinstance(ds.num_classes, tuple) else 1
+  if not np.issubdtype(labels.dtype, np.integer) or labels.ndim != ndim:
+    raise ValueError(f"labels must be a {ndim}-D integer array; got dtype "
                      f"{labels.dtype}, shape {labels.shape}.")
   data_lib.check_labels(labels, ds.num_classes)
   labels = labels.astype(np.int32)
@@ -69,7 +104,8 @@ def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
   for i, start in enumerate(range(0, len(labels), batch_size)):
     chunk = labels[start:start + batch_size]
     pad = (-len(chunk)) % batch_size  # one compiled shape for every chunk
-    padded = np.concatenate([chunk, np.zeros(pad, np.int32)])
+    padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
+                                             np.int32)])
     images = fn(state, parallel.replicate_host_array(padded, run.mesh),
                 jax.random.fold_in(key, i))
     out.append(parallel.to_host(images)[:len(chunk)])

@@ -42,6 +42,7 @@ from condgen_jax import parallel
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
 SESSIONS_FILE = "sessions.jsonl"
+CONDITION_KINDS = ("label", "attributes")
 
 # The runner's config keys, shared by every model's config
 # (`experiments/configs/common.py`); `config.model` names the family.
@@ -55,6 +56,10 @@ OPTIONS = {
         "a path"),
     "download": options.flag(
         False, "let tensorflow-datasets download when nothing is local"),
+    "condition_kind": options.choice(
+        "label", CONDITION_KINDS, "what the model is conditioned on: the "
+        "class label, or every attribute of a dataset that has them "
+        "(colored_*: digit and color)"),
     "held_out": options.text(
         "default", "colored_* datasets: DIGIT:COLOR combinations kept out "
         "of training, e.g. '7:red,3:blue'; 'default' = one per digit, "
@@ -110,6 +115,11 @@ def validate_config(config) -> None:
     raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
                      f"jax.random implementation: {e}") from None
   colored.parse_combinations(option(config, "held_out"))
+  kinds = getattr(family, "CONDITION_KINDS", ("label",))
+  if option(config, "condition_kind") not in kinds:
+    raise ValueError(f"config.condition_kind={config.condition_kind!r} is "
+                     f"not supported by model {config.model!r}; it takes "
+                     f"{kinds}.")
   family.validate_config(config)
   best_metric = option(config, "best_metric")
   if best_metric:
@@ -121,10 +131,11 @@ def validate_config(config) -> None:
 
 
 def load_data(config) -> data_lib.Dataset:
-  return data_lib.load_dataset(
+  ds = data_lib.load_dataset(
       config.dataset, option(config, "data_dir"),
       tfds_dir=option(config, "tfds_dir"), download=option(config, "download"),
       held_out=colored.parse_combinations(option(config, "held_out")))
+  return ds
 
 
 @dataclasses.dataclass
@@ -167,6 +178,9 @@ def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
   """Builds the data, mesh and initial (replicated) state of a run."""
   validate_config(config)
   dataset = dataset or load_data(config)
+  if option(config, "condition_kind") == "attributes" and (
+      dataset.attribute_names is None):
+    dataset = data_lib.conditioned_on_attributes(dataset)
   family = families.get_family(config.model)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
@@ -299,7 +313,8 @@ def sample_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
     ds = run.dataset
     fn = run.family.make_sample_fn(run.config, ds.image_shape, ds.num_classes)
     run.sample_fn = jax.jit(fn, out_shardings=parallel.replicated(run.mesh))
-  labels = images_lib.class_rows(run.dataset.num_classes, per_class)
+  k = run.dataset.num_classes
+  labels = images_lib.class_rows(k, images_lib.per_combination(k, per_class))
   labels = parallel.replicate_host_array(labels, run.mesh)
   return parallel.to_host(run.sample_fn(state, labels, rng))
 
@@ -506,7 +521,7 @@ def _at_boundary(run: Run, state, workdir, host_metrics, writer, bar, mngr,
                        run.rngs["sample"])
     if jax.process_index() == 0:
       images_lib.save_grid(grid, workdir / "samples" / f"step_{step:08d}.png",
-                           run.dataset.num_classes)
+                           images_lib.grid_rows(run.dataset.num_classes))
   if _due(step, option(config, "eval_every")):
     periodic_evaluation(run, state, step, writer, best_mngr)
   if _due(step, config.checkpoint_every) or last:
@@ -520,8 +535,7 @@ def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
   `best_metric` under workdir/best/ (GANs often peak, then collapse)."""
   config = run.config
   if run.classifier is None:
-    run.classifier = evaluation.classifier_lib.load_or_train_classifier(
-        run.dataset, verbose=jax.process_index() == 0)
+    run.classifier = evaluation.reference_classifier(run.dataset)
   results = evaluation.evaluate_state(
       run, state, num_per_class=option(config, "eval_num_per_class"),
       seed=0, classifier=run.classifier,

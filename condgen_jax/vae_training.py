@@ -24,6 +24,9 @@ from condgen_jax import losses
 from condgen_jax import options
 
 TrainState = train_state.TrainState
+# A label or every attribute (concatenated one-hots into the encoder and
+# decoder; the learned prior's mean is a sum of per-value means).
+CONDITION_KINDS = ("label", "attributes")
 
 
 OPTIONS = {
@@ -86,7 +89,8 @@ def metric_modes(config) -> dict:
 def create_state(config, image_shape, num_classes, rng) -> TrainState:
   model = make_model(config, image_shape, num_classes)
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  c = jnp.zeros((1,), jnp.int32)
+  c = jnp.zeros((1,) + ((len(num_classes),) if isinstance(num_classes, tuple)
+                        else ()), jnp.int32)
   init_rng, z_rng = jax.random.split(rng)
   params = model.init(init_rng, x, c, z_rng)["params"]
   return TrainState.create(apply_fn=model.apply, params=params,

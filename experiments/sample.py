@@ -1,8 +1,14 @@
-r"""Samples K images of every class from a trained run.
+r"""Samples K images of every class (or of given conditions) from a run.
 
   python -m experiments.sample --workdir=DIR --num_per_class=K --out=FILE.npz \
       [--png=FILE.png] [--seed=0] \
+      [--cond=7 | --cond=digit=7,color=red ... | --cond_file=C.npz] \
       [--guidance_scale=W --sampler=NAME --nfe=N]   # diffusion runs
+
+--cond (repeatable) asks for K samples of each condition given, one grid row
+each: a class name or index for a label-conditional run, every attribute as
+NAME=VALUE for a run conditioned on attributes; --cond_file reads the array
+`cond` (int, [N] or [N, A]) of an .npz file and draws one sample per row.
 
 FILE.npz (written at exactly that path; missing folders are created, as for
 --png) holds `images` (float32 in [0, 1], (N, H, W, C)) and `labels`
@@ -20,6 +26,7 @@ and the code's `values`.
 
 from absl import app
 from absl import flags
+import numpy as np
 
 from condgen_jax import runtime
 from experiments import sampling_flags
@@ -32,7 +39,34 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _TRAVERSE = flags.DEFINE_integer(
     "traverse_code", None, "InfoGAN runs: the continuous code to traverse "
     "from -2 to 2 (one row per categorical code).")
+_COND = flags.DEFINE_multi_string(
+    "cond", None, "A condition to sample: a class, or NAME=VALUE for every "
+    "attribute (e.g. digit=7,color=red); repeat for several rows.")
+_COND_FILE = flags.DEFINE_string(
+    "cond_file", None, ".npz file whose int array `cond` ([N] or [N, A]) "
+    "gives one condition per sample.")
 flags.mark_flags_as_required(["workdir", "out"])
+
+
+def _conditions(ds):
+  """(labels, grid rows) of --cond / --cond_file, or None for neither."""
+  from condgen_jax import sampling  # pylint: disable=g-import-not-at-top
+  if _COND.value and _COND_FILE.value:
+    raise ValueError("give --cond or --cond_file, not both.")
+  if _COND.value:
+    rows = np.stack([sampling.parse_condition(ds, c) for c in _COND.value])
+    return np.repeat(rows, _NUM.value, axis=0), len(rows)
+  if _COND_FILE.value:
+    with np.load(_COND_FILE.value) as f:
+      if "cond" not in f:
+        raise ValueError(f"--cond_file={_COND_FILE.value} has no array "
+                         f"'cond'; it holds {sorted(f.files)}.")
+      cond = np.asarray(f["cond"])
+    if not np.issubdtype(cond.dtype, np.integer):
+      raise ValueError(f"--cond_file's 'cond' must be integers; got "
+                       f"{cond.dtype}.")
+    return cond.astype(np.int32), 1
+  return None
 
 
 def main(argv):
@@ -45,7 +79,15 @@ def main(argv):
     png = sampling.output_path(_PNG.value) if _PNG.value else None
     run, state, step = train.restore_run(_WORKDIR.value)
     run = sampling.with_sampling_options(run, **sampling_flags.values())
-    if _TRAVERSE.value is None:
+    asked = _conditions(run.dataset)
+    rows = images.grid_rows(run.dataset.num_classes)
+    if asked is not None:
+      if _TRAVERSE.value is not None:
+        raise ValueError("--traverse_code does not take --cond/--cond_file.")
+      y, rows = asked
+      x = sampling.sample_labels(run, state, y, _SEED.value)
+      sampling.save_npz(out, images=x, labels=y)
+    elif _TRAVERSE.value is None:
       x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
       sampling.save_npz(out, images=x, labels=y)
     else:
@@ -53,7 +95,7 @@ def main(argv):
                                                _NUM.value, _SEED.value)
       sampling.save_npz(out, images=x, labels=y, values=values)
     if png is not None:
-      images.save_grid(x, png, run.dataset.num_classes)
+      images.save_grid(x, png, rows)
   print(f"wrote {len(y)} samples of step {step} to {out}"
         + (f" and the grid to {png}" if png is not None else ""))
 

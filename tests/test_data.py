@@ -119,3 +119,22 @@ def test_labels_outside_the_class_range_are_refused(digits):
                      r"found 12"):
     data.Dataset("digits", digits.train_images, labels, digits.test_images,
                  digits.test_labels, digits.class_names, 16.0)
+
+
+def test_attributes_as_the_condition():
+  ds = data.load_dataset("colored_digits")
+  view = data.conditioned_on_attributes(ds)
+  assert view.num_classes == (10, 6) and view.attribute_names == ("digit",
+                                                                   "color")
+  np.testing.assert_array_equal(view.train_labels, ds.attributes.train)
+  assert ds.num_classes == 10 and ds.attribute_names is None
+  color = data.labelled_by(ds, "color")
+  np.testing.assert_array_equal(color.test_labels, ds.attributes.test[:, 1])
+  assert color.num_classes == 6
+  data.check_labels(np.array([[9, 5]]), (10, 6))
+  with pytest.raises(ValueError, match=r"attribute 1\) must be in \[0, 6\)"):
+    data.check_labels(np.array([[9, 6]]), (10, 6))
+  with pytest.raises(ValueError, match=r"shape \[N, 2\]"):
+    data.check_labels(np.array([9]), (10, 6))
+  with pytest.raises(ValueError, match="no attributes to condition on"):
+    data.conditioned_on_attributes(data.load_dataset("digits"))

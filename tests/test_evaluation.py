@@ -7,6 +7,7 @@ import pytest
 from condgen_jax import classifier as classifier_lib
 from condgen_jax import evaluation
 from condgen_jax import metrics
+from condgen_jax import sampling
 from condgen_jax import train
 from conftest import tiny_cvae_config
 
@@ -67,3 +68,37 @@ def test_training_keeps_the_best_checkpoint(tmp_path, digits,
   best_step = min(records, key=lambda r: r["eval/fid"])["step"]
   _, state, step = train.restore_run(tmp_path, best=True, dataset=digits)
   assert step == best_step == int(state.step)
+
+
+def test_attribute_run_is_scored_per_attribute_on_seen_and_held_out(
+    tmp_path_factory):
+  config = tiny_cvae_config(dataset="colored_digits",
+                            condition_kind="attributes",
+                            held_out="7:red,3:blue")
+  run = train.setup(config)
+  assert run.dataset.num_classes == (10, 6)
+  cache = tmp_path_factory.mktemp("cache")
+  clfs = {a: classifier_lib.load_or_train_classifier(
+      run.dataset, cache, num_steps=300, verbose=False, attribute=a)
+          for a in ("digit", "color")}
+  out = evaluation.evaluate_state(run, run.state, num_per_class=2,
+                                  classifier=clfs["digit"], cas=False,
+                                  attribute_classifiers=clfs)
+  assert out["num_held_out"] == 2 * 2 and out["num_seen"] == 58 * 2
+  assert out["held_out"] == [[7, 0], [3, 2]]
+  assert out["attributes"] == ["digit", "color"]
+  # the same numbers from the samples, by numpy
+  fake, requested = sampling.sample_per_class(run, run.state, 2, seed=0)
+  pred = np.stack([np.argmax(clfs[a].logits(fake), -1)
+                   for a in ("digit", "color")], 1)
+  held = np.array([tuple(r) in {(7, 0), (3, 2)} for r in requested])
+  np.testing.assert_allclose(
+      out["color_accuracy_held_out"],
+      np.mean(pred[held, 1] == requested[held, 1]))
+  np.testing.assert_allclose(
+      out["joint_accuracy_seen"],
+      np.mean(np.all(pred[~held] == requested[~held], 1)))
+  # the class metrics take the digit as the class
+  np.testing.assert_allclose(out["class_accuracy"],
+                             np.mean(pred[:, 0] == requested[:, 0]))
+  assert len(out["per_class_accuracy"]) == 10

@@ -346,3 +346,36 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
       "python -m experiments.train --config=experiments/configs/cvae.py "
       "--workdir=results/mnist_cvae_learned")
   _one_error_line(run("report", "--only=nope"), "--only", "'nope'")
+
+
+def test_sample_takes_conditions(trained, tmp_path):
+  r = run("sample", f"--workdir={trained}", "--num_per_class=3", "--cond=3",
+          "--cond=5", f"--out={tmp_path / 'a.npz'}",
+          f"--png={tmp_path / 'a.png'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert np.load(tmp_path / "a.npz")["labels"].tolist() == [3] * 3 + [5] * 3
+  np.savez(tmp_path / "c.npz", cond=np.array([1, 1, 8]))
+  r = run("sample", f"--workdir={trained}", f"--cond_file={tmp_path / 'c.npz'}",
+          f"--out={tmp_path / 'b.npz'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert np.load(tmp_path / "b.npz")["labels"].tolist() == [1, 1, 8]
+  _one_error_line(run("sample", f"--workdir={trained}", "--cond=ten",
+                      f"--out={tmp_path / 'x.npz'}"), "class 'ten'")
+  assert not (tmp_path / "x.npz").exists()
+
+
+def test_an_attribute_run_samples_a_combination_it_never_saw(tmp_path):
+  workdir = tmp_path / "w"
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={workdir}", "--config.num_steps=20",
+          "--config.condition_kind=attributes", *TINY,
+          "--config.dataset=colored_digits")
+  assert r.returncode == 0, r.stderr[-2000:]
+  r = run("sample", f"--workdir={workdir}", "--num_per_class=2",
+          "--cond=digit=7,color=red", f"--out={tmp_path / 'r7.npz'}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = np.load(tmp_path / "r7.npz")
+  assert out["labels"].tolist() == [[7, 0], [7, 0]]  # held out by default
+  assert out["images"].shape == (2, 8, 8, 3)
+  _one_error_line(run("sample", f"--workdir={workdir}", "--cond=digit=7",
+                      f"--out={tmp_path / 'x.npz'}"), "['color']")

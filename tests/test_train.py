@@ -349,3 +349,39 @@ def test_values_are_checked_before_anything_is_written(tmp_path, key, value,
 def test_iw_nll_is_a_valid_best_metric_with_iw_samples():
   train.validate_config(tiny_cvae_config(best_metric="test_iw_nll",
                                          iw_samples=5))
+
+
+def test_an_attribute_run_resumes_exactly_and_never_trains_held_out(tmp_path):
+  from condgen_jax import data  # pylint: disable=g-import-not-at-top
+  kw = dict(dataset="colored_digits", condition_kind="attributes",
+            checkpoint_every=24, log_every=24)
+  straight = train.train_and_evaluate(tiny_cvae_config(num_steps=48, **kw),
+                                      tmp_path / "a")
+  train.train_and_evaluate(tiny_cvae_config(num_steps=24, **kw),
+                           tmp_path / "b")
+  resumed = train.train_and_evaluate(tiny_cvae_config(num_steps=48, **kw),
+                                     tmp_path / "b")
+  _assert_bit_identical(straight, resumed)
+  # every batch of a whole epoch: no held-out (digit, color) combination
+  run = train.setup(tiny_cvae_config(num_steps=48, **kw))
+  assert run.labels.shape == (len(run.dataset.train_labels), 2)
+  perm = data.epoch_permutation(run.rngs["data"], 0, run.labels.shape[0])
+  seen = set()
+  for step in range(run.steps_per_epoch):
+    batch = data.get_batch(run.images, run.labels, perm, step, 32,
+                           run.dataset.max_value)
+    seen |= set(map(tuple, np.asarray(batch["label"]).tolist()))
+  assert len(seen) == 50 and not seen & set(data.colored.DEFAULT_HELD_OUT)
+  # the sample grid: one row per digit, one column per color
+  grid = train.sample_grid(run, run.state, 10, run.rngs["sample"])
+  assert grid.shape == (60, 8, 8, 3)
+
+
+def test_attributes_need_a_family_and_a_dataset_that_have_them(tmp_path):
+  from experiments.configs import acgan  # pylint: disable=g-import-not-at-top
+  c = acgan.get_config()
+  c.condition_kind = "attributes"
+  with pytest.raises(ValueError, match="not supported by model 'acgan'"):
+    train.validate_config(c)
+  with pytest.raises(ValueError, match="no attributes to condition on"):
+    train.setup(tiny_cvae_config(condition_kind="attributes"))
