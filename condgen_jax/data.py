@@ -3,8 +3,9 @@
 Every dataset comes back as a `Dataset` of uint8 images `(N, H, W, C)` and int32
 labels; `to_float` maps pixels to [0, 1]. `colored_digits` / `colored_mnist`
 are `digits` / MNIST drawn in six colors (`condgen_jax.colored`): RGB images
-labelled by digit, with `attributes` (digit, color) per example. The sets are small, so training keeps
-them on the device and draws batches there (`epoch_permutation`, `get_batch`).
+labelled by digit, with `attributes` (digit, color) per example. The sets are
+small, so training keeps them on the device and draws batches there
+(`epoch_permutation`, `get_batch`).
 
 MNIST / Fashion-MNIST are looked for in this order:
 

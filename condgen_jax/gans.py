@@ -378,8 +378,10 @@ class ConvDiscriminator(nn.Module):
         ("twin_class_logits", "twin_class",
          self.num_classes * self.twin_class_head),
         ("code_means", "code", self.continuous_codes)):
-      heads[key] = sn(nn.Dense(size, name=f"{name}_head"),
-                      f"sn_{name}_head")(q, update_stats=update) if size else None
+      heads[key] = None
+      if size:
+        head = sn(nn.Dense(size, name=f"{name}_head"), f"sn_{name}_head")
+        heads[key] = head(q, update_stats=update)
     return {"logit": logit, **heads, "features": features}
 
 

@@ -1,4 +1,4 @@
-"""Sample grids: one row per class (per value of the first attribute), as PNG."""
+"""Sample grids as PNG: one row per class (or first attribute's value)."""
 
 from __future__ import annotations
 
