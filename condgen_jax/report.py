@@ -25,7 +25,10 @@ BEGIN = "<!-- report:begin -->"
 END = "<!-- report:end -->"
 
 DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
-                  "digits": "digits (8×8)"}
+                  "digits": "digits (8×8)",
+                  "colored_mnist": "Colored MNIST, conditioned on (digit, "
+                                   "color)",
+                  "colored_digits": "colored digits (8×8)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +172,29 @@ def table_row(run: dict) -> list[str]:
           run["hardware"] or "–", _anchor(run["row"], r)]
 
 
+ATTRIBUTE_COLUMNS = ("model", "held out", "digit acc. seen / held out",
+                     "color acc. seen / held out", "joint acc. seen / held out",
+                     "FID", "steps × batch", "wall time", "hardware")
+
+
+def _seen_held(r: dict, name: str) -> str:
+  return (f"{_num(r, f'{name}_accuracy_seen', 3)} / "
+          f"{_num(r, f'{name}_accuracy_held_out', 3)}")
+
+
+def attribute_table_row(run: dict) -> list[str]:
+  """A run conditioned on attributes: accuracy on seen and on held-out
+  combinations (`metrics.attribute_accuracy`)."""
+  r = run["results"]
+  names = r["attributes"]
+  cells = [run["row"].label, f"{len(r.get('held_out', []))} combinations"]
+  cells += [_seen_held(r, n) for n in names[:2]]
+  cells += [_seen_held(r, "joint"), _num(r, "fid", 1),
+            f"{run['step']} × {run['batch_size']}", format_wall(run["wall_s"]),
+            run["hardware"] or "–"]
+  return cells
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]):
   lines = ["| " + " | ".join(header) + " |",
            "| " + " | ".join("---" for _ in header) + " |"]
@@ -187,8 +213,15 @@ def tables(runs: Sequence[dict]) -> str:
   """One titled table per dataset, rows in the order given."""
   parts = []
   for dataset, group in by_dataset(runs).items():
-    parts.append(f"**{DATASET_TITLES.get(dataset, dataset)}**\n\n"
-                 + markdown_table(COLUMNS, [table_row(r) for r in group]))
+    title = f"**{DATASET_TITLES.get(dataset, dataset)}**\n\n"
+    labels = [r for r in group if "attributes" not in r["results"]]
+    attrs = [r for r in group if "attributes" in r["results"]]
+    if labels:
+      parts.append(title + markdown_table(COLUMNS,
+                                          [table_row(r) for r in labels]))
+    if attrs:
+      parts.append(title + markdown_table(
+          ATTRIBUTE_COLUMNS, [attribute_table_row(r) for r in attrs]))
   return "\n\n".join(parts)
 
 

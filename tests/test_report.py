@@ -118,3 +118,22 @@ def test_replace_between():
     report.replace_between("no markers\n", "x")
   with pytest.raises(ValueError, match="expected one"):
     report.replace_between("<!-- report:end -->\n<!-- report:begin -->\n", "")
+
+
+def test_attribute_runs_get_the_seen_and_held_out_table(tmp_path):
+  w = _write_run(tmp_path)
+  (w / "config.json").write_text(json.dumps(
+      {"dataset": "colored_mnist", "batch_size": 128}))
+  (w / "eval.json").write_text(json.dumps({
+      "step": 400, "attributes": ["digit", "color"],
+      "held_out": [[0, 0], [1, 1]], "fid": 5.55,
+      "digit_accuracy_seen": 0.99, "digit_accuracy_held_out": 0.951,
+      "color_accuracy_seen": 1.0, "color_accuracy_held_out": 0.9,
+      "joint_accuracy_seen": 0.99, "joint_accuracy_held_out": 0.85}))
+  run = report.read_run(Row("mnist_x", "CVAE", "cvae.py"), tmp_path)
+  assert report.attribute_table_row(run) == [
+      "CVAE", "2 combinations", "0.990 / 0.951", "1.000 / 0.900",
+      "0.990 / 0.850", "5.5", "400 × 128", "10 min",
+      "2-core AMD EPYC 7B13 (AVX2)"]
+  text = report.tables([run])
+  assert text.startswith("**Colored MNIST") and "digit acc. seen" in text
