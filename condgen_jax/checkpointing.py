@@ -35,9 +35,10 @@ HISTORY_FILE = "config_history.jsonl"
 SKIPPED_DIR = "skipped_checkpoints"
 # Keys that decide the shape of a run's state: a workdir made with other
 # values cannot be resumed by this config, whatever the override.
-IDENTITY_KEYS = ("model", "dataset")
+IDENTITY_KEYS = ("model", "dataset", "condition_kind", "held_out")
 # Keys that only extend or observe a run, say where its data is, or pick an
-# implementation of the same function (kernels): they may differ on resume. Every other key changes what the run computes.
+# implementation of the same function (kernels): they may differ on resume.
+# Every other key changes what the run computes.
 OBSERVER_KEYS = ("num_steps", "log_every", "checkpoint_every",
                  "sample_every", "eval_every", "eval_num_per_class",
                  "samples_per_class", "max_to_keep", "steps_per_call",
@@ -109,11 +110,12 @@ def config_changes(old: dict, new) -> dict:
           if k not in OBSERVER_KEYS and old[k] != new.get(k, missing)}
 
 
-def check_workdir(workdir, config) -> dict:
+def check_workdir(workdir, config, defaults: dict | None = None) -> dict:
   """Checks that `config` may train into `workdir`; touches nothing.
 
   Raises ValueError when the workdir is not a folder, holds a run of another
-  model or dataset, or holds a run whose config differs from `config` in a
+  model, dataset, condition kind or held-out set (`defaults`: the values of
+  those keys for a config.json written before the key existed), or holds a run whose config differs from `config` in a
   key that changes what the run computes (unless
   `config.allow_config_change`); OSError when it cannot be written. Returns
   the allowed changes, {key: (old, new)}.
@@ -131,8 +133,10 @@ def check_workdir(workdir, config) -> dict:
                        "--workdir.")
     return {}
   old = _read_json(path)
+  defaults = defaults or {}
   for key in IDENTITY_KEYS:
-    if old.get(key) != config.get(key):
+    # a key absent from an older run's config.json ran at its default
+    if old.get(key, defaults.get(key)) != config.get(key, defaults.get(key)):
       raise ValueError(
           f"--workdir {str(workdir)!r} holds a run with {key}="
           f"{old.get(key)!r}, but the config asks for {key}="

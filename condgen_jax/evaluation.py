@@ -93,23 +93,32 @@ def parzen_metrics(samples, dataset: data_lib.Dataset,
                             "test": len(test)}}
 
 
-def reference_classifier(ds: data_lib.Dataset, attribute: str | None = None):
+def reference_classifier(ds: data_lib.Dataset, attribute: str | None = None,
+                         data_dir: str | None = None):
   """The dataset's reference classifier: of its label, or of `attribute`
-  (default: the first) when the labels are attributes."""
+  (default: the first) when the labels are attributes. The first attribute
+  is the dataset's label (colored_*: the digit): its classifier is the
+  label's. `data_dir`: where a colored dataset's source is, to rebuild it
+  with every combination (`classifier.load_or_train_classifier`)."""
   if ds.attribute_names is not None:
     attribute = attribute or ds.attribute_names[0]
+    if attribute == ds.attribute_names[0]:
+      ds, attribute = data_lib.labelled_by(ds, attribute), None
   return classifier_lib.load_or_train_classifier(
-      ds, verbose=jax.process_index() == 0, attribute=attribute)
+      ds, verbose=jax.process_index() == 0, attribute=attribute,
+      data_dir=data_dir or None)
 
 
 def attribute_metrics(ds: data_lib.Dataset, fake, requested,
-                      classifiers: dict | None = None) -> dict:
+                      classifiers: dict | None = None,
+                      data_dir: str | None = None) -> dict:
   """`metrics.attribute_accuracy` of samples `fake` generated for the
   attribute rows `requested` [N, A], by one classifier per attribute
   (`classifiers[name]`, else the reference one)."""
   predicted = []
   for name in ds.attribute_names:
-    clf = (classifiers or {}).get(name) or reference_classifier(ds, name)
+    clf = ((classifiers or {}).get(name)
+           or reference_classifier(ds, name, data_dir))
     predicted.append(np.argmax(np.asarray(clf.logits(fake)), -1))
   return metrics.attribute_accuracy(np.stack(predicted, 1), requested,
                                     ds.attribute_names,
@@ -134,7 +143,8 @@ def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
   if family_metrics:
     results.update(run.family.evaluate(run.config, state, ds,
                                        jax.random.key(seed)))
-  classifier = classifier or reference_classifier(ds)
+  data_dir = run.config.get("data_dir")
+  classifier = classifier or reference_classifier(ds, data_dir=data_dir)
   fake, fake_labels = sampling.sample_per_class(run, state, num_per_class,
                                                 seed)
   real, real_labels = ds.split("test")
@@ -142,7 +152,8 @@ def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
   if ds.attribute_names is not None:
     results.update(attribute_metrics(
         ds, fake, fake_labels,
-        {ds.attribute_names[0]: classifier, **(attribute_classifiers or {})}))
+        {ds.attribute_names[0]: classifier, **(attribute_classifiers or {})},
+        data_dir))
     results["attributes"] = list(ds.attribute_names)
     results["held_out"] = [list(c) for c in ds.attributes.held_out]
     # the metrics below treat the first attribute as the class

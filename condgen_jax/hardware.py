@@ -2,7 +2,8 @@
 
 `describe()` is recorded once per training command in the workdir's
 sessions.jsonl; `summary(description)` is the short text of the results
-table, e.g. "2-core AMD EPYC (AVX2)" or "1× NVIDIA H200".
+table, e.g. "2-core AMD EPYC 7B13 (AVX2)" or "1× NVIDIA H200". Cores are
+those of the process's affinity mask (a cgroup CPU quota is not seen).
 """
 
 from __future__ import annotations

@@ -26,8 +26,7 @@ END = "<!-- report:end -->"
 
 DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
                   "digits": "digits (8×8)",
-                  "colored_mnist": "Colored MNIST, conditioned on (digit, "
-                                   "color)",
+                  "colored_mnist": "Colored MNIST",
                   "colored_digits": "colored digits (8×8)"}
 
 
@@ -220,8 +219,9 @@ def tables(runs: Sequence[dict]) -> str:
       parts.append(title + markdown_table(COLUMNS,
                                           [table_row(r) for r in labels]))
     if attrs:
-      parts.append(title + markdown_table(
-          ATTRIBUTE_COLUMNS, [attribute_table_row(r) for r in attrs]))
+      parts.append(title.replace("**\n", ", conditioned on attributes**\n")
+                   + markdown_table(ATTRIBUTE_COLUMNS,
+                                    [attribute_table_row(r) for r in attrs]))
   return "\n\n".join(parts)
 
 
@@ -242,7 +242,8 @@ def grid_table(runs: Sequence[dict], image_dir: str,
       cells = [f"![{r['row'].label}]({image_dir}/{image_name(r['row'])})"
                for r in chunk]
       title = DATASET_TITLES.get(dataset, dataset)
-      parts.append(f"{title}, one row per requested class:\n\n"
+      parts.append(f"{title}, one row per requested class (digit, for "
+                   f"attribute runs: colors along the row):\n\n"
                    + markdown_table(header, [cells]))
   return "\n\n".join(parts)
 

@@ -40,8 +40,9 @@ def sample_per_class(run, state, num_per_class: int, seed: int = 0,
                      batch_size: int = 1000):
   """`num_per_class` samples of every class, in class order.
 
-  Returns (images float32 [N, H, W, C] in [0, 1], labels int32 [N]). The
-  output depends only on the state and `seed`.
+  Returns (images float32 [N, H, W, C] in [0, 1], labels int32 [N]; for a
+  model conditioned on attributes, every combination `num_per_class` times
+  and labels [N, A]). The output depends only on the state and `seed`.
   """
   if num_per_class <= 0:
     raise ValueError(f"num_per_class must be positive; got {num_per_class}.")

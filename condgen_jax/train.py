@@ -9,7 +9,7 @@ had not stopped.
 
 The workdir receives config.json, metrics.jsonl (one JSON object per logged
 step; `wall_s` is the training commands' wall time up to that step, summed
-over resumes), sessions.jsonl (one line per training command: its first
+over resumes, compiles and periodic evaluations included), sessions.jsonl (one line per training command: its first
 step, time and hardware), samples/step_XXXXXXXX.png (one row per class),
 checkpoints/ (orbax) and TensorBoard event files.
 """
@@ -389,27 +389,42 @@ class _Progress:
     return self.wall_before + now - self.start_time
 
 
+def read_jsonl(path) -> list[dict]:
+  """The records of a JSON-lines log, skipping a torn or foreign line (a
+  kill mid-write); [] where there is no file."""
+  path = epath.Path(path)
+  records = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict) and isinstance(record.get("step"), int):
+        records.append(record)
+  return records
+
+
 def logged_wall_s(path, step: int) -> float:
   """`wall_s` of the last record at or before `step` in a metrics log (0
   where there is none, e.g. a log written before the key existed)."""
-  path = epath.Path(path)
   wall = 0.0
-  if path.exists():
-    for line in path.read_text().splitlines():
-      record = json.loads(line)
-      if record["step"] <= step:
-        wall = record.get("wall_s", wall)
+  for record in read_jsonl(path):
+    if record["step"] <= step:
+      wall = record.get("wall_s", wall)
   return wall
 
 
 def record_session(workdir, step: int) -> None:
   """Appends this command's first step, time and hardware to
-  sessions.jsonl."""
+  sessions.jsonl, dropping the commands that started at or after `step`
+  (the restored checkpoint): none of their steps is kept."""
   path = epath.Path(workdir) / SESSIONS_FILE
-  record = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "hardware": hardware.describe()}
-  old = path.read_text() if path.exists() else ""
-  checkpointing.write_text_atomic(path, old + json.dumps(record) + "\n")
+  kept = [r for r in read_jsonl(path) if r["step"] < step]
+  kept.append({"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+               "hardware": hardware.describe()})
+  checkpointing.write_text_atomic(
+      path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
@@ -424,7 +439,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   start_time = time.perf_counter()
   workdir = checkpointing.as_path(workdir)
   validate_config(config)
-  changes = checkpointing.check_workdir(workdir, config)
+  changes = checkpointing.check_workdir(workdir, config,
+                                       options.defaults(OPTIONS))
   run = setup(config, dataset)
   ckpt_dir = workdir / "checkpoints"
   state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)
@@ -452,8 +468,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
             config.best_metric, run.family.metric_modes(config)))
   progress = _Progress(step=int(parallel.to_host(state.step)), saved=restored,
                        start_time=start_time,
+                       # only process 0 writes (and has truncated) the log
                        wall_before=logged_wall_s(workdir / "metrics.jsonl",
-                                                 restored or 0))
+                                                 restored or 0)
+                       if jax.process_index() == 0 else 0.0)
   try:
     return _train_loop(run, state, workdir, mngr, best_mngr, progress)
   except checkpointing.NonFiniteError as e:
@@ -535,7 +553,8 @@ def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
   `best_metric` under workdir/best/ (GANs often peak, then collapse)."""
   config = run.config
   if run.classifier is None:
-    run.classifier = evaluation.reference_classifier(run.dataset)
+    run.classifier = evaluation.reference_classifier(
+        run.dataset, data_dir=option(config, "data_dir"))
   results = evaluation.evaluate_state(
       run, state, num_per_class=option(config, "eval_num_per_class"),
       seed=0, classifier=run.classifier,

@@ -25,7 +25,8 @@ from condgen_jax import options
 
 TrainState = train_state.TrainState
 # A label or every attribute (concatenated one-hots into the encoder and
-# decoder; the learned prior's mean is a sum of per-value means).
+# decoder; the learned prior's mean and log-variance are sums of per-value
+# terms).
 CONDITION_KINDS = ("label", "attributes")
 
 

@@ -6,7 +6,8 @@
 
 Each row runs a config's defaults (the overrides pick a variant or the
 dataset) in `<root>/<name>` and is evaluated with `experiments.evaluate`
-(1,000 samples per class); `report.train_command` / `evaluate_command` are
+(1,000 samples per class; the attribute row 100 per (digit, color)
+combination, 6,000 in all); `report.train_command` / `evaluate_command` are
 the exact commands. Published anchors stand beside their rows.
 """
 
@@ -58,5 +59,5 @@ ROWS = (
     Row("colored_mnist_cvae", "CVAE, learned prior", "cvae.py",
         overrides=(("dataset", "colored_mnist"),
                    ("condition_kind", "attributes"), ("num_steps", 10_000)),
-        eval_flags=NO_PARZEN),
+        eval_flags=NO_PARZEN + (("num_per_class", 100),)),
 )

@@ -12,7 +12,8 @@ NAME=VALUE for a run conditioned on attributes; --cond_file reads the array
 
 FILE.npz (written at exactly that path; missing folders are created, as for
 --png) holds `images` (float32 in [0, 1], (N, H, W, C)) and `labels`
-(int32), K per class in class order; the output depends only on the
+(int32; [N, A] for attributes), K per class in class order (or per --cond,
+in the order given; one per row of --cond_file); the output depends only on the
 checkpoint, the seed and the sampling options. The sampling options
 override the run's config for the diffusion family (`guidance_scale` w of
 (1 + w) pred(x, c) - w pred(x, null), w = 0 the plain conditional model;

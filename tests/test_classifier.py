@@ -85,7 +85,7 @@ def test_rejects_bad_inputs(digits):
     classifier.load_or_train_classifier("cifar10")
 
 
-def test_attribute_classifiers_of_a_colored_dataset(tmp_path):
+def test_attribute_classifiers_of_a_colored_dataset(tmp_path, monkeypatch):
   """One classifier per attribute, each trained on every combination even
   when the run's dataset holds some out."""
   ds = data.load_dataset("colored_digits", held_out=((7, 0), (3, 2)))
@@ -101,9 +101,23 @@ def test_attribute_classifiers_of_a_colored_dataset(tmp_path):
   colors = ds.attributes.test[:, 1]
   assert np.mean(np.argmax(color.logits(x), -1) == colors) > 0.99
   assert np.mean(np.argmax(digit.logits(x), -1) == ds.test_labels) > 0.9
-  # red 7s (held out of ds's training split) are classified as both
-  red7 = (ds.test_labels == 7) & (colors == 0)
+  red7 = (ds.test_labels == 7) & (colors == 0)  # held out of ds's training
   assert red7.sum() > 0
   assert np.all(np.argmax(color.logits(x[red7]), -1) == 0)
+  # the data each classifier trained on holds every combination
+  trained_on = []
+
+  def capture(dataset, **kw):
+    trained_on.append(dataset)
+    return original(dataset, **kw)
+
+  original = classifier.train_classifier
+  monkeypatch.setattr(classifier, "train_classifier", capture)
+  classifier.load_or_train_classifier(ds, tmp_path / "again", num_steps=2,
+                                      verbose=False, attribute="color")
+  combos = set(map(tuple, trained_on[0].attributes.train.tolist()))
+  assert (7, 0) in combos and (3, 2) in combos and len(combos) == 60
+  np.testing.assert_array_equal(trained_on[0].train_labels,
+                                trained_on[0].attributes.train[:, 1])
   with pytest.raises(ValueError, match="no attribute 'size'"):
     classifier.load_or_train_classifier(ds, tmp_path, attribute="size")

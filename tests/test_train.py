@@ -46,6 +46,10 @@ def test_resume_is_exact(tmp_path, digits, steps_per_call):
               (tmp_path / "b" / train.SESSIONS_FILE).read_text().splitlines()]
   assert [s["step"] for s in sessions] == [0, 48]
   assert sessions[1]["hardware"]["platform"] == "cpu"
+  # resumed at 48 again: the command that started at 48 kept no step
+  train.record_session(tmp_path / "b", 48)
+  sessions = (tmp_path / "b" / train.SESSIONS_FILE).read_text().splitlines()
+  assert [json.loads(s)["step"] for s in sessions] == [0, 48]
 
 
 def test_logged_wall_s(tmp_path):
@@ -57,6 +61,9 @@ def test_logged_wall_s(tmp_path):
   assert train.logged_wall_s(path, 25) == 9.5
   # a record without the key (an older log) keeps the last value
   assert train.logged_wall_s(path, 30) == 9.5
+  # a torn last line (a kill mid-write) is skipped
+  path.write_text(path.read_text() + '{"step": 40, "wall')
+  assert train.logged_wall_s(path, 40) == 9.5
 
 
 def test_workdir_contents(tmp_path, digits):
@@ -385,3 +392,21 @@ def test_attributes_need_a_family_and_a_dataset_that_have_them(tmp_path):
     train.validate_config(c)
   with pytest.raises(ValueError, match="no attributes to condition on"):
     train.setup(tiny_cvae_config(condition_kind="attributes"))
+
+
+def test_condition_kind_and_held_out_name_the_run(tmp_path):
+  kw = dict(dataset="colored_digits", num_steps=2, checkpoint_every=2,
+            log_every=2)
+  train.train_and_evaluate(tiny_cvae_config(**kw), tmp_path)
+  for key, value in (("condition_kind", "attributes"), ("held_out", "")):
+    with pytest.raises(ValueError, match=f"holds a run with {key}="):
+      train.train_and_evaluate(
+          tiny_cvae_config(**kw, allow_config_change=True, **{key: value}),
+          tmp_path)
+  # a config.json from before the keys existed ran at their defaults
+  path = tmp_path / "config.json"
+  old = json.loads(path.read_text())
+  del old["condition_kind"], old["held_out"]
+  path.write_text(json.dumps(old))
+  train.train_and_evaluate(tiny_cvae_config(**{**kw, "num_steps": 4}),
+                           tmp_path)
