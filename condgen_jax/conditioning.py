@@ -10,8 +10,7 @@ count.
 
 - `Concat`: [x, c] for dense inputs (Mirza & Osindero 2014).
 - `Vectorize`: c tiled over H x W, stacked as extra channels (Reed et al. 2016).
-- `FiLM`: per-channel gamma(c) * x + beta(c) (Perez et al. 2018), identity at
-  initialisation.
+- `FiLM`: per-channel gamma(c) * x + beta(c) (Perez et al. 2018).
 - `EmbedChannel`: learned embedding of c -> Dense(H*W) -> one extra channel.
 - `Projection`: <embed(c), phi(x)>, the projection discriminator term
   (Miyato & Koyama 2018).
@@ -83,13 +82,21 @@ class Vectorize(nn.Module):
 
 
 class FiLM(nn.Module):
-  """y = gamma(c) * x + beta(c), per channel; gamma = 1 and beta = 0 at init.
+  """y = gamma(c) * x + beta(c), per channel.
 
   Perez et al. 2018, "FiLM: Visual Reasoning with a General Conditioning
-  Layer". gamma and beta come from one Dense layer on the condition whose
-  kernel starts at zero and bias at (1, 0), so the layer starts as identity.
+  Layer". gamma and beta come from one Dense layer on the condition, its
+  bias starting at (1, 0): gamma = 1 + dgamma(c), beta = dbeta(c). The
+  kernel starts as `kernel_init`: LeCun normal (Dense's default), so each
+  class modulates the features from the first step; `zeros` makes the
+  layer the identity at initialisation (the U-Net's choice). In a DCGAN
+  discriminator the identity start left the condition unused for the first
+  thousands of steps: class accuracy of the samples 0.23 after 2,000 steps
+  on MNIST, against 0.74 with the LeCun start (README, "Why the
+  conditionings lagged").
   """
   num_classes: int
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x, c):
@@ -101,7 +108,7 @@ class FiLM(nn.Module):
       return jnp.concatenate([jnp.ones(shape[0] // 2, dtype),
                               jnp.zeros(shape[0] // 2, dtype)])
 
-    gamma_beta = nn.Dense(2 * channels, kernel_init=nn.initializers.zeros,
+    gamma_beta = nn.Dense(2 * channels, kernel_init=self.kernel_init,
                           bias_init=bias_init, name="gamma_beta")(c)
     gamma, beta = jnp.split(gamma_beta.astype(x.dtype), 2, axis=-1)
     shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
@@ -136,13 +143,24 @@ class Projection(nn.Module):
 
   Added to an unconditional discriminator logit: D(x, c) = psi(phi(x)) +
   <embed(c), phi(x)>. Returns `[B]`.
+
+  The embedding starts Glorot-uniform over its [K, F] kernel, as in the
+  authors' code (`EmbedID(..., initialW=GlorotUniform())`): each entry is
+  then about as large as psi's weights (std ~ sqrt(2 / F)), so at the
+  start the condition's term is no larger than the unconditional one. The
+  Dense default (LeCun over the K inputs, std 1 / sqrt(K)) made it about
+  sqrt(F / K) times larger, ~25x for MNIST's 6,272 features: D's logit was
+  a random per-class offset, and class accuracy of the samples trailed by
+  about 1,000 steps (README, "Why the conditionings lagged").
   """
   num_classes: int
 
   @nn.compact
   def __call__(self, features, c):
     c = condition_vector(c, self.num_classes)
-    e = nn.Dense(features.shape[-1], use_bias=False, name="embed")(c)
+    e = nn.Dense(features.shape[-1], use_bias=False,
+                 kernel_init=nn.initializers.xavier_uniform(),
+                 name="embed")(c)
     return jnp.sum(e.astype(features.dtype) * features, axis=-1)
 
 

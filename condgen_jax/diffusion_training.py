@@ -29,6 +29,7 @@ from flax.training import train_state
 
 from condgen_jax import data as data_lib
 from condgen_jax import diffusion_samplers as samplers
+from condgen_jax import ema
 from condgen_jax import losses
 from condgen_jax import options
 from condgen_jax import unet
@@ -148,14 +149,6 @@ def per_example_loss(s, model, params, x0, labels, t, eps):
   return losses.ddpm_eps_loss(pred, eps)
 
 
-def ema_decay_at(ema_decay: float, step):
-  """min(ema_decay, (1 + n) / (10 + n)) after n updates: the warm-up of
-  TensorFlow's ExponentialMovingAverage(num_updates=n), so short runs do
-  not sample from an average dominated by the initial weights."""
-  n = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-
-
 def make_train_step(config, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics): one Adam step on
   the mean per-image loss ('loss'; 'mse' is it per dimension)."""
@@ -178,9 +171,8 @@ def make_train_step(config, image_shape, num_classes):
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     state = state.apply_gradients(grads=grads)
     if s.ema_decay > 0:
-      decay = ema_decay_at(s.ema_decay, state.step)
-      state = state.replace(ema_params=optax.incremental_update(
-          state.params, state.ema_params, 1.0 - decay))
+      state = state.replace(ema_params=ema.update(
+          state.ema_params, state.params, s.ema_decay, state.step))
     return state, {"loss": loss, "mse": loss / dims}
 
   return train_step

@@ -41,6 +41,7 @@ import ml_collections
 import optax
 
 from condgen_jax import data as data_lib
+from condgen_jax import ema as ema_lib
 from condgen_jax import families
 from condgen_jax import gan_objectives
 from condgen_jax import gans
@@ -70,7 +71,9 @@ TRAIN_OPTIONS = {
         0.0, "gamma of the R1 penalty (Mescheder et al. 2018), with any "
         "objective; 0 = off"),
     "ema_decay": options.number(
-        0.0, "EMA of G's params used for sampling; 0 = off", 0.0, 1.0),
+        0.0, "EMA of G's params used for sampling, its decay at update n "
+        "min(ema_decay, (1 + n) / (10 + n)) (`condgen_jax.ema`); 0 = off",
+        0.0, 1.0),
     "feature_matching": options.number(
         0.0, "weight of the feature-matching G term (Salimans et al. 2016)"),
     "g_adv_weight": options.number(1.0, "weight of the adversarial G loss"),
@@ -415,7 +418,7 @@ class _GANStep:
         jax.random.fold_in(rng, s.n_critic))
     ema = state.ema_params
     if s.ema_decay > 0:
-      ema = optax.incremental_update(g_params, ema, 1.0 - s.ema_decay)
+      ema = ema_lib.update(ema, g_params, s.ema_decay, state.step + 1)
     metrics = {**d_m, **g_m, "loss": d_m["d_loss"] + g_m["g_loss"]}
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params,

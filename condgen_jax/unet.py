@@ -62,7 +62,8 @@ class ResBlock(nn.Module):
     h = nn.Conv(self.features, (3, 3), name="conv1")(nn.silu(h))
     h = nn.GroupNorm(num_groups=self.num_groups, use_bias=False,
                      use_scale=False, name="norm2")(h)
-    h = conditioning.FiLM(emb.shape[-1], name="film")(h, nn.silu(emb))
+    h = conditioning.FiLM(emb.shape[-1], kernel_init=nn.initializers.zeros,
+                          name="film")(h, nn.silu(emb))
     h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros,
                 name="conv2")(nn.silu(h))
     if x.shape[-1] != self.features:

@@ -72,13 +72,30 @@ def test_vectorize_puts_the_one_hot_at_every_pixel(shape):
 
 
 @pytest.mark.parametrize("shape", [(4, 8, 8, 3), (2, 28, 28, 16), (5, 10)])
-def test_film_is_the_identity_at_init(shape):
+def test_film_with_a_zero_kernel_is_the_identity_at_init(shape):
   x = jax.random.normal(KEY, shape)
-  y, variables = _apply(C.FiLM(10), x, jnp.arange(shape[0]) % 10)
+  film = C.FiLM(10, kernel_init=nn.initializers.zeros)
+  y, variables = _apply(film, x, jnp.arange(shape[0]) % 10)
   np.testing.assert_array_equal(y, x)
   # one Dense K -> 2C: K*2C + 2C parameters
   n = sum(p.size for p in jax.tree.leaves(variables))
   assert n == 10 * 2 * shape[-1] + 2 * shape[-1]
+
+
+def test_film_starts_with_a_random_modulation_per_class():
+  """Default start: bias (1, 0), kernel LeCun normal (std 1 / sqrt(K)), so
+  y = (1 + W_g[c]) x + W_b[c] for a one-hot c, different per class."""
+  x = jax.random.normal(KEY, (4, 5, 5, 64))
+  labels = jnp.array([0, 1, 2, 3])
+  y, variables = _apply(C.FiLM(10), x, labels)
+  kernel = np.asarray(variables["params"]["gamma_beta"]["kernel"])
+  np.testing.assert_array_equal(variables["params"]["gamma_beta"]["bias"],
+                                np.r_[np.ones(64), np.zeros(64)])
+  assert 0.2 < kernel.std() < 0.45  # 1 / sqrt(10) = 0.316
+  rows = kernel[np.asarray(labels)]
+  expected = ((1 + rows[:, None, None, :64]) * np.asarray(x)
+              + rows[:, None, None, 64:])
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_film_applies_gamma_and_beta_per_channel():
@@ -123,6 +140,18 @@ def test_projection_is_inner_product_with_class_embedding():
   embed = np.asarray(variables["params"]["embed"]["kernel"])  # [3, 5]
   expected = np.sum(embed[np.asarray(labels)] * np.asarray(feats), -1)
   np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_projection_embedding_starts_at_the_glorot_scale():
+  """Glorot-uniform over [K, F]: |w| <= sqrt(6 / (K + F)), variance
+  2 / (K + F); the Dense default (variance 1 / K) would be ~sqrt(F / (2K))
+  times larger."""
+  k, f = 10, 6272  # MNIST's D: 7 x 7 x 128 features
+  _, variables = _apply(C.Projection(k), jnp.zeros((2, f)), jnp.array([0, 1]))
+  w = np.asarray(variables["params"]["embed"]["kernel"])
+  assert w.shape == (k, f)
+  assert np.abs(w).max() <= np.sqrt(6 / (k + f))
+  np.testing.assert_allclose(w.std(), np.sqrt(2 / (k + f)), rtol=0.02)
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer", "none"])

@@ -83,13 +83,14 @@ def test_every_model_trains(model, kwargs, extra):
   state, metrics = run_steps(make_config(model, **kwargs))
   assert_finite_metrics(metrics, extra)
   if kwargs.get("ema_decay"):
-    # One EMA step: ema = 0.9 * init + 0.1 * new params.
+    # One EMA update, its decay warmed up to min(0.9, 2 / 11):
+    # ema = 2/11 * init + 9/11 * new params.
     init = gan_training.create_state(make_config(model, **kwargs),
                                      IMAGE_SHAPE, NUM_CLASSES,
                                      jax.random.key(0))
     chex.assert_trees_all_close(
         state.ema_params,
-        jax.tree.map(lambda a, b: 0.9 * a + 0.1 * b, init.g_params,
+        jax.tree.map(lambda a, b: 2 / 11 * a + 9 / 11 * b, init.g_params,
                      state.g_params), rtol=1e-5, atol=1e-6)
 
 
