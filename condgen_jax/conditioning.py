@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from condgen_jax import kernels as kernels_lib
+
 
 CONDITIONINGS = ("vectorize", "film", "embed_channel")
 
@@ -175,12 +177,21 @@ def image_conditioning(name: str, num_classes: int) -> nn.Module:
                    "'vectorize' or 'embed_channel'.")
 
 
+def _conv_layer(kernels: kernels_lib.Kernels, transpose: bool, stride: int):
+  """The layer of one conv of a stack: the injected kernels at strides 1
+  and 2 ('SAME' padding), stock flax otherwise."""
+  if transpose:
+    return kernels.conv_transpose if stride == 2 else nn.ConvTranspose
+  return {1: kernels.conv, 2: kernels.strided_conv}.get(stride, nn.Conv)
+
+
 class FiLMConvStack(nn.Module):
   """(Conv -> norm -> FiLM(c) -> activation) for each entry of `features`.
 
   norm: 'batch' (needs `train` and the `batch_stats` collection), 'layer'
   (stateless) or 'none'. Norm layers have no affine parameters of their own:
-  FiLM supplies the scale and shift.
+  FiLM supplies the scale and shift. `kernels`: the conv implementations
+  (`condgen_jax.kernels`), the same function.
   """
   num_classes: int
   features: Sequence[int]
@@ -189,14 +200,15 @@ class FiLMConvStack(nn.Module):
   norm: str = "layer"
   activation: Callable = nn.relu
   transpose: bool = False
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
   def __call__(self, x, c, *, train: bool = False):
     strides = self.strides or (1,) * len(self.features)
     if len(strides) != len(self.features):
       raise ValueError("strides and features must have the same length.")
-    conv_cls = nn.ConvTranspose if self.transpose else nn.Conv
     for i, (f, s) in enumerate(zip(self.features, strides)):
+      conv_cls = _conv_layer(self.kernels, self.transpose, s)
       x = conv_cls(f, (self.kernel_size,) * 2, strides=(s, s), padding="SAME",
                    use_bias=self.norm == "none", name=f"conv{i}")(x)
       x = normalization(self.norm, train, name=f"norm{i}")(x)

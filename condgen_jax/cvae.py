@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from condgen_jax import conditioning as cond_lib
+from condgen_jax import kernels as kernels_lib
 
 ARCHITECTURES = ("mlp", "conv")
 PRIORS = ("standard", "learned")
@@ -91,6 +92,7 @@ class ConvEncoder(nn.Module):
   num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
   conditioning: str
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
   def __call__(self, x, c):
@@ -100,11 +102,13 @@ class ConvEncoder(nn.Module):
     if film:
       h = cond_lib.FiLMConvStack(self.num_classes, self.channels,
                                  (2,) * len(self.channels), norm="layer",
-                                 name="film_stack")(x, c)
+                                 kernels=self.kernels, name="film_stack")(x, c)
     else:
       h = x
       for i, f in enumerate(self.channels):
-        h = nn.relu(nn.Conv(f, (3, 3), strides=(2, 2), name=f"conv{i}")(h))
+        conv = self.kernels.strided_conv(f, (3, 3), strides=(2, 2),
+                                         padding="SAME", name=f"conv{i}")
+        h = nn.relu(conv(h))
     h = h.reshape(h.shape[0], -1)
     h = nn.relu(nn.Dense(self.hidden, name="dense")(h))
     return _gaussian_head(h, self.latent_dim)
@@ -118,6 +122,7 @@ class ConvDecoder(nn.Module):
   num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
   conditioning: str
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
   def __call__(self, z, c):
@@ -130,12 +135,13 @@ class ConvDecoder(nn.Module):
     up = tuple(reversed(self.channels))[1:] + (self.channels[0],)
     if self.conditional and self.conditioning == "film":
       h = cond_lib.FiLMConvStack(self.num_classes, up, (2, 2), norm="layer",
-                                 transpose=True, name="film_stack")(h, c)
+                                 transpose=True, kernels=self.kernels,
+                                 name="film_stack")(h, c)
     else:
       for i, f in enumerate(up):
-        h = nn.relu(nn.ConvTranspose(f, (3, 3), strides=(2, 2),
-                                     name=f"deconv{i}")(h))
-    return nn.Conv(c_out, (3, 3), name="logits")(h)
+        h = nn.relu(self.kernels.conv_transpose(
+            f, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv{i}")(h))
+    return self.kernels.conv(c_out, (3, 3), name="logits")(h)
 
 
 class CVAE(nn.Module):
@@ -153,6 +159,8 @@ class CVAE(nn.Module):
   conditioning: str = "vectorize"
   hidden: Sequence[int] = (512, 256)
   channels: Sequence[int] = (32, 64)
+  # conv: the layer implementations (`kernels.resolve`); the same function
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   def setup(self):
     _validate(self.architecture, self.prior, self.condition, self.conditioning,
@@ -166,10 +174,10 @@ class CVAE(nn.Module):
     else:
       self.encoder = ConvEncoder(self.latent_dim, self.channels,
                                  self.hidden[0], self.num_classes, conditional,
-                                 self.conditioning)
+                                 self.conditioning, self.kernels)
       self.decoder = ConvDecoder(self.image_shape, self.channels,
                                  self.hidden[0], self.num_classes, conditional,
-                                 self.conditioning)
+                                 self.conditioning, self.kernels)
     if self.prior == "learned":
       # with attributes, one mean per attribute value, summed per example
       components = (cond_lib.condition_size(self.num_classes) if conditional

@@ -107,10 +107,7 @@ MODEL_OPTIONS = {
     "virtual_batch_norm": options.flag(
         False, "VBN in the conv G (Salimans et al. 2016) with a reference "
         "batch of vbn_batch_size"),
-    "kernels": options.choice(
-        "auto", kernels_lib.KERNELS,
-        "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
-        "kernels on CPU, stock flax layers elsewhere; the same function"),
+    "kernels": kernels_lib.OPTION,
 }
 
 

@@ -11,7 +11,7 @@ the same parameter tree, so a checkpoint moves between backends
   thin-output convolutions as one matmul plus shifted taps, and the input
   gradient of thin-input ones the same way (XLA:CPU runs such convolutions
   at ~10 % of its matmul peak).
-- `StridedConv` for `nn.Conv(..., strides=2, padding='SAME')` with an even
+- `StridedConv` for `nn.Conv(..., strides=2, padding='SAME')` with a square
   kernel: the gradient of space-to-depth followed by a stride-1 conv, whose
   weight gradient is a plain convolution (a strided conv's is a
   window-dilated one, several times slower on XLA:CPU).
@@ -39,11 +39,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from condgen_jax import options
 from condgen_jax.layers import depth_to_space
 from condgen_jax.layers import space_to_depth
 
 ModuleDef = Any
 KERNELS = ("auto", "stock", "cpu")
+# The `kernels` key of every family whose models take a `Kernels`.
+OPTION = options.choice(
+    "auto", KERNELS,
+    "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
+    "kernels on CPU, stock flax layers elsewhere; the same function")
 
 # On CPU, `conv_general_dilated` computes a stride-1 NHWC convolution whose
 # kernel [kh, kw, C, F] has kh*kw*F <= TAPS_MAX_N as one matmul plus a
@@ -344,13 +350,26 @@ def _stride2_bwd(res, dy):
 stride2_conv.defvjp(_stride2_fwd, _stride2_bwd)
 
 
+def even_kernel(kernel, shape):
+  """An odd k x k kernel as the (k + 1) x (k + 1) kernel whose stride-2
+  'SAME' conv over the H, W of `shape` is the same function: the extra
+  tap, zero, goes on the side where the larger kernel's 'SAME' padding
+  adds a row (or column), the left when its left padding grows, else the
+  right, so every output sums the same inputs with the same weights."""
+  k = kernel.shape[0]
+  odd, even = _stride2_pads(shape, k), _stride2_pads(shape, k + 1)
+  widths = [(1, 0) if e[0] > o[0] else (0, 1) for o, e in zip(odd, even)]
+  return jnp.pad(kernel, (*widths, (0, 0), (0, 0)))
+
+
 class StridedConv(nn.Module):
   """`nn.Conv(features, kernel_size, strides=(2, 2), padding='SAME')`, same
-  parameters ('kernel' [kh, kw, C, F], 'bias'). With a square even kernel
-  its gradient is that of space-to-depth followed by a stride-1
-  (k/2 x k/2) convolution; the forward pass is lax's strided conv from
-  `STRIDED_FORWARD_MIN_CHANNELS` input channels on (`stride2_conv`), the
-  space-to-depth form below. Other kernels: lax's strided conv."""
+  parameters ('kernel' [kh, kw, C, F], 'bias'). With a square kernel (an
+  odd one through `even_kernel`) its gradient is that of space-to-depth
+  followed by a stride-1 convolution; the forward pass is lax's strided
+  conv from `STRIDED_FORWARD_MIN_CHANNELS` input channels on
+  (`stride2_conv`), the space-to-depth form below. Non-square kernels:
+  lax's strided conv."""
   features: int
   kernel_size: tuple[int, int] = (4, 4)
   strides: tuple[int, int] = (2, 2)
@@ -366,14 +385,16 @@ class StridedConv(nn.Module):
     cin = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(),
                         (kh, kw, cin, self.features))
-    if kh != kw or kh % 2:
+    if kh != kw:
       y = jax.lax.conv_general_dilated(
           x, kernel.astype(x.dtype), (2, 2), "SAME",
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    elif cin >= STRIDED_FORWARD_MIN_CHANNELS:
-      y = stride2_conv(x, kernel)
     else:
-      y = _stride2_s2d(x, kernel)
+      even = kernel if kh % 2 == 0 else even_kernel(kernel, x.shape)
+      if cin >= STRIDED_FORWARD_MIN_CHANNELS:
+        y = stride2_conv(x, even)
+      else:
+        y = _stride2_s2d(x, even)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y

@@ -20,6 +20,7 @@ from flax.training import train_state
 from condgen_jax import conditioning as cond_lib
 from condgen_jax import cvae
 from condgen_jax import data as data_lib
+from condgen_jax import kernels as kernels_lib
 from condgen_jax import losses
 from condgen_jax import options
 
@@ -51,6 +52,7 @@ OPTIONS = {
     "iw_samples": options.integer(
         0, "k of the importance-weighted bound (IWAE) in evaluate; 0 = off",
         minimum=0),
+    "kernels": kernels_lib.OPTION,
 }
 
 
@@ -66,7 +68,8 @@ def make_model(config, image_shape, num_classes) -> cvae.CVAE:
       image_shape=tuple(image_shape), num_classes=num_classes,
       latent_dim=s.latent_dim, architecture=s.architecture,
       prior=s.prior, condition=s.condition, conditioning=s.conditioning,
-      hidden=tuple(s.hidden), channels=tuple(s.channels))
+      hidden=tuple(s.hidden), channels=tuple(s.channels),
+      kernels=kernels_lib.resolve(s.kernels))
 
 
 def validate_config(config) -> None:

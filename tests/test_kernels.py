@@ -2,6 +2,7 @@
 of the stock layer it replaces and computes the same function (values and
 gradients); models built with either give the same results."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -238,13 +239,28 @@ def test_resolve():
     kernels.resolve("fast")
 
 
-def test_strided_conv_with_an_odd_kernel_is_lax_strided_conv():
-  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
-  ref = nn.Conv(4, (3, 3), strides=(2, 2), padding="SAME")
+@pytest.mark.parametrize("k,shape", [(3, (2, 9, 9, 3)), (3, (2, 8, 8, 3)),
+                                     (3, (2, 14, 7, 16)), (5, (1, 7, 10, 2))])
+def test_strided_conv_with_an_odd_kernel_is_lax_strided_conv(k, shape):
+  """Odd kernels go through `even_kernel` (a zero tap on the side 'SAME'
+  pads): the same values and gradients as nn.Conv, and the weight gradient
+  is no window-dilated convolution."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  ref = nn.Conv(4, (k, k), strides=(2, 2), padding="SAME")
   params = ref.init(jax.random.key(1), x)
-  ours = kernels.StridedConv(4, (3, 3))
+  ours = kernels.StridedConv(4, (k, k))
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x),
-                             rtol=1e-6, atol=1e-6)
+                             rtol=1e-5, atol=1e-5)
+  w = jax.random.normal(jax.random.key(3), ref.apply(params, x).shape)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)) * w)
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  jaxpr = str(jax.make_jaxpr(jax.grad(loss(ours)))(params, x))
+  assert "rhs_dilation=(2, 2)" not in jaxpr
+  assert "rhs_dilation=(2, 2)" in str(
+      jax.make_jaxpr(jax.grad(loss(ref)))(params, x))
 
 
 # ----------------------------------------------------------------------------
@@ -326,6 +342,31 @@ def test_jvp_through_the_gans_with_stock_kernels(name):
                          gv["params"])
   _check_jvp_against_vjp(lambda x: d.apply(
       dv, x, c, train=True, mutable=["batch_stats"])[0]["logit"], x)
+
+
+@pytest.mark.parametrize("conditioning", ["vectorize", "film"])
+def test_the_conv_cvae_computes_the_same_function_with_either_kernels(
+    conditioning):
+  from condgen_jax import cvae  # pylint: disable=g-import-not-at-top
+  x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
+  c = jnp.arange(4)
+
+  def loss(k):
+    model = cvae.CVAE(image_shape=(8, 8, 1), num_classes=10, latent_dim=3,
+                      architecture="conv", hidden=(16,), channels=(4, 8),
+                      conditioning=conditioning, kernels=k)
+    params = model.init(jax.random.key(1), x, c, jax.random.key(2))
+    f = lambda p: jnp.sum(jnp.sin(model.apply(
+        p, x, c, jax.random.key(2))["logits"]))
+    return params, jax.value_and_grad(f)(params)
+
+  p_stock, (v_stock, g_stock) = loss(kernels.STOCK)
+  p_cpu, (v_cpu, g_cpu) = loss(kernels.CPU)
+  assert jax.tree.map(jnp.shape, p_stock) == jax.tree.map(jnp.shape, p_cpu)
+  chex.assert_trees_all_close(p_stock, p_cpu)
+  np.testing.assert_allclose(v_cpu, v_stock, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g_cpu), jax.tree.leaves(g_stock)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
