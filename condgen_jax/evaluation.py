@@ -21,6 +21,14 @@ each attribute's accuracy and the joint accuracy on seen and on held-out
 combinations (`metrics.attribute_accuracy`); the metrics above are computed
 with the first attribute (the digit) as the class.
 
+For a model conditioned on images (`condition_kind='image'`), the family's
+metrics are its own (the test negative conditional log-likelihood of
+Sohn et al.'s CVAE and its baseline; pix2pix's L1 and patch metrics), and
+the samples are its outputs for the conditions of the first
+`num_per_class` test images of each class, scored against those images'
+classes: class accuracy says whether an output keeps its input's digit
+(`sampling.sample_per_class`).
+
 `python -m experiments.evaluate` evaluates a run's latest (or best) checkpoint
 with it and writes `workdir/eval.json`.
 """

@@ -22,7 +22,14 @@ A family is a module (or any object) with
   CONDITION_KINDS (optional)       the runner's `condition_kind`s it takes
                                    (default ('label',)); with 'attributes',
                                    num_classes is a tuple of attribute sizes
-                                   and labels are [B, A]
+                                   and labels are [B, A]; with 'image', the
+                                   family derives a condition image from
+                                   each batch image in its train step and
+                                   sample takes condition images
+  image_condition(config) (with 'image')
+                                   the `image_conditions.ImageCondition`
+                                   that derives them (for sampling from
+                                   test images and for grids)
   OPTIONS (optional)               {key: options.Option}: the family's config
                                    keys, defaults and allowed values, read
                                    by its validation and by the config files

@@ -1,4 +1,6 @@
-"""Sample grids as PNG: one row per class (or first attribute's value)."""
+"""Sample grids as PNG: one row per class (or first attribute's value; for
+image conditions, the input | output | target triplets of a class's
+test images)."""
 
 from __future__ import annotations
 
@@ -73,3 +75,11 @@ def per_combination(num_classes, per_class: int) -> int:
   if not isinstance(num_classes, tuple):
     return per_class
   return max(1, per_class // int(np.prod(num_classes[1:])))
+
+
+def side_by_side(*columns) -> np.ndarray:
+  """Example i of every column array `[N, H, W, C]`, one after the other
+  (input_0, output_0, target_0, input_1, ...): `[N * len(columns), H, W,
+  C]`, so that grid rows hold whole input | output | target groups."""
+  return np.stack([np.asarray(c, np.float32) for c in columns],
+                  axis=1).reshape((-1,) + np.shape(columns[0])[1:])

@@ -1,4 +1,6 @@
-"""Class-conditional sampling from a trained run."""
+"""Conditional sampling from a trained run: per class, per attribute
+combination, or per condition image (`condition_kind='image'`: the
+conditions of test images, or images given)."""
 
 from __future__ import annotations
 
@@ -42,12 +44,54 @@ def sample_per_class(run, state, num_per_class: int, seed: int = 0,
 
   Returns (images float32 [N, H, W, C] in [0, 1], labels int32 [N]; for a
   model conditioned on attributes, every combination `num_per_class` times
-  and labels [N, A]). The output depends only on the state and `seed`.
+  and labels [N, A]; for a model conditioned on images, one sample for
+  each of the first `num_per_class` test images of every class
+  (`test_targets`), from its condition, and their labels). The output
+  depends only on the state and `seed`.
   """
   if num_per_class <= 0:
     raise ValueError(f"num_per_class must be positive; got {num_per_class}.")
+  spec = image_condition(run)
+  if spec is not None:
+    targets, labels = test_targets(run.dataset, num_per_class)
+    return sample_conditions(run, state, spec.from_images(targets), seed,
+                             batch_size), labels
   labels = images_lib.class_rows(run.dataset.num_classes, num_per_class)
   return sample_labels(run, state, labels, seed, batch_size), labels
+
+
+def image_condition(run):
+  """The run's `image_conditions.ImageCondition`, or None for a run not
+  conditioned on images."""
+  if run.config.get("condition_kind") != "image":
+    return None
+  return run.family.image_condition(run.config)
+
+
+def test_targets(ds, per_class: int):
+  """The first `per_class` test images of every class of a labelled
+  dataset (all of a class that has fewer), in class order: (float32 images
+  in [0, 1], int32 labels). The targets whose conditions image-conditioned
+  runs are sampled and evaluated on."""
+  images, labels = ds.split("test")
+  labels = np.asarray(labels)
+  index = np.concatenate([np.flatnonzero(labels == c)[:per_class]
+                          for c in range(ds.num_classes)])
+  return (np.asarray(data_lib.to_float(images[index], ds.max_value),
+                     np.float32), labels[index].astype(np.int32))
+
+
+def sample_conditions(run, state, conditions, seed: int = 0,
+                      batch_size: int = 1000):
+  """One sample per condition image of a run conditioned on images (float
+  `[N, *condition shape]` in [0, 1]): float32 images [N, H, W, C] in [0, 1],
+  a pure function of (state, conditions, seed)."""
+  spec = image_condition(run)
+  if spec is None:
+    raise ValueError(f"the run of model {run.config.model!r} is not "
+                     "conditioned on images (condition_kind='image').")
+  conditions = spec.check(conditions, run.dataset.image_shape)
+  return _sample_batches(run, state, conditions, seed, batch_size)
 
 
 def _value_index(value: str, names, what: str) -> int:
@@ -94,7 +138,14 @@ def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
     raise ValueError(f"labels must be a {ndim}-D integer array; got dtype "
                      f"{labels.dtype}, shape {labels.shape}.")
   data_lib.check_labels(labels, ds.num_classes)
-  labels = labels.astype(np.int32)
+  return _sample_batches(run, state, labels.astype(np.int32), seed,
+                         batch_size)
+
+
+def _sample_batches(run, state, conditions, seed: int, batch_size: int):
+  """The family's samples of `conditions` (labels, attribute rows or
+  condition images), in chunks of one compiled shape."""
+  ds = run.dataset
   fn = jax.jit(run.family.make_sample_fn(run.config, ds.image_shape,
                                          ds.num_classes),
                out_shardings=parallel.replicated(run.mesh))
@@ -102,11 +153,11 @@ def sample_labels(run, state, labels, seed: int = 0, batch_size: int = 1000):
   batch_size = max(run.mesh.size,
                    batch_size - batch_size % run.mesh.size)
   out = []
-  for i, start in enumerate(range(0, len(labels), batch_size)):
-    chunk = labels[start:start + batch_size]
+  for i, start in enumerate(range(0, len(conditions), batch_size)):
+    chunk = conditions[start:start + batch_size]
     pad = (-len(chunk)) % batch_size  # one compiled shape for every chunk
     padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
-                                             np.int32)])
+                                             chunk.dtype)])
     images = fn(state, parallel.replicate_host_array(padded, run.mesh),
                 jax.random.fold_in(key, i))
     out.append(parallel.to_host(images)[:len(chunk)])

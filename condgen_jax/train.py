@@ -39,10 +39,11 @@ from condgen_jax import hardware
 from condgen_jax import images as images_lib
 from condgen_jax import options
 from condgen_jax import parallel
+from condgen_jax import sampling
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
 SESSIONS_FILE = "sessions.jsonl"
-CONDITION_KINDS = ("label", "attributes")
+CONDITION_KINDS = ("label", "attributes", "image")
 
 # The runner's config keys, shared by every model's config
 # (`experiments/configs/common.py`); `config.model` names the family.
@@ -58,8 +59,9 @@ OPTIONS = {
         False, "let tensorflow-datasets download when nothing is local"),
     "condition_kind": options.choice(
         "label", CONDITION_KINDS, "what the model is conditioned on: the "
-        "class label, or every attribute of a dataset that has them "
-        "(colored_*: digit and color)"),
+        "class label, every attribute of a dataset that has them "
+        "(colored_*: digit and color), or an image derived from each "
+        "target by the family (`image_conditions`)"),
     "held_out": options.text(
         "default", "colored_* datasets: DIGIT:COLOR combinations kept out "
         "of training, e.g. '7:red,3:blue'; 'default' = one per digit, "
@@ -309,14 +311,31 @@ def stop_message(error: Exception, saved_step: int | None, ckpt_dir) -> str:
 
 
 def sample_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
+  """The images of a sample grid with one row per class: `per_class`
+  samples of each (of each combination); for image conditions, `per_class`
+  input | output | target triplets of each class's first test images."""
   if run.sample_fn is None:
     ds = run.dataset
     fn = run.family.make_sample_fn(run.config, ds.image_shape, ds.num_classes)
     run.sample_fn = jax.jit(fn, out_shardings=parallel.replicated(run.mesh))
+  if option(run.config, "condition_kind") == "image":
+    return _image_grid(run, state, per_class, rng)
   k = run.dataset.num_classes
   labels = images_lib.class_rows(k, images_lib.per_combination(k, per_class))
   labels = parallel.replicate_host_array(labels, run.mesh)
   return parallel.to_host(run.sample_fn(state, labels, rng))
+
+
+def _image_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
+  ds = run.dataset
+  counts = np.bincount(ds.test_labels, minlength=ds.num_classes)
+  targets, _ = sampling.test_targets(ds, min(per_class, int(counts.min())))
+  spec = run.family.image_condition(run.config)
+  conditions = np.asarray(spec.from_images(targets))
+  outputs = run.sample_fn(
+      state, parallel.replicate_host_array(conditions, run.mesh), rng)
+  return images_lib.side_by_side(spec.show(conditions, ds.image_shape),
+                                 parallel.to_host(outputs), targets)
 
 
 class MetricWriter:

@@ -23,6 +23,16 @@ On an InfoGAN run the classes are the categorical codes, and
 row per categorical code and --num_per_class columns of continuous code I
 from -2 to 2 (the other codes 0, the noise fixed within a row), `labels`
 and the code's `values`.
+
+A run conditioned on images (`condition_kind='image'`) samples from
+condition images: without --cond_file, one output for each of the first K
+test images of every class, from its condition; FILE.npz then also holds
+their `conditions` and `targets`, and the grid has one row per class of
+input | output | target triplets. --cond_file reads the array `cond`
+(float in [0, 1], [N, *condition shape], e.g. [N, 28, 28, 1] for MNIST
+quadrants: the image with the quadrants to predict at 0) and draws one
+output per condition; FILE.npz holds `images` and `conditions`, the grid
+one input | output pair per row.
 """
 
 from absl import app
@@ -44,9 +54,19 @@ _COND = flags.DEFINE_multi_string(
     "cond", None, "A condition to sample: a class, or NAME=VALUE for every "
     "attribute (e.g. digit=7,color=red); repeat for several rows.")
 _COND_FILE = flags.DEFINE_string(
-    "cond_file", None, ".npz file whose int array `cond` ([N] or [N, A]) "
-    "gives one condition per sample.")
+    "cond_file", None, ".npz file whose array `cond` gives one condition "
+    "per sample: int [N] or [N, A]; for a run conditioned on images, float "
+    "condition images [N, H, W, C] in [0, 1].")
 flags.mark_flags_as_required(["workdir", "out"])
+
+
+def _read_cond_file() -> np.ndarray:
+  """The array `cond` of --cond_file."""
+  with np.load(_COND_FILE.value) as f:
+    if "cond" not in f:
+      raise ValueError(f"--cond_file={_COND_FILE.value} has no array "
+                       f"'cond'; it holds {sorted(f.files)}.")
+    return np.asarray(f["cond"])
 
 
 def _conditions(ds):
@@ -58,16 +78,56 @@ def _conditions(ds):
     rows = np.stack([sampling.parse_condition(ds, c) for c in _COND.value])
     return np.repeat(rows, _NUM.value, axis=0), len(rows)
   if _COND_FILE.value:
-    with np.load(_COND_FILE.value) as f:
-      if "cond" not in f:
-        raise ValueError(f"--cond_file={_COND_FILE.value} has no array "
-                         f"'cond'; it holds {sorted(f.files)}.")
-      cond = np.asarray(f["cond"])
+    cond = _read_cond_file()
     if not np.issubdtype(cond.dtype, np.integer):
       raise ValueError(f"--cond_file's 'cond' must be integers; got "
                        f"{cond.dtype}.")
     return cond.astype(np.int32), 1
   return None
+
+
+def _label_samples(run, state):
+  """(arrays to save, grid images, grid rows) of a label or attribute run."""
+  from condgen_jax import images, sampling  # pylint: disable=g-import-not-at-top
+  asked = _conditions(run.dataset)
+  rows = images.grid_rows(run.dataset.num_classes)
+  if asked is not None:
+    if _TRAVERSE.value is not None:
+      raise ValueError("--traverse_code does not take --cond/--cond_file.")
+    y, rows = asked
+    x = sampling.sample_labels(run, state, y, _SEED.value)
+    return {"images": x, "labels": y}, x, rows
+  if _TRAVERSE.value is None:
+    x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
+    return {"images": x, "labels": y}, x, rows
+  x, y, values = sampling.latent_traversal(run, state, _TRAVERSE.value,
+                                           _NUM.value, _SEED.value)
+  return {"images": x, "labels": y, "values": values}, x, rows
+
+
+def _image_samples(run, state):
+  """(arrays to save, grid images, grid rows) of a run conditioned on
+  images: rows of input | output (| target) pictures."""
+  from condgen_jax import images, sampling  # pylint: disable=g-import-not-at-top
+  if _COND.value or _TRAVERSE.value is not None:
+    raise ValueError("a run conditioned on images takes its conditions from "
+                     "--cond_file (an array 'cond' of condition images in "
+                     "[0, 1]), not --cond or --traverse_code.")
+  spec = sampling.image_condition(run)
+  shape = run.dataset.image_shape
+  if _COND_FILE.value:
+    cond = _read_cond_file()
+    x = sampling.sample_conditions(run, state, cond, _SEED.value)
+    return ({"images": x, "conditions": cond},
+            images.side_by_side(spec.show(cond, shape), x), len(cond))
+  targets, labels = sampling.test_targets(run.dataset, _NUM.value)
+  x, _ = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
+  cond = np.asarray(spec.from_images(targets))
+  k = run.dataset.num_classes
+  rows = k if len(labels) == k * _NUM.value else len(labels)
+  return ({"images": x, "labels": labels, "conditions": cond,
+           "targets": targets},
+          images.side_by_side(spec.show(cond, shape), x, targets), rows)
 
 
 def main(argv):
@@ -80,24 +140,14 @@ def main(argv):
     png = sampling.output_path(_PNG.value) if _PNG.value else None
     run, state, step = train.restore_run(_WORKDIR.value)
     run = sampling.with_sampling_options(run, **sampling_flags.values())
-    asked = _conditions(run.dataset)
-    rows = images.grid_rows(run.dataset.num_classes)
-    if asked is not None:
-      if _TRAVERSE.value is not None:
-        raise ValueError("--traverse_code does not take --cond/--cond_file.")
-      y, rows = asked
-      x = sampling.sample_labels(run, state, y, _SEED.value)
-      sampling.save_npz(out, images=x, labels=y)
-    elif _TRAVERSE.value is None:
-      x, y = sampling.sample_per_class(run, state, _NUM.value, _SEED.value)
-      sampling.save_npz(out, images=x, labels=y)
+    if sampling.image_condition(run) is not None:
+      arrays, grid, rows = _image_samples(run, state)
     else:
-      x, y, values = sampling.latent_traversal(run, state, _TRAVERSE.value,
-                                               _NUM.value, _SEED.value)
-      sampling.save_npz(out, images=x, labels=y, values=values)
+      arrays, grid, rows = _label_samples(run, state)
+    sampling.save_npz(out, **arrays)
     if png is not None:
-      images.save_grid(x, png, rows)
-  print(f"wrote {len(y)} samples of step {step} to {out}"
+      images.save_grid(grid, png, rows)
+  print(f"wrote {len(arrays['images'])} samples of step {step} to {out}"
         + (f" and the grid to {png}" if png is not None else ""))
 
 
