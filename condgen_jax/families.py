@@ -67,6 +67,7 @@ MODELS = {
                    {"architecture": "conv", "class_head": True,
                     "d_conditioning": "none"}),
     "diffusion": Entry("condgen_jax.diffusion_training"),
+    "cvae_sop": Entry("condgen_jax.sop_training"),
 }
 
 

@@ -1,0 +1,222 @@
+"""Training, sampling and evaluation of structured output prediction:
+Sohn et al. 2015's CVAE and its deterministic baseline (`condgen_jax.sop`),
+conditioned on an image (`condition_kind='image'`, `image_conditions`).
+
+Each step binarises the batch (dynamically, as the CVAE family does), takes
+the condition x of each binarised target and its pixels to predict y, and
+takes one Adam step on the mean of
+
+  CVAE      -ELBO = -log p(y|x,z) + KL(q(z|x,y) || p(z|x)),  z ~ q(z|x,y)
+  baseline  -log p(y|x)
+
+in nats per image, both Bernoulli over the pixels to predict (Sohn et al.
+2015, eq. 4; their baseline NN is trained on the same reconstruction loss).
+`evaluate` reports the test negative conditional log-likelihood of the
+pixels to predict, -log p(y|x): importance-sampled with k = `iw_samples`
+draws of q(z|x,y) for the CVAE (`estimators`), exact for the baseline.
+Samples keep the given pixels and fill the others with Bernoulli means.
+
+Config keys: `OPTIONS` below, each with its default, allowed values and
+meaning.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from condgen_jax import data as data_lib
+from condgen_jax import estimators
+from condgen_jax import image_conditions
+from condgen_jax import losses
+from condgen_jax import options
+from condgen_jax import sop
+
+TrainState = train_state.TrainState
+CONDITION_KINDS = ("image",)
+
+OPTIONS = {
+    "network": options.choice(
+        "cvae", sop.NETWORKS,
+        "'cvae' (Sohn et al. 2015) or 'baseline', the deterministic "
+        "network of the same widths"),
+    "latent_dim": options.integer(200, "size of z (cvae)"),
+    "hidden": options.integers((500, 500), "hidden widths of each "
+                               "network"),
+    "learning_rate": options.positive(1e-3, "Adam's learning rate"),
+    "binarize": options.flag(
+        True, "dynamically binarised data, the usual protocol on MNIST"),
+    "iw_samples": options.integer(
+        100, "k of the importance-sampled test log-likelihood (cvae)"),
+    **image_conditions.OPTIONS,
+}
+
+
+def settings(config) -> ml_collections.FrozenConfigDict:
+  """Every key's value (`OPTIONS`); ValueError names the first bad one."""
+  image_conditions.settings(config)
+  return options.resolve(config, OPTIONS)
+
+
+def validate_config(config) -> None:
+  settings(config)
+
+
+def has_convolutions(config) -> bool:
+  del config
+  return False
+
+
+def image_condition(config) -> image_conditions.ImageCondition:
+  return image_conditions.from_config(config)
+
+
+def metric_modes(config) -> dict:
+  """{name: 'min' | 'max'} of what `evaluate` reports."""
+  if settings(config).network == "cvae":
+    return {"test_ncll": "min", "test_neg_elbo": "min"}
+  return {"test_ncll": "min"}
+
+
+def make_model(config, image_shape) -> sop.StructuredCVAE:
+  s = settings(config)
+  return sop.StructuredCVAE(tuple(image_shape), s.latent_dim,
+                            tuple(s.hidden), s.network)
+
+
+def create_state(config, image_shape, num_classes, rng) -> TrainState:
+  del num_classes
+  model = make_model(config, image_shape)
+  x = jnp.zeros((1,) + image_condition(config).shape(image_shape))
+  y = jnp.zeros((1,) + tuple(image_shape))
+  init_rng, z_rng = jax.random.split(rng)
+  params = model.init(init_rng, x, y, z_rng)["params"]
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=optax.adam(settings(config).learning_rate))
+
+
+def _binarize(x, rng, binarize: bool):
+  return jax.random.bernoulli(rng, x).astype(x.dtype) if binarize else x
+
+
+def masked_log_likelihood(logits, y, mask):
+  """log p(y|...) over the pixels where `mask` is 1: `[B]` in nats."""
+  ll = losses.bernoulli_log_likelihood(logits, y, event_ndims=0) * mask
+  return jnp.sum(ll, axis=tuple(range(1, ll.ndim)))
+
+
+def _terms(model, params, x, y, mask, rng) -> dict:
+  """Per-example loss terms `[B]`; 'loss' is what training minimises."""
+  out = model.apply({"params": params}, x, y * mask, rng)
+  rec = -masked_log_likelihood(out["logits"], y, mask)
+  if model.network == "baseline":
+    return {"loss": rec, "reconstruction": rec}
+  kl = losses.gaussian_kl(out["mean"], out["logvar"], out["prior_mean"],
+                          out["prior_logvar"])
+  return {"loss": rec + kl, "neg_elbo": rec + kl, "reconstruction": rec,
+          "kl": kl}
+
+
+def make_train_step(config, image_shape, num_classes):
+  """train_step(state, batch, rng) -> (state, metrics): one Adam step on
+  the mean loss of the module docstring; metrics in nats per image."""
+  del num_classes
+  s = settings(config)
+  spec = image_condition(config)
+  model = make_model(config, image_shape)
+  mask = spec.target_mask(image_shape)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    bin_rng, z_rng = jax.random.split(rng)
+    y = _binarize(batch["image"], bin_rng, s.binarize)
+    x = spec.from_images(y)
+
+    def loss_fn(params):
+      terms = _terms(model, params, x, y, mask, z_rng)
+      metrics = {k: jnp.mean(v) for k, v in terms.items()}
+      return metrics["loss"], metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads), metrics
+
+  return train_step
+
+
+def make_sample_fn(config, image_shape, num_classes):
+  """sample(state, conditions, rng) -> images in [0, 1]: the given pixels
+  of `conditions`, the others Bernoulli means of p(y|x,z), z ~ p(z|x)."""
+  del num_classes
+  spec = image_condition(config)
+  model = make_model(config, image_shape)
+
+  def sample(state, conditions, rng):
+    predicted = model.apply({"params": state.params}, conditions, rng,
+                            method=sop.StructuredCVAE.sample)
+    return spec.compose(conditions, predicted)
+
+  return sample
+
+
+def log_likelihood(model, params, x, y, mask, rng, num_samples: int):
+  """log p(y|x) `[B]` of the pixels to predict: importance-sampled with
+  `num_samples` draws of q(z|x,y) for the CVAE, exact for the baseline."""
+  net = sop.StructuredCVAE
+
+  def apply(*args, method):
+    return model.apply({"params": params}, *args, method=method)
+
+  if model.network == "baseline":
+    return masked_log_likelihood(apply(x, method=net.logits), y, mask)
+
+  def given_z(z):
+    return masked_log_likelihood(apply(x, z, method=net.logits), y, mask)
+
+  return estimators.importance_sampled_log_likelihood(
+      given_z, apply(x, y * mask, method=net.recognize),
+      apply(x, method=net.prior_params), rng, num_samples)
+
+
+def evaluate(config, state, dataset: data_lib.Dataset, rng,
+             batch_size: int = 500) -> dict:
+  """Test negative conditional log-likelihood of the pixels to predict
+  (`test_ncll`, nats per image) and the training terms on the test split.
+
+  The test images are binarised once with keys derived from `rng` when the
+  config binarises, so the numbers depend only on the params and `rng`.
+  """
+  s = settings(config)
+  spec = image_condition(config)
+  model = make_model(config, dataset.image_shape)
+  mask = spec.target_mask(dataset.image_shape)
+
+  @jax.jit
+  def batch_terms(params, images, key):
+    bin_key, z_key, iw_key = jax.random.split(key, 3)
+    y = _binarize(data_lib.to_float(images, dataset.max_value), bin_key,
+                  s.binarize)
+    x = spec.from_images(y)
+    out = _terms(model, params, x, y, mask, z_key)
+    out["log_likelihood"] = log_likelihood(model, params, x, y, mask, iw_key,
+                                           s.iw_samples)
+    return out
+
+  images, _ = dataset.split("test")
+  sums = {}
+  for i, start in enumerate(range(0, len(images), batch_size)):
+    out = batch_terms(state.params, images[start:start + batch_size],
+                      jax.random.fold_in(rng, i))
+    for key, value in out.items():
+      sums[key] = sums.get(key, 0.0) + float(
+          np.sum(np.asarray(value, np.float64)))
+  n = len(images)
+  result = {f"test_{k}": v / n for k, v in sums.items()
+            if k not in ("loss", "log_likelihood")}
+  result.update(test_ncll=-sums["log_likelihood"] / n, num_test_examples=n)
+  if s.network == "cvae":
+    result["iw_samples"] = int(s.iw_samples)
+  return result
