@@ -68,6 +68,7 @@ MODELS = {
                     "d_conditioning": "none"}),
     "diffusion": Entry("condgen_jax.diffusion_training"),
     "cvae_sop": Entry("condgen_jax.sop_training"),
+    "pix2pix": Entry("condgen_jax.pix2pix_training"),
 }
 
 

@@ -1,0 +1,245 @@
+"""Training, sampling and evaluation of pix2pix (Isola et al. 2017),
+conditioned on an image (`condition_kind='image'`, `image_conditions`).
+
+G maps the condition x to an image, D judges patches of (x, y) pairs
+(`condgen_jax.pix2pix`); both see images in [-1, 1]. One training step
+draws G(x) once, then
+
+  D: one Adam step on 1/2 mean_patches [-log D(x, y) - log(1 - D(x, G(x)))]
+  G: one Adam step on mean_patches [-log D(x, G(x))] + l1_weight |y - G(x)|_1
+
+with the updated D, the per-patch losses of `condgen_jax.losses`
+(`minimax_discriminator_loss`, `non_saturating_generator_loss`, [B, h, w]),
+the L1 term a mean over pixels and lambda = 100, as in the paper (its D
+objective halved to slow D down relative to G). G's dropout, its only
+noise, is on at sampling and evaluation too.
+
+Config keys: `OPTIONS` below, each with its default, allowed values and
+meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from condgen_jax import data as data_lib
+from condgen_jax import image_conditions
+from condgen_jax import kernels as kernels_lib
+from condgen_jax import losses
+from condgen_jax import options
+from condgen_jax import pix2pix
+
+CONDITION_KINDS = ("image",)
+
+OPTIONS = {
+    "g_channels": options.integers(
+        (32, 64, 128), "U-Net encoder widths, one per stride-2 level (the "
+        "paper's 256x256 G: 64, 128, 256, 512, 512, 512, 512, 512)"),
+    "d_channels": options.integers(
+        (32, 64), "PatchGAN widths, the last of stride 1 (the paper's 70x70 "
+        "D: 64, 128, 256, 512)"),
+    "dropout_rate": options.number(
+        0.5, "dropout of G's innermost decoder layers, in training and at "
+        "test time", 0.0, 1.0),
+    "l1_weight": options.number(100.0, "lambda of the L1 term of G"),
+    "learning_rate": options.positive(2e-4, "Adam's learning rate (G and "
+                                      "D)"),
+    "adam_b1": options.number(0.5, "Adam beta1", 0.0, 1.0),
+    "adam_b2": options.number(0.999, "Adam beta2", 0.0, 1.0),
+    "kernels": options.choice(
+        "auto", kernels_lib.KERNELS,
+        "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
+        "kernels on CPU, stock flax layers elsewhere; the same function"),
+    **image_conditions.OPTIONS,
+}
+
+
+def settings(config) -> ml_collections.FrozenConfigDict:
+  """Every key's value (`OPTIONS`); ValueError names the first bad one."""
+  image_conditions.settings(config)
+  return options.resolve(config, OPTIONS)
+
+
+def validate_config(config) -> None:
+  settings(config)
+
+
+def has_convolutions(config) -> bool:
+  del config
+  return True
+
+
+def image_condition(config) -> image_conditions.ImageCondition:
+  return image_conditions.from_config(config)
+
+
+def metric_modes(config) -> dict:
+  """{name: 'min' | 'max'} of what `evaluate` reports."""
+  del config
+  return {"test_l1": "min"}
+
+
+@struct.dataclass
+class Pix2PixState:
+  """Both players' parameters and Adam states (one optimiser definition)."""
+  step: jax.Array
+  g_params: Any
+  d_params: Any
+  g_opt_state: Any
+  d_opt_state: Any
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+def make_models(config, image_shape):
+  """(generator, discriminator) for targets of `image_shape`."""
+  s = settings(config)
+  kernels = kernels_lib.resolve(s.kernels)
+  return (pix2pix.UNetGenerator(image_shape[-1], tuple(s.g_channels),
+                                s.dropout_rate, kernels),
+          pix2pix.PatchDiscriminator(tuple(s.d_channels), kernels))
+
+
+def create_state(config, image_shape, num_classes, rng) -> Pix2PixState:
+  del num_classes
+  s = settings(config)
+  generator, discriminator = make_models(config, image_shape)
+  x = jnp.zeros((1,) + image_condition(config).shape(image_shape))
+  y = jnp.zeros((1,) + tuple(image_shape))
+  g_key, d_key, drop_key = jax.random.split(rng, 3)
+  g_params = generator.init({"params": g_key, "dropout": drop_key},
+                            x)["params"]
+  d_params = discriminator.init(d_key, x, y)["params"]
+  tx = optax.adam(s.learning_rate, b1=s.adam_b1, b2=s.adam_b2)
+  return Pix2PixState(step=jnp.zeros((), jnp.int32), g_params=g_params,
+                      d_params=d_params, g_opt_state=tx.init(g_params),
+                      d_opt_state=tx.init(d_params), tx=tx)
+
+
+class _Networks:
+  """G and D applied to images in [-1, 1]."""
+
+  def __init__(self, config, image_shape):
+    self.generator, self.discriminator = make_models(config, image_shape)
+    self.spec = image_condition(config)
+
+  def inputs(self, images):
+    """The condition of targets in [0, 1], mapped to [-1, 1]."""
+    return 2.0 * self.spec.from_images(images) - 1.0
+
+  def generate(self, g_params, x, rng):
+    return self.generator.apply({"params": g_params}, x,
+                                rngs={"dropout": rng})
+
+  def discriminate(self, d_params, x, y):
+    return self.discriminator.apply({"params": d_params}, x, y)
+
+
+def make_train_step(config, image_shape, num_classes):
+  """train_step(state, batch, rng) -> (state, metrics): one D and one G
+  step (module docstring). Metrics: d_loss, g_loss, g_adv_loss, l1 (mean
+  |y - G(x)| in [0, 1] pixel units), d_real and d_fake (mean sigmoid of
+  D's patches before D's step), loss (d_loss + g_loss)."""
+  del num_classes
+  s = settings(config)
+  nets = _Networks(config, image_shape)
+
+  def d_loss_fn(d_params, x, y, fake):
+    real_logits = nets.discriminate(d_params, x, y)
+    fake_logits = nets.discriminate(d_params, x, fake)
+    loss = 0.5 * jnp.mean(losses.minimax_discriminator_loss(real_logits,
+                                                            fake_logits))
+    return loss, {"d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+                  "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
+
+  def g_loss_fn(fake, d_params, x, y):
+    adv = jnp.mean(losses.non_saturating_generator_loss(
+        nets.discriminate(d_params, x, fake)))
+    l1 = jnp.mean(jnp.abs(fake - y))
+    return adv + s.l1_weight * l1, {"g_adv_loss": adv, "l1": 0.5 * l1}
+
+  def train_step(state: Pix2PixState, batch, rng):
+    rng = jax.random.fold_in(rng, state.step)
+    x, y = nets.inputs(batch["image"]), 2.0 * batch["image"] - 1.0
+    # G(x) once: D's step uses it, G's step pulls its gradient back.
+    fake, g_vjp = jax.vjp(lambda p: nets.generate(p, x, rng), state.g_params)
+    (d_loss, d_m), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+        state.d_params, x, y, jax.lax.stop_gradient(fake))
+    d_updates, d_opt = state.tx.update(d_grads, state.d_opt_state,
+                                       state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+    (g_loss, g_m), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(
+        fake, d_params, x, y)
+    g_grads, = g_vjp(fake_grad)
+    g_updates, g_opt = state.tx.update(g_grads, state.g_opt_state,
+                                       state.g_params)
+    new_state = state.replace(
+        step=state.step + 1, d_params=d_params, d_opt_state=d_opt,
+        g_params=optax.apply_updates(state.g_params, g_updates),
+        g_opt_state=g_opt)
+    metrics = {**d_m, **g_m, "d_loss": d_loss, "g_loss": g_loss,
+               "loss": d_loss + g_loss}
+    return new_state, {k: jnp.asarray(v, jnp.float32)
+                       for k, v in metrics.items()}
+
+  return train_step
+
+
+def make_sample_fn(config, image_shape, num_classes):
+  """sample(state, conditions, rng) -> G(x) in [0, 1] (dropout on)."""
+  del num_classes
+  nets = _Networks(config, image_shape)
+
+  def sample(state: Pix2PixState, conditions, rng):
+    out = nets.generate(state.g_params, 2.0 * conditions - 1.0, rng)
+    return jnp.clip((out + 1.0) / 2.0, 0.0, 1.0).astype(jnp.float32)
+
+  return sample
+
+
+def _test_terms(nets, mask, state, images, rng) -> dict:
+  """Per-example test metrics `[B]` (see `evaluate`)."""
+  x, y = nets.inputs(images), 2.0 * images - 1.0
+  fake = nets.generate(state.g_params, x, rng)
+  real_logits = nets.discriminate(state.d_params, x, y)
+  fake_logits = nets.discriminate(state.d_params, x, fake)
+  per_patch = lambda a: jnp.mean(a, axis=(1, 2))  # noqa: E731
+  l1 = jnp.sum(mask * jnp.abs(fake - y) / 2.0, axis=(1, 2, 3))
+  return {"l1": l1 / (np.sum(mask) * images.shape[-1]),
+          "d_real": per_patch(jax.nn.sigmoid(real_logits)),
+          "d_fake": per_patch(jax.nn.sigmoid(fake_logits)),
+          "patch_accuracy": 0.5 * (per_patch(real_logits > 0)
+                                   + per_patch(fake_logits < 0))}
+
+
+def evaluate(config, state: Pix2PixState, dataset: data_lib.Dataset, rng,
+             batch_size: int = 500) -> dict:
+  """On the test split, G's dropout drawn from `rng`: `test_l1`, the mean
+  |y - G(x)| over the pixels to predict in [0, 1] units; D's mean sigmoid
+  on real and generated patches (`test_d_real`, `test_d_fake`) and its
+  patch accuracy (real patches with a positive logit, generated ones with
+  a negative one, each half), with the number of patches per image."""
+  nets = _Networks(config, dataset.image_shape)
+  mask = nets.spec.target_mask(dataset.image_shape)
+  terms = jax.jit(lambda st, im, k: _test_terms(nets, mask, st, im, k))
+  images, _ = dataset.split("test")
+  sums = {}
+  for i, start in enumerate(range(0, len(images), batch_size)):
+    batch = data_lib.to_float(images[start:start + batch_size],
+                              dataset.max_value)
+    out = terms(state, batch, jax.random.fold_in(rng, i))
+    for key, value in out.items():
+      sums[key] = sums.get(key, 0.0) + float(
+          np.sum(np.asarray(value, np.float64)))
+  n = len(images)
+  x = jnp.zeros((1,) + nets.spec.shape(dataset.image_shape))
+  patches = jax.eval_shape(nets.discriminate, state.d_params, x,
+                           jnp.zeros((1,) + dataset.image_shape)).shape
+  return {**{f"test_{k}": v / n for k, v in sums.items()},
+          "num_test_examples": n, "num_patches": patches[1] * patches[2]}
