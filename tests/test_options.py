@@ -81,7 +81,7 @@ def test_describe_lists_each_key():
 
 
 CONFIGS = ("cvae", "cgan_mlp", "cgan_conv", "acgan", "infogan_style",
-           "tacgan", "infogan", "diffusion")
+           "tacgan", "infogan", "diffusion", "cvae_sop", "pix2pix")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
