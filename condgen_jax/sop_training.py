@@ -14,7 +14,9 @@ in nats per image, both Bernoulli over the pixels to predict (Sohn et al.
 `evaluate` reports the test negative conditional log-likelihood of the
 pixels to predict, -log p(y|x): importance-sampled with k = `iw_samples`
 draws of q(z|x,y) for the CVAE (`estimators`), exact for the baseline.
-Samples keep the given pixels and fill the others with Bernoulli means.
+Samples keep the given pixels and fill the others with Bernoulli means;
+they take the conditions as given (gray test images, where training saw
+binarised ones).
 
 Config keys: `OPTIONS` below, each with its default, allowed values and
 meaning.

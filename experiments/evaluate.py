@@ -9,6 +9,10 @@ classifier, FID and intra-FID in its feature space, its Inception Score,
 precision/recall (k=3), the Parzen-window log-likelihood, and for VAEs the
 test negative ELBO (and the IWAE bound when the run's config sets
 iw_samples). The reference classifier is trained once per dataset and cached.
+For runs conditioned on images (`condition_kind=image`) the family's own
+metrics (`test_ncll` of the structured-output CVAE and its baseline;
+pix2pix's `test_l1` and patch metrics) come with the metrics above of the
+outputs for the first --num_per_class test images of each class.
 For diffusion runs the sampling options override the run's config (as in
 `experiments.sample`) and are written into the results; `--out` names the
 results file inside DIR, so several settings can be kept side by side.
