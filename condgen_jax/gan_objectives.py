@@ -273,7 +273,10 @@ def acgan_discriminator_terms(s) -> list[Term]:
   """The AC-GAN objective's D side (Odena et al. 2017, eq. 3): -log q(c|x)
   on real data (real_class_weight) and -log q(c|G(z,c)) on generated data
   (fake_class_weight; minimised by D only when d_fake_class, reported
-  always). real_class_weight=0 gives the InfoGAN-style variant."""
+  always). real_class_weight=0 gives the InfoGAN-style variant. For a
+  condition of A attributes, D has one class head per attribute and each
+  term is -log q(c|x) = -sum_a log q_a(c_a|x), the sum of the attributes'
+  cross-entropies (`losses.acgan_real_class_loss`)."""
   return [
       Term("d_real_class_loss", lambda c: losses.acgan_real_class_loss(
           c.real["class_logits"], c.labels),

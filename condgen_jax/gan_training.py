@@ -24,6 +24,15 @@ uniformly (code_prior='uniform'), `continuous_codes` U[-1, 1] codes are
 appended to z, D's Q network predicts both, and no label is read
 (real_class_weight=0).
 
+Conditions: a class label, or (condition_kind='attributes') every
+attribute of a dataset that has them, `[B, A]` with `num_classes` the tuple
+of the attributes' sizes: G and the conditional Ds read the attributes'
+one-hots concatenated (`conditioning.condition_vector`), AC-GAN's D has one
+class head per attribute and its class terms sum the attributes'
+cross-entropies (`losses.acgan_real_class_loss`). InfoGAN's codes are
+drawn in place of the label, so `code_prior='uniform'` and
+`continuous_codes` are refused with attributes (`check_condition`).
+
 Data range: the conv models, and cgan_mlp with g_output='tanh', generate in
 [-1, 1] (tanh), so real images are mapped x -> 2x - 1 for D and samples back
 to [0, 1] by `sample`; cgan_mlp with g_output='sigmoid' (the paper's)
@@ -32,6 +41,7 @@ generates in [0, 1] and sees real images as they come.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.struct as struct
@@ -47,6 +57,9 @@ from condgen_jax import gan_objectives
 from condgen_jax import gans
 from condgen_jax import options
 
+# A label, or every attribute of the dataset (concatenated one-hots into G
+# and the conditional Ds; one AC-GAN class head per attribute).
+CONDITION_KINDS = ("label", "attributes")
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CODE_PRIORS = ("data", "uniform")
@@ -124,7 +137,25 @@ def tanh_output(s) -> bool:
 def validate_config(config) -> None:
   """Every GAN key's value, before anything is written; ValueError names
   the first bad one."""
-  gan_objectives.get_objective(settings(config))
+  s = settings(config)
+  check_condition(s, config.get("condition_kind") == "attributes")
+  gan_objectives.get_objective(s)
+
+
+def check_condition(s, attributes: bool) -> None:
+  """ValueError naming the keys that do not take a condition of attributes:
+  InfoGAN's uniform categorical code (code_prior='uniform') and continuous
+  codes stand in for one label (a code per class, a traversal row per
+  class); an attribute condition is given, never drawn."""
+  bad = []
+  if attributes and s.code_prior != "data":
+    bad.append(f"code_prior={s.code_prior!r}")
+  if attributes and s.continuous_codes:
+    bad.append(f"continuous_codes={s.continuous_codes}")
+  if bad:
+    raise ValueError(f"condition_kind='attributes' does not take "
+                     f"{' or '.join(bad)} (InfoGAN's codes); it needs "
+                     "code_prior='data' and continuous_codes=0.")
 
 
 def has_convolutions(config) -> bool:
@@ -213,6 +244,16 @@ def _optimizer(s, lr: float,
   return optax.chain(tx, extra) if extra is not None else tx
 
 
+def condition_batch(num_classes, labels):
+  """Int conditions for `labels` `[B]` (class indices, cycled): as they
+  are for a class count; for a tuple of attribute sizes, the combinations
+  (row-major, `images.class_rows`' order) of those indices, `[B, A]`."""
+  if not isinstance(num_classes, tuple):
+    return labels % num_classes
+  combos = jnp.unravel_index(labels % math.prod(num_classes), num_classes)
+  return jnp.stack(combos, axis=-1).astype(jnp.int32)
+
+
 def _ref(state_or_ref):
   ref = state_or_ref
   return None if ref is None else (ref["z"], ref["label"])
@@ -221,17 +262,18 @@ def _ref(state_or_ref):
 def create_state(config, image_shape, num_classes, rng) -> GANState:
   """Initial parameters and optimiser states of both players."""
   s = settings(config)
+  check_condition(s, isinstance(num_classes, tuple))
   generator, discriminator = gans.make_models(config, image_shape,
                                               num_classes)
   g_key, d_key, drop_key, ref_key = jax.random.split(rng, 4)
   vbn_ref = None
   if s.virtual_batch_norm:
     n = s.vbn_batch_size
-    ref_labels = jnp.arange(n, dtype=jnp.int32) % num_classes
+    ref_labels = condition_batch(num_classes, jnp.arange(n, dtype=jnp.int32))
     z, _, _ = sample_latents(s, ref_key, ref_labels, num_classes)
     vbn_ref = {"z": z, "label": ref_labels}
   z = jnp.zeros((2, s.z_dim + s.continuous_codes), jnp.float32)
-  c = jnp.zeros((2,), jnp.int32)
+  c = condition_batch(num_classes, jnp.zeros((2,), jnp.int32))
   x = jnp.zeros((2,) + tuple(image_shape), jnp.float32)
   g_vars = generator.init({"params": g_key, "dropout": drop_key}, z, c,
                           ref=_ref(vbn_ref))
@@ -278,8 +320,29 @@ class _Players:
     return out, updates.get("batch_stats", stats)
 
 
+def _correct(class_logits, labels):
+  """[B] bool: the class predicted right (with one head per attribute,
+  every attribute)."""
+  if isinstance(class_logits, tuple):
+    return jnp.all(jnp.stack([_correct(logits, labels[:, a]) for a, logits
+                              in enumerate(class_logits)], -1), -1)
+  return jnp.argmax(class_logits, -1) == labels
+
+
 def _accuracy(class_logits, labels):
-  return jnp.mean((jnp.argmax(class_logits, -1) == labels).astype(jnp.float32))
+  return jnp.mean(_correct(class_logits, labels).astype(jnp.float32))
+
+
+def _class_metrics(real_logits, fake_logits, labels, fake_labels) -> dict:
+  """real/fake_class_acc (joint over the attributes) and, with one head
+  per attribute, each attribute a's as real/fake_class_acc_<a>."""
+  m = {"real_class_acc": _accuracy(real_logits, labels),
+       "fake_class_acc": _accuracy(fake_logits, fake_labels)}
+  if isinstance(real_logits, tuple):
+    for a, (r, f) in enumerate(zip(real_logits, fake_logits)):
+      m[f"real_class_acc_{a}"] = _accuracy(r, labels[:, a])
+      m[f"fake_class_acc_{a}"] = _accuracy(f, fake_labels[:, a])
+  return m
 
 
 def _d_metrics(objective, real, fake, labels, s, fake_labels) -> dict:
@@ -290,8 +353,8 @@ def _d_metrics(objective, real, fake, labels, s, fake_labels) -> dict:
   if objective.metrics is not None:
     m.update(objective.metrics(lr, lf))
   if s.class_head:
-    m.update(real_class_acc=_accuracy(real["class_logits"], labels),
-             fake_class_acc=_accuracy(fake["class_logits"], fake_labels))
+    m.update(_class_metrics(real["class_logits"], fake["class_logits"],
+                            labels, fake_labels))
   if s.twin_class_head:
     m["fake_twin_class_acc"] = _accuracy(fake["twin_class_logits"],
                                          fake_labels)
@@ -309,7 +372,9 @@ def make_train_step(config, image_shape, num_classes):
   d_twin_class_loss, g_twin_class_loss), with d_loss, g_loss, loss (their
   sum, for progress displays only), d_real and d_fake (mean sigmoid(D)
   before the last D update), the objective's metrics (wasserstein_estimate)
-  and, with a class head, real/fake_class_acc (and fake_twin_class_acc).
+  and, with a class head, real/fake_class_acc (and fake_twin_class_acc);
+  with attributes those are joint (every attribute right), and
+  real/fake_class_acc_<a> are attribute a's.
   """
   parts = _GANStep(config, image_shape, num_classes)
 
@@ -323,6 +388,7 @@ class _GANStep:
 
   def __init__(self, config, image_shape, num_classes):
     self.s = s = settings(config)
+    check_condition(s, isinstance(num_classes, tuple))
     self.num_classes = num_classes
     self.players = _Players(config, image_shape, num_classes)
     self.objective = objective = gan_objectives.get_objective(s)
@@ -477,7 +543,8 @@ def latent_traversal(config, state: GANState, image_shape, num_classes, *,
 def make_sample_fn(config, image_shape, num_classes):
   """sample(state, labels, rng) -> float32 images in [0, 1], [B, H, W, C]:
   `make_generate_fn` at z (and continuous codes) drawn from their priors;
-  `labels` are the classes (InfoGAN: the categorical codes) asked for."""
+  `labels` are the classes `[B]` (InfoGAN: the categorical codes), or the
+  attribute rows `[B, A]`, asked for."""
   s = settings(config)
   generate = make_generate_fn(config, image_shape, num_classes)
 
@@ -492,26 +559,35 @@ def make_sample_fn(config, image_shape, num_classes):
 def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
              batch_size: int = 500) -> dict:
   """acgan: accuracy of D's class head on the test split
-  ({'test_class_acc', 'num_test_examples'}); {} for the other models (sample
-  quality is measured by the runner's classifier-based metrics)."""
+  ({'test_class_acc', 'num_test_examples'}; with attributes, every
+  attribute right, and each attribute's as 'test_<name>_acc'); {} for the
+  other models (sample quality is measured by the runner's classifier-based
+  metrics)."""
   del rng
   s = settings(config)
   if not s.class_head or s.code_prior == "uniform":  # InfoGAN's codes are
     return {}  # not the classes; the runner reports matched_class_accuracy
   players = _Players(config, dataset.image_shape, dataset.num_classes)
+  names = dataset.attribute_names or ()
 
   @jax.jit
   def correct(d_params, d_stats, images, labels):
     x = data_lib.to_float(images, dataset.max_value)
     x = 2.0 * x - 1.0 if tanh_output(s) else x
     out, _ = players.discriminate(d_params, d_stats, x, labels, train=False)
-    return jnp.sum(jnp.argmax(out["class_logits"], -1) == labels)
+    logits = out["class_logits"]
+    return [jnp.sum(_correct(logits, labels))] + [
+        jnp.sum(_correct(logits[a], labels[:, a])) for a in range(len(names))]
 
   images, labels = dataset.split("test")
-  total = 0
+  totals = [0] * (1 + len(names))
   for start in range(0, len(labels), batch_size):
-    total += int(correct(state.d_params, state.d_stats,
-                         images[start:start + batch_size],
-                         labels[start:start + batch_size]))
-  return {"test_class_acc": total / len(labels),
-          "num_test_examples": len(labels)}
+    counts = correct(state.d_params, state.d_stats,
+                     images[start:start + batch_size],
+                     labels[start:start + batch_size])
+    totals = [t + int(c) for t, c in zip(totals, counts)]
+  result = {"test_class_acc": totals[0] / len(labels),
+            "num_test_examples": len(labels)}
+  for name, total in zip(names, totals[1:]):
+    result[f"test_{name}_acc"] = total / len(labels)
+  return result

@@ -1,14 +1,17 @@
 """Conditional GAN generators and discriminators (flax linen).
 
-Inputs: noise z `[B, z_dim]`, a condition c (int labels `[B]` or float
-`[B, K]`, see `conditioning.condition_vector`), images `[B, H, W, C]` in the
-model's range. Every discriminator returns a dict
+Inputs: noise z `[B, z_dim]`, a condition c (int labels `[B]`, int
+attributes `[B, A]` with `num_classes` the tuple of the A attributes' sizes,
+or float `[B, K]`, see `conditioning.condition_vector`), images
+`[B, H, W, C]` in the model's range. Every discriminator returns a dict
 
   {'logit': [B], 'class_logits': [B, K] or None,
    'twin_class_logits': [B, K] or None, 'code_means': [B, n] or None,
    'features': [B, F]}
 
-with `features` the last shared hidden layer (for feature matching).
+with `features` the last shared hidden layer (for feature matching). With
+attributes, the class heads are one Dense per attribute and
+'class_logits' (and 'twin_class_logits') a tuple of A arrays `[B, K_a]`.
 
 - `cgan_mlp` (Mirza & Osindero 2014, "Conditional Generative Adversarial
   Nets", sec. 4.1): `MLPGenerator` (z -> 200 ReLU, y -> 1000 ReLU, joint 1200
@@ -133,7 +136,7 @@ class MLPGenerator(nn.Module):
   each hidden layer before its activation.
   """
   image_shape: tuple[int, int, int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   z_hidden: int = 200
   c_hidden: int = 1000
   joint_hidden: int = 1200
@@ -180,7 +183,7 @@ class MLPDiscriminator(nn.Module):
   every layer (then apply with `mutable=['batch_stats']` while training).
   """
   image_shape: tuple[int, int, int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   x_units: tuple[int, int] = (240, 5)
   c_units: tuple[int, int] = (50, 5)
   joint_units: tuple[int, int] = (240, 4)
@@ -231,7 +234,7 @@ class ConvGenerator(nn.Module):
   Output `[B, H, W, C]` in [-1, 1]; H and W must be multiples of 4.
   """
   image_shape: tuple[int, int, int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditioning: str = "concat"
   width: int = 64
   norm: str = "batch"
@@ -309,12 +312,14 @@ class ConvDiscriminator(nn.Module):
   unnormalised). `class_head` adds AC-GAN class logits on the features,
   `twin_class_head` TAC-GAN's twin class logits beside them, and
   `continuous_codes` > 0 InfoGAN's code means; with `q_hidden` > 0 these
-  heads sit on a shared hidden LeakyReLU layer (the Q network).
+  heads sit on a shared hidden LeakyReLU layer (the Q network). With a
+  tuple `num_classes` (attributes), each class head is one Dense per
+  attribute ('class_head_0', 'class_head_1', ...) and its logits a tuple.
   `spectral_norm` wraps every conv and dense layer (not the projection
   embedding); apply with `mutable=['batch_stats']` while training.
   """
   image_shape: tuple[int, int, int]
-  num_classes: int
+  num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditioning: str = "projection"
   width: int = 64
   kernel_size: int = 4
@@ -369,17 +374,25 @@ class ConvDiscriminator(nn.Module):
     if self.q_hidden and (self.class_head or self.continuous_codes):
       q = nn.leaky_relu(sn(nn.Dense(self.q_hidden, name="q_hidden"),
                            "sn_q_hidden")(q, update_stats=update), 0.2)
-    heads = {}
-    for key, name, size in (
-        ("class_logits", "class", self.num_classes * self.class_head),
-        ("twin_class_logits", "twin_class",
-         self.num_classes * self.twin_class_head),
-        ("code_means", "code", self.continuous_codes)):
-      heads[key] = None
-      if size:
-        head = sn(nn.Dense(size, name=f"{name}_head"), f"sn_{name}_head")
-        heads[key] = head(q, update_stats=update)
-    return {"logit": logit, **heads, "features": features}
+
+    def head(name, size):
+      return sn(nn.Dense(size, name=name), f"sn_{name}")(
+          q, update_stats=update)
+
+    def class_logits(name):  # one head per attribute: A arrays [B, K_a]
+      if isinstance(self.num_classes, tuple):
+        return tuple(head(f"{name}_{a}", k)
+                     for a, k in enumerate(self.num_classes))
+      return head(name, self.num_classes)
+
+    return {"logit": logit,
+            "class_logits": (class_logits("class_head") if self.class_head
+                             else None),
+            "twin_class_logits": (class_logits("twin_class_head")
+                                  if self.twin_class_head else None),
+            "code_means": (head("code_head", self.continuous_codes)
+                           if self.continuous_codes else None),
+            "features": features}
 
 
 def model_settings(config) -> ml_collections.FrozenConfigDict:
@@ -403,8 +416,9 @@ def model_settings(config) -> ml_collections.FrozenConfigDict:
   return m
 
 
-def make_models(config, image_shape, num_classes: int):
+def make_models(config, image_shape, num_classes):
   """(generator, discriminator) for the config; the keys: `MODEL_OPTIONS`.
+  `num_classes`: the class count, or the tuple of the attributes' sizes.
 
   cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
   (its hidden layers), g_dropout_rate, g_activation, g_output and the

@@ -19,7 +19,8 @@ gradients. They are elementwise in the logits and keep their leading shape
 - hinge (Lim & Ye 2017; Miyato et al. 2018);
 - relativistic average (Jolicoeur-Martineau 2019), whose generator loss
   needs the real logits, and the R1 penalty (Mescheder et al. 2018);
-- AC-GAN class terms (Odena et al. 2017);
+- AC-GAN class terms (Odena et al. 2017), one cross-entropy per attribute
+  summed for a condition of several attributes;
 - feature matching (Salimans et al. 2016).
 
 Diffusion terms (at the end) take the network's prediction and the noise
@@ -243,11 +244,19 @@ def clip_weights(limit: float) -> optax.GradientTransformation:
 
 
 def _class_cross_entropy(class_logits, labels):
-  log_probs = jax.nn.log_softmax(class_logits, axis=-1)
+  """-log softmax(logits)[label]; with a sequence of A logits `[..., K_a]`
+  and labels `[..., A]`, the sum over attributes of each one's term."""
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise ValueError(f"labels must be integer class indices; got dtype "
                      f"{labels.dtype}.")
+  if isinstance(class_logits, (tuple, list)):
+    if labels.shape[-1:] != (len(class_logits),):
+      raise ValueError(f"{len(class_logits)} attribute logits need labels "
+                       f"[..., {len(class_logits)}]; got {labels.shape}.")
+    return sum(_class_cross_entropy(logits, labels[..., a])
+               for a, logits in enumerate(class_logits))
+  log_probs = jax.nn.log_softmax(class_logits, axis=-1)
   return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
 
 
@@ -257,6 +266,14 @@ def acgan_real_class_loss(class_logits, labels):
   Odena et al. 2017, "Conditional Image Synthesis with Auxiliary Classifier
   GANs", eq. 3, first term. `class_logits` `[..., K]`, integer `labels`
   `[...]`; log-softmax cross-entropy, returns `[...]`.
+
+  A condition of A attributes c = (c_1, ..., c_A) has one class head per
+  attribute: `class_logits` is a sequence of A arrays `[..., K_a]` and
+  `labels` is `[..., A]`. q then factorises over the attributes,
+  q(c | x) = prod_a q_a(c_a | x), each q_a a softmax, so
+  -log q(c | x) = -sum_a log q_a(c_a | x), the sum of the A
+  cross-entropies (also for `acgan_fake_class_loss` and
+  `tacgan_twin_class_loss`).
   """
   return _class_cross_entropy(class_logits, labels)
 

@@ -124,6 +124,26 @@ def test_acgan_terms_follow_the_class_weights():
       ("g_fake_class_loss", 2.0)]
 
 
+def test_acgan_terms_of_attributes_sum_each_heads_cross_entropy():
+  cfg = _config(model="acgan")
+  d_terms = {t.name: t for t in gan_objectives.acgan_discriminator_terms(cfg)}
+  (g_term,) = gan_objectives.acgan_generator_terms(cfg)
+  digit = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], np.float32)
+  color = np.array([[1.0, -1.0], [0.0, 2.0]], np.float32)
+  labels = np.array([[0, 1], [2, 0]], np.int32)
+  fake_labels = np.array([[1, 0], [2, 1]], np.int32)
+  ce = lambda l, y: -(l[np.arange(2), y] - np.log(np.exp(l).sum(-1)))
+  out = {"logit": np.zeros(2, np.float32), "class_logits": (digit, color)}
+  context = gan_objectives.Context(out, out, labels, fake_labels=fake_labels)
+  np.testing.assert_allclose(d_terms["d_real_class_loss"].fn(context),
+                             ce(digit, labels[:, 0]) + ce(color, labels[:, 1]),
+                             rtol=1e-6)
+  want_fake = ce(digit, fake_labels[:, 0]) + ce(color, fake_labels[:, 1])
+  np.testing.assert_allclose(d_terms["d_fake_class_loss"].fn(context),
+                             want_fake, rtol=1e-6)
+  np.testing.assert_allclose(g_term.fn(context), want_fake, rtol=1e-6)
+
+
 def test_tacgan_twin_terms_train_d_on_it_and_g_against_it():
   cfg = _config(model="acgan", twin_class_head=True, twin_class_weight=0.5,
                 d_fake_class=False)

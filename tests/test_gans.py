@@ -63,6 +63,46 @@ def test_conv_shapes_and_ranges(image_shape, model, g_cond, d_cond):
   assert out["twin_class_logits"] is None
 
 
+ATTRIBUTES = jnp.array([[7, 0], [3, 5], [0, 2]], jnp.int32)  # [B, A]
+
+
+def test_acgan_has_one_class_head_per_attribute():
+  config = make_config("acgan", twin_class_head=True)
+  g, d = gans.make_models(config, (8, 8, 3), (10, 6))
+  g_vars, x, d_vars, out = init_and_apply(g, d, (8, 8, 3),
+                                          labels=ATTRIBUTES)
+  assert x.shape == (3, 8, 8, 3)
+  features = out["features"].shape[1]
+  for key, name in (("class_logits", "class_head"),
+                    ("twin_class_logits", "twin_class_head")):
+    digit, color = out[key]
+    assert digit.shape == (3, 10) and color.shape == (3, 6)
+    params = d_vars["params"]
+    assert name not in params
+    assert params[f"{name}_0"]["kernel"].shape == (features, 10)
+    assert params[f"{name}_1"]["kernel"].shape == (features, 6)
+  # G reads z and the concatenated one-hots: 16 + 10 + 6 inputs
+  assert g_vars["params"]["dense"]["kernel"].shape[0] == 16 + 10 + 6
+
+
+@pytest.mark.parametrize("model,d_cond", [
+    ("cgan_conv", "vectorize"), ("cgan_conv", "embed_channel"),
+    ("cgan_conv", "film"), ("cgan_conv", "projection"), ("cgan_mlp", None)])
+def test_conditional_gans_take_attributes(model, d_cond):
+  config = make_config(model, **({"d_conditioning": d_cond} if d_cond
+                                 else {}))
+  g, d = gans.make_models(config, (8, 8, 3), (10, 6))
+  z_dim = 100 if model == "cgan_mlp" else 16
+  _, x, d_vars, out = init_and_apply(g, d, (8, 8, 3), labels=ATTRIBUTES,
+                                     z_dim=z_dim)
+  assert x.shape == (3, 8, 8, 3) and out["logit"].shape == (3,)
+  assert out["class_logits"] is None
+  # D's condition differs only in the color: so does its logit
+  recolored = ATTRIBUTES.at[:, 1].set((ATTRIBUTES[:, 1] + 1) % 6)
+  assert not np.allclose(d.apply(d_vars, x, recolored)["logit"],
+                         out["logit"])
+
+
 def test_float_condition_vectors_work():
   config = make_config("cgan_conv", g_conditioning="film",
                        d_conditioning="embed_channel")

@@ -203,6 +203,33 @@ def test_acgan_class_losses():
     losses.acgan_real_class_loss(logits, labels.astype(np.float32))
 
 
+def test_acgan_class_losses_of_attributes_sum_over_the_heads():
+  # one head per attribute (10 digits, 6 colors): -log of the factorised
+  # joint q(d, c | x) = q_digit(d | x) q_color(c | x), by numpy in float64
+  rng = np.random.default_rng(5)
+  digit = rng.normal(size=(4, 10)).astype(np.float32) * 3
+  color = rng.normal(size=(4, 6)).astype(np.float32) * 3
+  labels = np.array([[7, 0], [3, 5], [0, 2], [9, 1]], np.int32)
+  softmax = lambda l: np.exp(l - l.max(-1, keepdims=True)) / np.exp(
+      l - l.max(-1, keepdims=True)).sum(-1, keepdims=True)
+  p_digit = softmax(digit.astype(np.float64))[np.arange(4), labels[:, 0]]
+  p_color = softmax(color.astype(np.float64))[np.arange(4), labels[:, 1]]
+  want = -np.log(p_digit * p_color)
+  for fn in (losses.acgan_real_class_loss, losses.acgan_fake_class_loss,
+             losses.tacgan_twin_class_loss):
+    got = fn((digit, color), labels)
+    assert got.shape == (4,)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+  # uniform heads, by hand: log 10 + log 6 = log 60 per example
+  flat = (np.zeros((2, 10), np.float32), np.zeros((2, 6), np.float32))
+  np.testing.assert_allclose(
+      losses.acgan_real_class_loss(flat, labels[:2]), [np.log(60.0)] * 2,
+      rtol=1e-6)
+  with pytest.raises(ValueError, match=r"2 attribute logits need labels "
+                     r"\[..., 2\]; got \(4,\)"):
+    losses.acgan_real_class_loss((digit, color), labels[:, 0])
+
+
 def test_infogan_continuous_code_loss():
   rng = np.random.default_rng(7)
   means = rng.normal(size=(4, 2)).astype(np.float32)

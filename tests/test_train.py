@@ -385,10 +385,11 @@ def test_an_attribute_run_resumes_exactly_and_never_trains_held_out(tmp_path):
 
 
 def test_attributes_need_a_family_and_a_dataset_that_have_them(tmp_path):
-  from experiments.configs import acgan  # pylint: disable=g-import-not-at-top
-  c = acgan.get_config()
+  from experiments.configs import cvae_sop  # pylint: disable=g-import-not-at-top
+  c = cvae_sop.get_config()
   c.condition_kind = "attributes"
-  with pytest.raises(ValueError, match="not supported by model 'acgan'"):
+  with pytest.raises(ValueError, match="not supported by model 'cvae_sop'; "
+                     r"it takes \('image',\)"):
     train.validate_config(c)
   with pytest.raises(ValueError, match="no attributes to condition on"):
     train.setup(tiny_cvae_config(condition_kind="attributes"))
