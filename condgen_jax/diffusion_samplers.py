@@ -23,9 +23,10 @@ al. 2022. Either way the model is evaluated exactly `nfe` times.
 
 Classifier-free guidance (Ho & Salimans 2022): the prediction is
 (1 + w) pred(x, t, c) - w pred(x, t, null), so w = 0 is the plain
-conditional model; both halves come from one forward pass over a batch of
-2B. For eps and v the combination commutes with the conversions between
-them (both are affine in the prediction), so guiding v is guiding eps.
+conditional model (null: the null label, or every attribute at its
+null); both halves come from one forward pass over a batch of 2B. For eps
+and v the combination commutes with the conversions between them (both
+are affine in the prediction), so guiding v is guiding eps.
 
 `clip_x0` (eps / v): x0_hat is clipped to the data range [-1, 1] and
 eps_hat recomputed from it, as in the code of Ho et al.
@@ -83,18 +84,20 @@ def combine_guidance(cond, uncond, guidance_scale):
   return (1.0 + guidance_scale) * cond - guidance_scale * uncond
 
 
-def guided(model_fn: Callable, guidance_scale: float,
-           null_label: int) -> Callable:
+def guided(model_fn: Callable, guidance_scale: float, null_label) -> Callable:
   """model_fn with classifier-free guidance at the static scale w: one
-  forward pass on [x; x] with labels [c; null]. w = 0 skips the null half."""
+  forward pass on [x; x] with labels [c; null]. w = 0 skips the null half.
+  `null_label`: the null class, or for attribute rows `[B, A]` the tuple of
+  the A attributes' nulls (the whole condition dropped)."""
   if guidance_scale == 0:
     return model_fn
 
   def fn(params, x, t, labels):
     b = x.shape[0]
+    null = jnp.broadcast_to(jnp.asarray(null_label, labels.dtype),
+                            labels.shape)
     out = model_fn(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                   jnp.concatenate([labels, jnp.full_like(labels,
-                                                          null_label)]))
+                   jnp.concatenate([labels, null]))
     return combine_guidance(out[:b], out[b:], guidance_scale)
 
   return fn

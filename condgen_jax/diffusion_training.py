@@ -11,6 +11,12 @@ replaces each label by the null label `num_classes` with probability
 mean per-image loss of `condgen_jax.losses`. Samples use the EMA of the
 parameters when ema_decay > 0.
 
+A condition of attributes (condition_kind='attributes': labels `[B, A]`,
+`num_classes` the tuple of their sizes) has one label embedding per
+attribute, each with its own null row (`unet.UNet`); `p_uncond` drops the
+whole condition of an example (every attribute to its null at once), and
+guidance's unconditional half is every attribute at its null.
+
 Config keys: `OPTIONS` below, each with its default, allowed values and
 meaning.
 """
@@ -35,6 +41,8 @@ from condgen_jax import options
 from condgen_jax import unet
 
 SCHEDULES = tuple(losses.SCHEDULES)
+# A label, or every attribute of the dataset (one embedding each, summed).
+CONDITION_KINDS = ("label", "attributes")
 
 OPTIONS = {
     "objective": options.choice(
@@ -109,7 +117,7 @@ class DiffusionState(train_state.TrainState):
   ema_params: Any = None
 
 
-def make_model(s, num_classes: int) -> unet.UNet:
+def make_model(s, num_classes) -> unet.UNet:
   return unet.UNet(num_classes=num_classes, channels=s.channels,
                    num_res_blocks=s.num_res_blocks, attention=s.attention,
                    num_groups=s.num_groups)
@@ -119,18 +127,23 @@ def create_state(config, image_shape, num_classes, rng) -> DiffusionState:
   s = settings(config)
   model = make_model(s, num_classes)
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  params = model.init(rng, x, jnp.zeros((1,)), jnp.zeros((1,), jnp.int32)
-                      )["params"]
+  attributes = isinstance(num_classes, tuple)
+  labels = jnp.zeros((1, len(num_classes)) if attributes else (1,), jnp.int32)
+  params = model.init(rng, x, jnp.zeros((1,)), labels)["params"]
   return DiffusionState.create(
       apply_fn=model.apply, params=params,
       tx=optax.adam(s.learning_rate),
       ema_params=params if s.ema_decay > 0 else None)
 
 
-def drop_labels(labels, rng, p_uncond: float, null_label: int):
+def drop_labels(labels, rng, p_uncond: float, null_label):
   """Each label replaced by `null_label` with probability `p_uncond`,
-  independently (classifier-free guidance training, Ho & Salimans 2022)."""
-  drop = jax.random.bernoulli(rng, p_uncond, jnp.shape(labels))
+  independently (classifier-free guidance training, Ho & Salimans 2022).
+  Attribute rows `[B, A]` with `null_label` the tuple of the A nulls: each
+  row is replaced whole (the condition is dropped, not single
+  attributes)."""
+  drop = jax.random.bernoulli(rng, p_uncond, jnp.shape(labels)[:1])
+  drop = drop.reshape(drop.shape + (1,) * (labels.ndim - 1))
   return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
 
 
@@ -183,8 +196,7 @@ def sampling_params(s, state):
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(s, image_shape: tuple[int, ...], num_classes: int,
-             loop: str):
+def _sampler(s, image_shape: tuple[int, ...], num_classes, loop: str):
   """sample(params, labels, rng) -> images in [0, 1] for the settings `s`,
   built once per (settings, shape, loop). With loop='python' the steps are a
   Python loop over one jitted step (an outer jit unrolls it); with 'fori'
@@ -213,11 +225,12 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes: int,
 def sample_with(config, state, labels, rng, image_shape, *,
                 sampler: str | None = None, nfe: int | None = None,
                 guidance_scale: float | None = None, loop: str | None = None):
-  """Samples for `labels` (ints in [0, num_classes)): float32 images in
-  [0, 1], `[B, *image_shape]`. `sampler`, `nfe` and `guidance_scale` default
-  to the config's and are checked like it; `loop` ('python' | 'fori')
-  defaults by backend (`diffusion_samplers.loop_form`). num_classes is read
-  off the state (the label embedding has num_classes + 1 rows)."""
+  """Samples for `labels` (ints in [0, num_classes), or attribute rows
+  `[B, A]`): float32 images in [0, 1], `[B, *image_shape]`. `sampler`,
+  `nfe` and `guidance_scale` default to the config's and are checked like
+  it; `loop` ('python' | 'fori') defaults by backend
+  (`diffusion_samplers.loop_form`). num_classes is read off the state (each
+  label embedding has its size + 1 rows)."""
   s = settings(config)
   s = options.replace(
       s, sampler=s.sampler if sampler is None else sampler,
@@ -229,9 +242,20 @@ def sample_with(config, state, labels, rng, image_shape, *,
   if loop not in samplers.LOOPS:
     raise ValueError(f"Unknown loop {loop!r}; expected one of "
                      f"{samplers.LOOPS}.")
-  num_classes = state.params["label_embed"]["embedding"].shape[0] - 1
-  return _sampler(s, tuple(image_shape), num_classes, loop)(
+  return _sampler(s, tuple(image_shape), num_classes_of(state.params), loop)(
       sampling_params(s, state), labels, rng)
+
+
+def num_classes_of(params):
+  """The class count (or the tuple of attribute sizes) a U-Net's params
+  were built for: its label embeddings' rows less the null."""
+  if "label_embed" in params:
+    return params["label_embed"]["embedding"].shape[0] - 1
+  sizes, a = [], 0
+  while f"label_embed_{a}" in params:
+    sizes.append(params[f"label_embed_{a}"]["embedding"].shape[0] - 1)
+    a += 1
+  return tuple(sizes)
 
 
 def make_sample_fn(config, image_shape, num_classes):
@@ -247,7 +271,7 @@ def make_sample_fn(config, image_shape, num_classes):
 
 
 @functools.lru_cache(maxsize=8)
-def _test_loss_fn(s, num_classes: int, max_value: float):
+def _test_loss_fn(s, num_classes, max_value: float):
   """jit of the summed per-image loss of a batch of uint8 images (one
   compiled function per setting, reused by every evaluation)."""
   model = make_model(s, num_classes)

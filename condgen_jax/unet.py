@@ -13,7 +13,13 @@ Vaswani et al. 2017 (of `time_scale * t`, so t = i / 1000 sees the integer
 timesteps of Ho et al.) and an MLP; the class label gets a learned embedding
 (`nn.Embed` with `num_classes + 1` rows: label `num_classes` is the learned
 null, "unconditional" label of classifier-free guidance, Ho & Salimans 2022).
-The two are added, and every residual block applies the sum through
+A condition of A attributes (`num_classes` the tuple of their sizes K_a,
+labels `[B, A]`) gets one such embedding per attribute, `K_a + 1` rows with
+row K_a the attribute's null, summed: a combination never seen in training
+still has one. The unconditional input of guidance is every attribute at
+its null, (K_1, ..., K_A), so only the sum of the null rows is learned: one
+null vector for the whole condition. The condition's embedding is added to
+the time's, and every residual block applies the sum through
 `conditioning.FiLM` after its second norm (the scale-shift norm of Dhariwal &
 Nichol 2021), identity at initialisation.
 
@@ -90,11 +96,23 @@ class SelfAttention(nn.Module):
     return x + y.reshape(b, h, w, c)
 
 
+def condition_embedding(num_classes, labels, dim: int):
+  """Labels `[B]` -> their learned embeddings `[B, dim]` ('label_embed',
+  `num_classes + 1` rows, the last the null); attributes `[B, A]` -> the sum
+  of one such embedding per attribute ('label_embed_0', ...). Call inside a
+  compact module."""
+  if isinstance(num_classes, tuple):
+    return sum(nn.Embed(k + 1, dim, name=f"label_embed_{a}")(labels[:, a])
+               for a, k in enumerate(num_classes))
+  return nn.Embed(num_classes + 1, dim, name="label_embed")(labels)
+
+
 class UNet(nn.Module):
   """eps / v / velocity prediction: (x [B,H,W,C], t [B], labels [B]) ->
   [B,H,W,C]. Labels are ints in [0, num_classes]; num_classes is the null
-  label."""
-  num_classes: int
+  label. With a tuple `num_classes` (attribute sizes), labels are `[B, A]`,
+  attribute a in [0, num_classes[a]], its size its null."""
+  num_classes: int | tuple[int, ...]
   channels: Sequence[int] = (32, 64, 128)
   num_res_blocks: int = 2
   attention: bool = True
@@ -113,8 +131,7 @@ class UNet(nn.Module):
     temb = sinusoidal_embedding(self.time_scale * jnp.asarray(t), channels[0])
     temb = nn.Dense(dim, name="time_dense1")(temb)
     temb = nn.Dense(dim, name="time_dense2")(nn.silu(temb))
-    emb = temb + nn.Embed(self.num_classes + 1, dim, name="label_embed")(
-        labels)
+    emb = temb + condition_embedding(self.num_classes, labels, dim)
     block = lambda f, name: ResBlock(f, self.num_groups, name=name)
     attend = lambda name: SelfAttention(self.num_groups, name=name)
     last = len(channels) - 1

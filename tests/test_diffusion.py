@@ -95,6 +95,47 @@ def test_null_label_is_used_at_the_rate_p_uncond():
   np.testing.assert_array_equal(none, labels)
 
 
+def test_attributes_each_get_an_embedding_with_a_null_row():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+
+  class Embedding(nn.Module):
+    @nn.compact
+    def __call__(self, labels):
+      return unet.condition_embedding((10, 6), labels, 4)
+
+  labels = jnp.array([[7, 0], [3, 5], [10, 6]], jnp.int32)  # last: null
+  params = Embedding().init(jax.random.key(0), labels)["params"]
+  digit = np.asarray(params["label_embed_0"]["embedding"])
+  color = np.asarray(params["label_embed_1"]["embedding"])
+  assert digit.shape == (11, 4) and color.shape == (7, 4)
+  np.testing.assert_allclose(
+      Embedding().apply({"params": params}, labels),
+      digit[[7, 3, 10]] + color[[0, 5, 6]], rtol=1e-6)
+  model = unet.UNet(num_classes=(10, 6), channels=(8,), num_res_blocks=1,
+                    attention=False)
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((2, 8, 8, 3)), jnp.zeros(2),
+                          jnp.zeros((2, 2), jnp.int32))["params"]
+  assert "label_embed" not in shapes
+  assert dt.num_classes_of(shapes) == (10, 6)
+  label_model = unet.UNet(num_classes=10, channels=(8,), num_res_blocks=1,
+                          attention=False)
+  assert dt.num_classes_of(jax.eval_shape(
+      label_model.init, jax.random.key(0), jnp.zeros((2, 8, 8, 1)),
+      jnp.zeros(2), jnp.zeros(2, jnp.int32))["params"]) == 10
+
+
+def test_a_dropped_attribute_condition_is_dropped_whole():
+  rows = np.arange(100_000)
+  labels = jnp.asarray(np.stack([rows % 10, rows % 6], 1), jnp.int32)
+  out = np.asarray(dt.drop_labels(labels, jax.random.key(0), 0.1, (10, 6)))
+  dropped = np.all(out == [10, 6], axis=1)
+  assert abs(dropped.mean() - 0.1) < 0.0045  # 4.7 standard errors
+  np.testing.assert_array_equal(out[~dropped], np.asarray(labels)[~dropped])
+  # no row is dropped in part
+  assert not np.any((out[:, 0] == 10) != (out[:, 1] == 6))
+
+
 def _fake_model(calls=None):
   """A stand-in for the network: a fixed nonlinear function of (x, t, c);
   `calls` counts evaluations (and their batch sizes) at run time."""
@@ -131,6 +172,29 @@ def test_guidance_is_the_formula_in_one_batched_pass():
   assert calls == [6]  # one forward pass over [x; x]
   plain = samplers.guided(_fake_model(calls), 0.0, 10)(0.7, x, t, c)
   np.testing.assert_allclose(plain, cond, rtol=1e-5, atol=1e-6)
+
+
+def test_guidance_on_attributes_drops_the_whole_condition():
+  def model_fn(params, x, t, labels):  # depends on both attributes
+    c = (labels[:, 0] + 0.1 * labels[:, 1]).astype(jnp.float32)
+    return params * jnp.tanh(x) + 0.1 * t[:, None, None, None] - (
+        0.05 * c[:, None, None, None])
+
+  def np_model(x, t, labels, p=0.7):
+    c = (labels[:, 0] + 0.1 * labels[:, 1]).astype(np.float32)
+    return p * np.tanh(x) + 0.1 * t[:, None, None, None] - (
+        0.05 * c[:, None, None, None])
+
+  x = np.random.default_rng(1).standard_normal((3, 4, 4, 3)).astype(
+      np.float32)
+  t = np.array([0.2, 0.5, 0.9], np.float32)
+  c = np.array([[7, 0], [3, 5], [0, 2]], np.int32)
+  w = 2.0
+  out = samplers.guided(model_fn, w, (10, 6))(0.7, x, t, c)
+  cond = np_model(x, t, c)
+  uncond = np_model(x, t, np.array([[10, 6]] * 3))
+  np.testing.assert_allclose(out, (1 + w) * cond - w * uncond, rtol=1e-5,
+                             atol=1e-6)
 
 
 def _np_cosine(t):
