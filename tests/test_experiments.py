@@ -364,12 +364,31 @@ def test_sample_takes_conditions(trained, tmp_path):
   assert not (tmp_path / "x.npz").exists()
 
 
-def test_an_attribute_run_samples_a_combination_it_never_saw(tmp_path):
+# config, its tiny flags, and a metric of the family that `evaluate` writes
+# (None: the test checks the condition parser's error instead)
+ATTRIBUTE_RUNS = {
+    "cvae": ("cvae.py", [*TINY, "--config.num_steps=20"], None),
+    "acgan": ("acgan.py", ["--config.batch_size=32", "--config.g_width=8",
+                           "--config.d_width=8", "--config.z_dim=8",
+                           "--config.num_steps=4", "--config.log_every=2",
+                           "--config.sample_every=0"], "test_color_acc"),
+    "diffusion": ("diffusion.py", [
+        "--config.batch_size=32", "--config.channels=(8,)",
+        "--config.num_res_blocks=1", "--config.attention=False",
+        "--config.num_steps=4", "--config.log_every=2",
+        "--config.sample_every=0", "--config.prng_impl=philox4x32",
+        "--config.nfe=4"], "test_loss"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", tuple(ATTRIBUTE_RUNS))
+def test_an_attribute_run_samples_a_combination_it_never_saw(tmp_path, model):
+  config, flags, family_metric = ATTRIBUTE_RUNS[model]
   workdir = tmp_path / "w"
-  r = run("train", "--config=experiments/configs/cvae.py",
-          f"--workdir={workdir}", "--config.num_steps=20",
-          "--config.condition_kind=attributes", *TINY,
-          "--config.dataset=colored_digits")
+  r = run("train", f"--config=experiments/configs/{config}",
+          f"--workdir={workdir}", "--config.condition_kind=attributes",
+          *flags, "--config.dataset=colored_digits")
   assert r.returncode == 0, r.stderr[-2000:]
   r = run("sample", f"--workdir={workdir}", "--num_per_class=2",
           "--cond=digit=7,color=red", f"--out={tmp_path / 'r7.npz'}")
@@ -377,5 +396,18 @@ def test_an_attribute_run_samples_a_combination_it_never_saw(tmp_path):
   out = np.load(tmp_path / "r7.npz")
   assert out["labels"].tolist() == [[7, 0], [7, 0]]  # held out by default
   assert out["images"].shape == (2, 8, 8, 3)
-  _one_error_line(run("sample", f"--workdir={workdir}", "--cond=digit=7",
-                      f"--out={tmp_path / 'x.npz'}"), "['color']")
+  if family_metric is None:
+    _one_error_line(run("sample", f"--workdir={workdir}", "--cond=digit=7",
+                        f"--out={tmp_path / 'x.npz'}"), "['color']")
+    return
+  r = run("evaluate", f"--workdir={workdir}", "--num_per_class=1",
+          "--parzen=false")
+  assert r.returncode == 0, r.stderr[-2000:]
+  results = json.loads((workdir / "eval.json").read_text())
+  # one sample of each of the 60 combinations, the default 10 held out
+  assert results["num_held_out"] == 10 and results["num_seen"] == 50
+  for part in ("seen", "held_out"):
+    for name in ("digit", "color", "joint"):
+      assert 0.0 <= results[f"{name}_accuracy_{part}"] <= 1.0
+  assert results["held_out"] == [[d, d % 6] for d in range(10)]
+  assert np.isfinite(results[family_metric])
