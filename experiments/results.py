@@ -6,7 +6,7 @@
 
 Each row runs a config's defaults (the overrides pick a variant or the
 dataset) in `<root>/<name>` and is evaluated with `experiments.evaluate`
-(1,000 samples per class; the attribute row 100 per (digit, color)
+(1,000 samples per class; the attribute rows 100 per (digit, color)
 combination, 6,000 in all); `report.train_command` / `evaluate_command` are
 the exact commands. Published anchors stand beside their rows.
 """
@@ -15,6 +15,8 @@ from condgen_jax.report import Anchor, Row
 
 NO_PARZEN = (("parzen", False),)
 FASHION = (("dataset", "fashion_mnist"),)
+COLORED = (("dataset", "colored_mnist"), ("condition_kind", "attributes"))
+COLORED_EVAL = NO_PARZEN + (("num_per_class", 100),)  # per combination
 
 PARZEN_CGAN = Anchor("Parzen 132 ± 1.8 (Mirza & Osindero 2014)",
                      key="parzen_log_likelihood", stderr_key="parzen_stderr")
@@ -57,7 +59,10 @@ ROWS = (
     # conditioned on (digit, color) with the default ten combinations held
     # out; the table shows accuracy on seen and on held-out combinations
     Row("colored_mnist_cvae", "CVAE, learned prior", "cvae.py",
-        overrides=(("dataset", "colored_mnist"),
-                   ("condition_kind", "attributes"), ("num_steps", 10_000)),
-        eval_flags=NO_PARZEN + (("num_per_class", 100),)),
+        overrides=COLORED + (("num_steps", 10_000),),
+        eval_flags=COLORED_EVAL),
+    Row("colored_mnist_acgan", "AC-GAN, a class head per attribute",
+        "acgan.py", overrides=COLORED, eval_flags=COLORED_EVAL),
+    Row("colored_mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)",
+        "diffusion.py", overrides=COLORED, eval_flags=COLORED_EVAL),
 )
