@@ -161,6 +161,12 @@ def to_float(images, max_value: float):
   return images.astype(jnp.float32) / max_value
 
 
+def binarize(x, rng):
+  """Dynamic binarisation: each pixel x in [0, 1] -> Bernoulli(x), drawn
+  anew at every call (the usual protocol of VAEs on MNIST)."""
+  return jax.random.bernoulli(rng, x).astype(x.dtype)
+
+
 def load_dataset(name: str, data_dir: str | None = None, *,
                  tfds_dir: str | None = None, download: bool = False,
                  held_out=colored.DEFAULT_HELD_OUT) -> Dataset:

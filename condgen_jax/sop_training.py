@@ -101,10 +101,6 @@ def create_state(config, image_shape, num_classes, rng) -> TrainState:
                            tx=optax.adam(settings(config).learning_rate))
 
 
-def _binarize(x, rng, binarize: bool):
-  return jax.random.bernoulli(rng, x).astype(x.dtype) if binarize else x
-
-
 def masked_log_likelihood(logits, y, mask):
   """log p(y|...) over the pixels where `mask` is 1: `[B]` in nats."""
   ll = losses.bernoulli_log_likelihood(logits, y, event_ndims=0) * mask
@@ -135,7 +131,8 @@ def make_train_step(config, image_shape, num_classes):
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     bin_rng, z_rng = jax.random.split(rng)
-    y = _binarize(batch["image"], bin_rng, s.binarize)
+    y = batch["image"]
+    y = data_lib.binarize(y, bin_rng) if s.binarize else y
     x = spec.from_images(y)
 
     def loss_fn(params):
@@ -199,8 +196,8 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
   @jax.jit
   def batch_terms(params, images, key):
     bin_key, z_key, iw_key = jax.random.split(key, 3)
-    y = _binarize(data_lib.to_float(images, dataset.max_value), bin_key,
-                  s.binarize)
+    y = data_lib.to_float(images, dataset.max_value)
+    y = data_lib.binarize(y, bin_key) if s.binarize else y
     x = spec.from_images(y)
     out = _terms(model, params, x, y, mask, z_key)
     out["log_likelihood"] = log_likelihood(model, params, x, y, mask, iw_key,

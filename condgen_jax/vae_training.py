@@ -101,10 +101,6 @@ def create_state(config, image_shape, num_classes, rng) -> TrainState:
                            tx=optax.adam(settings(config).learning_rate))
 
 
-def _binarize(x, rng, binarize: bool):
-  return jax.random.bernoulli(rng, x).astype(x.dtype) if binarize else x
-
-
 def _neg_elbo_terms(model, params, x, c, rng):
   out = model.apply({"params": params}, x, c, rng)
   return losses.negative_elbo(out["logits"], x, out["mean"], out["logvar"],
@@ -120,7 +116,8 @@ def make_train_step(config, image_shape, num_classes):
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     bin_rng, z_rng = jax.random.split(rng)
-    x = _binarize(batch["image"], bin_rng, s.binarize)
+    x = batch["image"]
+    x = data_lib.binarize(x, bin_rng) if s.binarize else x
 
     def loss_fn(params):
       neg_elbo, rec, kl = _neg_elbo_terms(model, params, x, batch["label"],
@@ -183,8 +180,8 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
   @jax.jit
   def batch_terms(params, images, labels, key):
     bin_key, z_key, iw_key = jax.random.split(key, 3)
-    x = _binarize(data_lib.to_float(images, dataset.max_value), bin_key,
-                  s.binarize)
+    x = data_lib.to_float(images, dataset.max_value)
+    x = data_lib.binarize(x, bin_key) if s.binarize else x
     neg_elbo, rec, kl = _neg_elbo_terms(model, params, x, labels, z_key)
     out = {"neg_elbo": neg_elbo, "reconstruction": rec, "kl": kl}
     if k:

@@ -138,3 +138,15 @@ def test_attributes_as_the_condition():
     data.check_labels(np.array([9]), (10, 6))
   with pytest.raises(ValueError, match="no attributes to condition on"):
     data.conditioned_on_attributes(data.load_dataset("digits"))
+
+
+def test_binarize_draws_each_pixel_from_its_bernoulli():
+  x = np.array([0.0, 1.0, 0.25, 0.75], np.float32)
+  draws = np.stack([np.asarray(data.binarize(x, jax.random.key(i)))
+                    for i in range(400)])
+  assert set(np.unique(draws)) <= {0.0, 1.0}
+  np.testing.assert_array_equal(draws[:, :2], np.tile([0.0, 1.0], (400, 1)))
+  # 400 draws: the frequency's std is at most 0.025; 0.1 is four of them
+  np.testing.assert_allclose(draws[:, 2:].mean(0), [0.25, 0.75], atol=0.1)
+  np.testing.assert_array_equal(data.binarize(x, jax.random.key(3)),
+                                data.binarize(x, jax.random.key(3)))
