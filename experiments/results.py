@@ -31,9 +31,9 @@ def _dcgan(dataset_name: str, conditioning: str, overrides=()) -> Row:
 
 
 ROWS = (
-    Row("mnist_cvae_learned", "CVAE, learned prior", "cvae.py",
+    Row("mnist_cvae_learned", "conv CVAE, learned prior", "cvae_conv.py",
         eval_flags=NO_PARZEN),
-    Row("mnist_cvae_standard", "CVAE, standard prior", "cvae.py",
+    Row("mnist_cvae_standard", "conv CVAE, standard prior", "cvae_conv.py",
         overrides=(("prior", "standard"),), eval_flags=NO_PARZEN),
     Row("mnist_cgan_mlp", "CGAN-MLP (Mirza & Osindero)", "cgan_mlp.py",
         anchor=PARZEN_CGAN),
@@ -49,7 +49,8 @@ ROWS = (
         accuracy_key="matched_class_accuracy"),
     Row("mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)", "diffusion.py",
         eval_flags=NO_PARZEN),
-    Row("fashion_mnist_cvae_learned", "CVAE, learned prior", "cvae.py",
+    Row("fashion_mnist_cvae_learned", "conv CVAE, learned prior",
+        "cvae_conv.py",
         overrides=FASHION, eval_flags=NO_PARZEN),
     _dcgan("fashion_mnist", "projection", FASHION),
     Row("fashion_mnist_acgan", "AC-GAN", "acgan.py", overrides=FASHION,
