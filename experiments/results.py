@@ -59,9 +59,8 @@ ROWS = (
         "diffusion.py", overrides=FASHION, eval_flags=NO_PARZEN),
     # conditioned on (digit, color) with the default ten combinations held
     # out; the table shows accuracy on seen and on held-out combinations
-    Row("colored_mnist_cvae", "CVAE, learned prior", "cvae.py",
-        overrides=COLORED + (("num_steps", 10_000),),
-        eval_flags=COLORED_EVAL),
+    Row("colored_mnist_cvae", "conv CVAE, learned prior", "cvae_conv.py",
+        overrides=COLORED, eval_flags=COLORED_EVAL),
     Row("colored_mnist_acgan", "AC-GAN, a class head per attribute",
         "acgan.py", overrides=COLORED, eval_flags=COLORED_EVAL),
     Row("colored_mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)",
