@@ -335,7 +335,7 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
   text = readme.read_text()
   assert text.startswith("# T\n<!-- report:begin -->\n**digits (8×8)**")
   assert text.endswith("<!-- report:end -->\ntail\n") and "old" not in text
-  row = next(l for l in text.splitlines() if l.startswith("| CVAE"))
+  row = next(l for l in text.splitlines() if l.startswith("| conv CVAE"))
   cells = row.strip("| ").split(" | ")
   assert cells[10] == f"{step} × 32"
   assert cells[11].endswith(" s") and "-core" in cells[12]
@@ -343,7 +343,7 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
       workdir / "samples" / f"step_{step:08d}.png").read_bytes()
   r = run("report", "--commands", "--only=mnist_cvae_learned")
   assert r.stdout.splitlines()[2] == (
-      "python -m experiments.train --config=experiments/configs/cvae.py "
+      "python -m experiments.train --config=experiments/configs/cvae_conv.py "
       "--workdir=results/mnist_cvae_learned")
   _one_error_line(run("report", "--only=nope"), "--only", "'nope'")
 
