@@ -6,8 +6,9 @@ A row names a config, its overrides and the evaluation's flags
 workdir: config.json (dataset, batch), the evaluation file (metrics and the
 evaluated step), metrics.jsonl (`wall_s` at that step) and sessions.jsonl
 (the hardware). `tables` formats the rows that have run, one Markdown table
-per dataset; `grid_table` places their sample grids; `replace_between`
-puts generated text between two marker lines of the README.
+per dataset and kind of condition (label, attributes, image); `grid_table`
+places their sample grids; `replace_between` puts generated text between
+two marker lines of the README.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def read_run(row: Row, root) -> dict | None:
     text = hardware.summary(session["hardware"])
     if session["step"] < step and text not in hosts:
       hosts.append(text)
-  return {"row": row, "results": results, "dataset": config["dataset"],
+  return {"row": row, "results": results, "config": config,
+          "dataset": config["dataset"],
           "batch_size": config["batch_size"], "step": step, "wall_s": wall,
           "hardware": " + ".join(hosts) or None,
           "grid": workdir / "samples" / f"step_{step:08d}.png"}
@@ -194,6 +196,39 @@ def attribute_table_row(run: dict) -> list[str]:
   return cells
 
 
+IMAGE_COLUMNS = ("model", "condition", "test NCLL (nats)", "test L1",
+                 "class acc.", "steps × batch", "wall time", "hardware",
+                 "published")
+
+
+def is_image_conditioned(run: dict) -> bool:
+  return run.get("config", {}).get("condition_kind") == "image"
+
+
+def condition_text(config: dict) -> str:
+  """What an image-conditioned run was given, from its config."""
+  task = config.get("image_task")
+  if task == "quadrants":
+    q = int(config["quadrants_given"])
+    return f"{q} quadrant{'s' if q > 1 else ''} given"
+  if task == "colorize":
+    return "gray image"
+  return str(task)
+
+
+def image_table_row(run: dict) -> list[str]:
+  """A run conditioned on images: the test negative conditional
+  log-likelihood of the predicted pixels (`sop_training.evaluate`), the
+  test L1 (`pix2pix_training.evaluate`), and whether the outputs keep
+  their class."""
+  r = run["results"]
+  return [run["row"].label, condition_text(run["config"]),
+          _num(r, "test_ncll", 2), _num(r, "test_l1", 3),
+          _num(r, "class_accuracy", 3),
+          f"{run['step']} × {run['batch_size']}", format_wall(run["wall_s"]),
+          run["hardware"] or "–", _anchor(run["row"], r)]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]):
   lines = ["| " + " | ".join(header) + " |",
            "| " + " | ".join("---" for _ in header) + " |"]
@@ -213,8 +248,9 @@ def tables(runs: Sequence[dict]) -> str:
   parts = []
   for dataset, group in by_dataset(runs).items():
     title = f"**{DATASET_TITLES.get(dataset, dataset)}**\n\n"
-    labels = [r for r in group if "attributes" not in r["results"]]
+    images = [r for r in group if is_image_conditioned(r)]
     attrs = [r for r in group if "attributes" in r["results"]]
+    labels = [r for r in group if r not in images and r not in attrs]
     if labels:
       parts.append(title + markdown_table(COLUMNS,
                                           [table_row(r) for r in labels]))
@@ -222,6 +258,10 @@ def tables(runs: Sequence[dict]) -> str:
       parts.append(title.replace("**\n", ", conditioned on attributes**\n")
                    + markdown_table(ATTRIBUTE_COLUMNS,
                                     [attribute_table_row(r) for r in attrs]))
+    if images:
+      parts.append(title.replace("**\n", ", conditioned on images**\n")
+                   + markdown_table(IMAGE_COLUMNS,
+                                    [image_table_row(r) for r in images]))
   return "\n\n".join(parts)
 
 
@@ -235,17 +275,29 @@ def grid_table(runs: Sequence[dict], image_dir: str,
   README), `per_line` to a table line, one table per dataset."""
   parts = []
   for dataset, group in by_dataset(runs).items():
+    title = DATASET_TITLES.get(dataset, dataset)
     group = [r for r in group if r["row"].grid]
-    for i in range(0, len(group), per_line):
-      chunk = group[i:i + per_line]
-      header = [f"{r['row'].label} ({r['step']} steps)" for r in chunk]
-      cells = [f"![{r['row'].label}]({image_dir}/{image_name(r['row'])})"
-               for r in chunk]
-      title = DATASET_TITLES.get(dataset, dataset)
-      parts.append(f"{title}, one row per requested class (digit, for "
-                   f"attribute runs: colors along the row):\n\n"
-                   + markdown_table(header, [cells]))
+    images = [r for r in group if is_image_conditioned(r)]
+    for subset, caption in (
+        ([r for r in group if r not in images],
+         "one row per requested class (digit, for attribute runs: colors "
+         "along the row)"),
+        (images, "conditioned on images: input | output | target, one row "
+         "per class (missing pixels mid-gray)")):
+      for i in range(0, len(subset), per_line):
+        chunk = subset[i:i + per_line]
+        header = [f"{_grid_label(r)} ({r['step']} steps)" for r in chunk]
+        cells = [f"![{_grid_label(r)}]({image_dir}/{image_name(r['row'])})"
+                 for r in chunk]
+        parts.append(f"{title}, {caption}:\n\n"
+                     + markdown_table(header, [cells]))
   return "\n\n".join(parts)
+
+
+def _grid_label(run: dict) -> str:
+  if is_image_conditioned(run):
+    return f"{run['row'].label}, {condition_text(run['config'])}"
+  return run["row"].label
 
 
 def replace_between(text: str, generated: str, begin: str = BEGIN,

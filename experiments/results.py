@@ -7,7 +7,8 @@
 Each row runs a config's defaults (the overrides pick a variant or the
 dataset) in `<root>/<name>` and is evaluated with `experiments.evaluate`
 (1,000 samples per class; the attribute rows 100 per (digit, color)
-combination, 6,000 in all); `report.train_command` / `evaluate_command` are
+combination, 6,000 in all; the image rows complete the test split's
+images); `report.train_command` / `evaluate_command` are
 the exact commands. Published anchors stand beside their rows.
 """
 
@@ -21,6 +22,27 @@ COLORED_EVAL = NO_PARZEN + (("num_per_class", 100),)  # per combination
 PARZEN_CGAN = Anchor("Parzen 132 ± 1.8 (Mirza & Osindero 2014)",
                      key="parzen_log_likelihood", stderr_key="parzen_stderr")
 INFOGAN_ERROR = Anchor("5 % error, i.e. 0.95 matched (Chen et al. 2016)")
+
+# MNIST quadrant prediction, test negative CLL in nats, by quadrants given:
+# Sohn et al. 2015, Table 1 (NN baseline, CVAE; importance sampling, 100
+# samples) and Pyro's reproduction in its CVAE tutorial (NN, CVAE Monte
+# Carlo estimate).
+SOP_PUBLISHED = {1: {"baseline": (100.03, 100.4), "cvae": (71.18, 71.8)},
+                 2: {"baseline": (62.14, 61.9), "cvae": (44.96, 51.0)},
+                 3: {"baseline": (20.97, 25.4), "cvae": (20.92, 24.2)}}
+
+
+def _sop(quadrants_given: int, network: str) -> Row:
+  sohn, pyro = SOP_PUBLISHED[quadrants_given][network]
+  label = ("CVAE (Sohn et al.'s networks)" if network == "cvae" else
+           "deterministic baseline, same widths")
+  overrides = (("quadrants_given", quadrants_given),)
+  if network != "cvae":
+    overrides += (("network", network),)
+  return Row(f"mnist_sop_{network}_q{quadrants_given}", label, "cvae_sop.py",
+             overrides=overrides, eval_flags=NO_PARZEN,
+             anchor=Anchor(f"{sohn} (Sohn et al. 2015); {pyro} (Pyro)"),
+             grid=network == "cvae")
 
 
 def _dcgan(dataset_name: str, conditioning: str, overrides=()) -> Row:
@@ -65,4 +87,8 @@ ROWS = (
         "acgan.py", overrides=COLORED, eval_flags=COLORED_EVAL),
     Row("colored_mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)",
         "diffusion.py", overrides=COLORED, eval_flags=COLORED_EVAL),
+    # conditioned on images: the quadrants of a test digit that are given
+    *(_sop(q, n) for q in (1, 2, 3) for n in ("baseline", "cvae")),
+    Row("mnist_pix2pix_q1", "pix2pix (U-Net G, PatchGAN D)", "pix2pix.py",
+        eval_flags=NO_PARZEN),
 )

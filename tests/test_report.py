@@ -137,3 +137,30 @@ def test_attribute_runs_get_the_seen_and_held_out_table(tmp_path):
       "2-core AMD EPYC 7B13 (AVX2)"]
   text = report.tables([run])
   assert text.startswith("**Colored MNIST") and "digit acc. seen" in text
+
+
+def test_image_runs_get_their_own_table_and_grids(tmp_path):
+  w = _write_run(tmp_path)
+  (w / "config.json").write_text(json.dumps(
+      {"dataset": "mnist", "batch_size": 128, "condition_kind": "image",
+       "image_task": "quadrants", "quadrants_given": 2}))
+  (w / "eval.json").write_text(json.dumps(
+      {"step": 400, "test_ncll": 45.678, "class_accuracy": 0.9012}))
+  row = Row("mnist_x", "CVAE", "cvae_sop.py",
+            anchor=Anchor("44.96 (Sohn et al. 2015)"))
+  _write_run(tmp_path, "labels")
+  runs = [report.read_run(row, tmp_path),
+          report.read_run(Row("labels", "GAN", "acgan.py"), tmp_path)]
+  assert report.image_table_row(runs[0]) == [
+      "CVAE", "2 quadrants given", "45.68", "–", "0.901", "400 × 128",
+      "10 min", "2-core AMD EPYC 7B13 (AVX2)", "44.96 (Sohn et al. 2015)"]
+  labels, images = report.tables(runs).split("**MNIST, conditioned on images**")
+  assert "| GAN |" in labels and "| CVAE |" not in labels
+  assert "| CVAE | 2 quadrants given |" in images and "| GAN |" not in images
+  grids = report.grid_table(runs, "img")
+  assert grids.index("![GAN](img/labels.png)") < grids.index(
+      "input | output | target")
+  assert "![CVAE, 2 quadrants given](img/mnist_x.png)" in grids
+  config = {"image_task": "quadrants", "quadrants_given": 1}
+  assert report.condition_text(config) == "1 quadrant given"
+  assert report.condition_text({"image_task": "colorize"}) == "gray image"
