@@ -13,8 +13,8 @@ the seed and the held-out combinations:
   every training image is used.
 
 The default holds out 10 of the 60 combinations, one per digit, every color
-at least once: digit d in color d mod 6 (a red 0, a green 1, ..., a red 6,
-..., a magenta 9).
+at least once: digit d in palette color (d - 1) mod 6 (a cyan 0, a red 1,
+a green 2, ..., a red 7, ..., a blue 9).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ PALETTE = (("red", (255, 0, 0)), ("green", (0, 255, 0)),
 COLOR_NAMES = tuple(name for name, _ in PALETTE)
 NUM_COLORS = len(PALETTE)
 NUM_DIGITS = 10
-DEFAULT_HELD_OUT = tuple((d, d % NUM_COLORS) for d in range(NUM_DIGITS))
+DEFAULT_HELD_OUT = tuple((d, (d - 1) % NUM_COLORS)
+                         for d in range(NUM_DIGITS))
 SPLITS = ("train", "test")
 
 

@@ -65,7 +65,8 @@ OPTIONS = {
     "held_out": options.text(
         "default", "colored_* datasets: DIGIT:COLOR combinations kept out "
         "of training, e.g. '7:red,3:blue'; 'default' = one per digit, "
-        "digit d in palette color d mod 6; '' = none",
+        "digit d in palette color (d - 1) mod 6, a red 7 among them; '' = "
+        "none",
         "DIGIT:COLOR,..."),
     "seed": options.integer(0, "the run's root key", minimum=0),
     "prng_impl": options.text(

@@ -26,6 +26,7 @@ def test_default_holds_out_one_per_digit_and_every_color():
   assert len(held) == 10 and len(set(held)) == 10
   assert sorted(d for d, _ in held) == list(range(10))
   assert set(c for _, c in held) == set(range(6))
+  assert (7, colored.COLOR_NAMES.index("red")) in held  # "a red 7"
 
 
 def test_colorize_by_hand():
