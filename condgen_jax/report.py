@@ -278,10 +278,12 @@ def grid_table(runs: Sequence[dict], image_dir: str,
     title = DATASET_TITLES.get(dataset, dataset)
     group = [r for r in group if r["row"].grid]
     images = [r for r in group if is_image_conditioned(r)]
+    attrs = [r for r in group if "attributes" in r["results"]]
     for subset, caption in (
-        ([r for r in group if r not in images],
-         "one row per requested class (digit, for attribute runs: colors "
-         "along the row)"),
+        ([r for r in group if r not in images and r not in attrs],
+         "one row per requested class"),
+        (attrs, "conditioned on attributes: one row per digit, the colors "
+         "along the row"),
         (images, "conditioned on images: input | output | target, one row "
          "per class (missing pixels mid-gray)")):
       for i in range(0, len(subset), per_line):

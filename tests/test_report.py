@@ -108,6 +108,7 @@ def test_tables_group_by_dataset_in_row_order(tmp_path):
   assert "| B |" in fashion and "| A |" not in fashion
   grids = report.grid_table(runs, "img", per_line=1)
   assert grids.count("![A](img/a.png)") == 1 and "![B](img/b.png)" in grids
+  assert "Fashion-MNIST, one row per requested class:" in grids
 
 
 def test_replace_between():
@@ -137,6 +138,8 @@ def test_attribute_runs_get_the_seen_and_held_out_table(tmp_path):
       "2-core AMD EPYC 7B13 (AVX2)"]
   text = report.tables([run])
   assert text.startswith("**Colored MNIST") and "digit acc. seen" in text
+  assert report.grid_table([run], "img").startswith(
+      "Colored MNIST, conditioned on attributes: one row per digit")
 
 
 def test_image_runs_get_their_own_table_and_grids(tmp_path):
