@@ -243,14 +243,20 @@ def by_dataset(runs: Sequence[dict]) -> dict[str, list[dict]]:
   return groups
 
 
+def by_condition(group: Sequence[dict]):
+  """(label runs, attribute runs, image runs) of `group`, order kept."""
+  images = [r for r in group if is_image_conditioned(r)]
+  attrs = [r for r in group if "attributes" in r["results"]]
+  labels = [r for r in group if r not in images and r not in attrs]
+  return labels, attrs, images
+
+
 def tables(runs: Sequence[dict]) -> str:
   """One titled table per dataset, rows in the order given."""
   parts = []
   for dataset, group in by_dataset(runs).items():
     title = f"**{DATASET_TITLES.get(dataset, dataset)}**\n\n"
-    images = [r for r in group if is_image_conditioned(r)]
-    attrs = [r for r in group if "attributes" in r["results"]]
-    labels = [r for r in group if r not in images and r not in attrs]
+    labels, attrs, images = by_condition(group)
     if labels:
       parts.append(title + markdown_table(COLUMNS,
                                           [table_row(r) for r in labels]))
@@ -276,12 +282,10 @@ def grid_table(runs: Sequence[dict], image_dir: str,
   parts = []
   for dataset, group in by_dataset(runs).items():
     title = DATASET_TITLES.get(dataset, dataset)
-    group = [r for r in group if r["row"].grid]
-    images = [r for r in group if is_image_conditioned(r)]
-    attrs = [r for r in group if "attributes" in r["results"]]
+    labels, attrs, images = by_condition(
+        [r for r in group if r["row"].grid])
     for subset, caption in (
-        ([r for r in group if r not in images and r not in attrs],
-         "one row per requested class"),
+        (labels, "one row per requested class"),
         (attrs, "conditioned on attributes: one row per digit, the colors "
          "along the row"),
         (images, "conditioned on images: input | output | target, one row "
