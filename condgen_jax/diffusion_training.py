@@ -70,14 +70,18 @@ OPTIONS = {
         0.999, "EMA of the params used for sampling (0 = off); the decay at "
         "step n is min(ema_decay, (1 + n) / (10 + n))", 0.0, 1.0),
     "learning_rate": options.positive(1e-3, "Adam's learning rate"),
-    "channels": options.integers((16, 32, 64), "U-Net widths, one per "
+    "channels": options.integers((32, 64, 64), "U-Net widths, one per "
                                  "resolution"),
-    "num_res_blocks": options.integer(2, "residual blocks per level (down; "
+    "num_res_blocks": options.integer(1, "residual blocks per level (down; "
                                       "up has one more)"),
     "attention": options.flag(True, "self-attention at the lowest "
                               "resolution"),
     "num_groups": options.integer(8, "GroupNorm groups; must divide every "
                                   "width"),
+    "patch_size": options.integer(
+        2, "p x p patches folded into channels before the U-Net and "
+        "unfolded after it (`unet.UNet`); must divide the image size",
+        minimum=1),
 }
 
 
@@ -120,7 +124,7 @@ class DiffusionState(train_state.TrainState):
 def make_model(s, num_classes) -> unet.UNet:
   return unet.UNet(num_classes=num_classes, channels=s.channels,
                    num_res_blocks=s.num_res_blocks, attention=s.attention,
-                   num_groups=s.num_groups)
+                   num_groups=s.num_groups, patch_size=s.patch_size)
 
 
 def create_state(config, image_shape, num_classes, rng) -> DiffusionState:

@@ -2,7 +2,9 @@
 
 One results file per setting (e.g. one per guidance scale w); `tradeoff`
 plots one or two metrics against a setting found in every file, such as
-class accuracy and FID against w (Ho & Salimans 2022, Fig. 2-3).
+class accuracy and FID against w (Ho & Salimans 2022, Fig. 2-3); `table`
+writes the same points as a markdown table, optionally one column group per
+value of a second setting (FID against NFE, one column per sampler).
 """
 
 from __future__ import annotations
@@ -82,3 +84,42 @@ def tradeoff(results: Sequence[dict], x: str, ys: Sequence[str], path, *,
     fig.savefig(f, format="png")
   plt.close(fig)
   return data
+
+
+def _cell(value) -> str:
+  return f"{value:.4g}" if _is_number(value) else str(value)
+
+
+def table(results: Sequence[dict], x: str, ys: Sequence[str], *,
+          by: str | None = None,
+          names: Sequence[str] | None = None) -> str:
+  """A markdown table of metrics `ys` against the setting `x`, one row per
+  value of x (ascending). With `by` (e.g. 'sampler') there is one column
+  per (value of `by`, metric), in order of first appearance, and '–' where
+  a combination was not measured; two results files with the same x (and
+  `by`) are a ValueError."""
+  names = list(names) if names else [f"results #{i}"
+                                     for i in range(len(results))]
+  groups, cells = [], {}
+  for name, r in zip(names, results):
+    group = r.get(by) if by else None
+    if by and group is None:
+      raise ValueError(f"{name} has no {by!r} to group by.")
+    if group not in groups:
+      groups.append(group)
+    for y in ys:
+      xs, vs = series([r], x, y, [name])
+      key = (xs[0], group, y)
+      if key in cells:
+        raise ValueError(f"{name} repeats {x}={xs[0]:g}"
+                         + (f", {by}={group}" if by else "") + ".")
+      cells[key] = vs[0]
+  columns = [(g, y) for g in groups for y in ys]
+  header = [x] + [f"{y} ({g})" if by else y for g, y in columns]
+  lines = ["| " + " | ".join(header) + " |",
+           "| " + " | ".join("---" for _ in header) + " |"]
+  for xv in sorted({k[0] for k in cells}):
+    row = [f"{xv:g}"] + [_cell(cells[(xv, g, y)]) if (xv, g, y) in cells
+                         else "–" for g, y in columns]
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"

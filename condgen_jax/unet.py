@@ -23,6 +23,13 @@ the time's, and every residual block applies the sum through
 `conditioning.FiLM` after its second norm (the scale-shift norm of Dhariwal &
 Nichol 2021), identity at initialisation.
 
+`patch_size` p > 1 folds each p x p patch into channels first
+(`layers.space_to_depth`, 28x28x1 -> 14x14x4 for p = 2) and unfolds the
+output at the end (`layers.depth_to_space`), as the patches of Peebles &
+Xie 2023's DiT: the top level then runs at (H/p, W/p) with the same
+widths, which on XLA:CPU is both fewer FLOPs and faster per FLOP (wider
+convolutions at fewer positions). H and W must be divisible by p.
+
 The spatial size need not be divisible by 2 ** (levels - 1): strided convs
 round up and each upsampling resizes to its skip connection's exact size
 (28 -> 14 -> 7 for MNIST with three levels, 8 -> 4 -> 2 for digits).
@@ -38,6 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from condgen_jax import conditioning
+from condgen_jax import layers
 
 
 def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0):
@@ -119,6 +127,7 @@ class UNet(nn.Module):
   num_groups: int = 8
   embed_dim: int | None = None  # default 4 * channels[0]
   time_scale: float = 1000.0
+  patch_size: int = 1
 
   @nn.compact
   def __call__(self, x, t, labels):
@@ -127,6 +136,13 @@ class UNet(nn.Module):
     if bad:
       raise ValueError(f"UNet channels {channels} must all be divisible by "
                        f"num_groups={self.num_groups}; {bad} are not.")
+    p = self.patch_size
+    if p < 1 or x.shape[1] % p or x.shape[2] % p:
+      raise ValueError(f"UNet patch_size={p} must be >= 1 and divide the "
+                       f"image size {x.shape[1]}x{x.shape[2]}.")
+    out_channels = x.shape[-1]
+    if p > 1:
+      x = layers.space_to_depth(x, p)
     dim = self.embed_dim or 4 * channels[0]
     temb = sinusoidal_embedding(self.time_scale * jnp.asarray(t), channels[0])
     temb = nn.Dense(dim, name="time_dense1")(temb)
@@ -166,8 +182,9 @@ class UNet(nn.Module):
         h = nn.Conv(channels[level], (3, 3), name=f"up{level}_upsample")(h)
 
     h = nn.silu(nn.GroupNorm(num_groups=self.num_groups, name="norm_out")(h))
-    return nn.Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros,
-                   name="conv_out")(h)
+    h = nn.Conv(out_channels * p * p, (3, 3),
+                kernel_init=nn.initializers.zeros, name="conv_out")(h)
+    return layers.depth_to_space(h, p) if p > 1 else h
 
 
 def num_params(params) -> int:

@@ -5,7 +5,12 @@ r"""Plots one or two metrics against a setting, from several results files.
 
 Each results file is one `experiments.evaluate --out=...` of a setting (for
 diffusion runs, one per --guidance_scale, --nfe or --sampler); the points are
-sorted by --x, and the second --y metric goes on a right-hand axis.
+sorted by --x, and the second --y metric goes on a right-hand axis. With
+--table=FILE the same points are also written as a markdown table, one
+column per metric, or per (--by value, metric):
+
+  python -m experiments.plot --results=... --x=nfe --y=fid --by=sampler \
+      --out=nfe.png --table=nfe.md
 """
 
 from absl import app
@@ -19,6 +24,10 @@ _X = flags.DEFINE_string("x", "guidance_scale", "The setting on the x axis.")
 _Y = flags.DEFINE_list("y", ["class_accuracy", "fid"], "One or two metrics.")
 _OUT = flags.DEFINE_string("out", None, "Output PNG.")
 _TITLE = flags.DEFINE_string("title", None, "Optional plot title.")
+_TABLE = flags.DEFINE_string("table", None, "Also write the points as a "
+                             "markdown table to this file.")
+_BY = flags.DEFINE_string("by", None, "With --table: one column group per "
+                          "value of this setting (e.g. sampler).")
 flags.mark_flags_as_required(["results", "out"])
 
 
@@ -32,6 +41,14 @@ def main(argv):
     print(f"{y}: " + ", ".join(f"{_X.value}={a:g}: {b:.4g}"
                                for a, b in zip(xs, vs)))
   print(f"wrote {_OUT.value}")
+  if _TABLE.value:
+    with runtime.user_errors():
+      text = plots.table(results, _X.value, _Y.value, by=_BY.value,
+                         names=_RESULTS.value)
+    with open(_TABLE.value, "w") as f:
+      f.write(text)
+    print(text, end="")
+    print(f"wrote {_TABLE.value}")
 
 
 if __name__ == "__main__":

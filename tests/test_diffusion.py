@@ -66,7 +66,47 @@ def test_unet_runs_and_mnist_default_has_about_a_million_params():
   assert y.shape == x.shape and np.isfinite(y).all()
   from experiments.configs import diffusion
   default = dt.make_model(dt.settings(diffusion.get_config()), 10)
-  assert _param_count(default, (28, 28, 1)) == 1_033_265
+  assert _param_count(default, (28, 28, 1)) == 1_193_156
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1), (6, 10, 3)])
+def test_unet_with_patches_keeps_the_output_shape(shape):
+  model = unet.UNet(num_classes=10, channels=(8, 16), num_res_blocks=1,
+                    patch_size=2)
+  x = jnp.zeros((2,) + shape)
+  out = jax.eval_shape(
+      lambda: model.init_with_output(jax.random.key(0), x, jnp.ones(2),
+                                     jnp.array([0, 10]))[0])
+  assert out.shape == (2,) + shape
+
+
+def test_unet_with_patches_is_the_unet_on_folded_images():
+  """patch_size=2 on [B, 8, 8, 1] is the patch-1 U-Net of the same
+  parameters on the 4-channel 4x4 images of `space_to_depth`, unfolded."""
+  from condgen_jax.layers import depth_to_space, space_to_depth
+  kw = dict(num_classes=10, channels=(8, 16), num_res_blocks=1,
+            attention=False)
+  patched, plain = unet.UNet(patch_size=2, **kw), unet.UNet(**kw)
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 1))
+  t, labels = jnp.array([0.1, 0.5, 0.9]), jnp.array([0, 4, 10])
+  params = patched.init(jax.random.key(1), x, t, labels)
+  # Every parameter random, so the zero-initialised output convs count too.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(2), len(leaves))
+  params = jax.tree.unflatten(tree, [
+      0.3 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  got = patched.apply(params, x, t, labels)
+  want = depth_to_space(plain.apply(params, space_to_depth(x, 2), t, labels),
+                        2)
+  assert np.abs(np.asarray(want)).max() > 0.1
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_unet_rejects_a_patch_size_that_does_not_divide_the_image():
+  model = unet.UNet(num_classes=10, channels=(8,), patch_size=3)
+  with pytest.raises(ValueError, match="patch_size=3.*28x28"):
+    model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros(1),
+               jnp.zeros(1, jnp.int32))
 
 
 def test_unet_rejects_widths_not_divisible_by_the_groups():

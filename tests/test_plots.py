@@ -52,3 +52,29 @@ def test_read_results_reads_each_file_and_names_a_missing_one(tmp_path):
   assert plots.read_results([str(path)]) == [RESULTS[0]]
   with pytest.raises(FileNotFoundError, match="nope.json does not exist"):
     plots.read_results([str(tmp_path / "nope.json")])
+
+
+def test_table_has_a_row_per_setting_in_ascending_order():
+  text = plots.table(RESULTS, "guidance_scale", ["class_accuracy", "fid"])
+  assert text == ("| guidance_scale | class_accuracy | fid |\n"
+                  "| --- | --- | --- |\n"
+                  "| 0 | 0.9 | 14.7 |\n"
+                  "| 0.5 | 0.976 | 7 |\n"
+                  "| 2 | 1 | 17.7 |\n")
+
+
+def test_table_by_a_second_setting_has_a_column_per_value():
+  results = [{"nfe": 20, "sampler": "ddim", "fid": 6.0},
+             {"nfe": 10, "sampler": "ddim", "fid": 9.5},
+             {"nfe": 20, "sampler": "heun", "fid": 5.25}]
+  text = plots.table(results, "nfe", ["fid"], by="sampler")
+  assert text == ("| nfe | fid (ddim) | fid (heun) |\n"
+                  "| --- | --- | --- |\n"
+                  "| 10 | 9.5 | – |\n"
+                  "| 20 | 6 | 5.25 |\n")
+
+
+def test_table_rejects_a_repeated_setting():
+  results = [{"nfe": 20, "fid": 6.0}, {"nfe": 20, "fid": 5.0}]
+  with pytest.raises(ValueError, match=r"b\.json repeats nfe=20\."):
+    plots.table(results, "nfe", ["fid"], names=["a.json", "b.json"])
