@@ -60,7 +60,7 @@ OPTIONS = {
     "nfe": options.integer(50, "network evaluations per sample (Heun: two "
                            "per step)"),
     "guidance_scale": options.number(
-        1.0, "w of (1 + w) pred(x, c) - w pred(x, null); 0 = the plain "
+        0.75, "w of (1 + w) pred(x, c) - w pred(x, null); 0 = the plain "
         "conditional model"),
     "clip_x0": options.flag(True, "ddpm / ddim: clip the predicted x0 to "
                             "[-1, 1]"),

@@ -69,7 +69,7 @@ ROWS = (
     Row("mnist_infogan_style", "InfoGAN-style AC-GAN (Shu et al.)",
         "infogan_style.py", eval_flags=NO_PARZEN,
         accuracy_key="matched_class_accuracy"),
-    Row("mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)", "diffusion.py",
+    Row("mnist_diffusion", "diffusion (ε, DDIM 50, w = 0.75)", "diffusion.py",
         eval_flags=NO_PARZEN),
     # gray levels kept: dynamic binarisation erases what tells shirts,
     # coats and pullovers apart (docs/cvae_quality.md)
@@ -79,7 +79,7 @@ ROWS = (
     _dcgan("fashion_mnist", "projection", FASHION),
     Row("fashion_mnist_acgan", "AC-GAN", "acgan.py", overrides=FASHION,
         eval_flags=NO_PARZEN),
-    Row("fashion_mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)",
+    Row("fashion_mnist_diffusion", "diffusion (ε, DDIM 50, w = 0.75)",
         "diffusion.py", overrides=FASHION, eval_flags=NO_PARZEN),
     # conditioned on (digit, color) with the default ten combinations held
     # out; the table shows accuracy on seen and on held-out combinations
@@ -87,7 +87,7 @@ ROWS = (
         overrides=COLORED, eval_flags=COLORED_EVAL),
     Row("colored_mnist_acgan", "AC-GAN, a class head per attribute",
         "acgan.py", overrides=COLORED, eval_flags=COLORED_EVAL),
-    Row("colored_mnist_diffusion", "diffusion (ε, DDIM 50, w = 1)",
+    Row("colored_mnist_diffusion", "diffusion (ε, DDIM 50, w = 0.75)",
         "diffusion.py", overrides=COLORED, eval_flags=COLORED_EVAL),
     # conditioned on images: the quadrants of a test digit that are given
     *(_sop(q, n) for q in (1, 2, 3) for n in ("baseline", "cvae")),
