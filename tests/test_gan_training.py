@@ -199,14 +199,15 @@ def test_infogan_training_reads_no_labels():
   for a, b in zip(jax.tree.leaves((s1.g_params, s1.d_params)),
                   jax.tree.leaves((s2.g_params, s2.d_params))):
     np.testing.assert_array_equal(a, b)
-  # G and Q minimise adv + categorical CE + continuous-code NLL (weights 1)
+  # G and Q minimise adv + categorical CE + 0.1 x continuous-code NLL
+  assert config.continuous_code_weight == 0.1
   np.testing.assert_allclose(
       m1["g_loss"], m1["g_adv_loss"] + m1["g_fake_class_loss"]
-      + m1["g_code_loss"], rtol=1e-5)
+      + 0.1 * m1["g_code_loss"], rtol=1e-5)
   assert float(m1["d_code_loss"]) > 0.5 * np.log(2 * np.pi) * 2
   assert float(m1["d_loss"]) == pytest.approx(
-      float(m1["d_adv_loss"] + m1["d_fake_class_loss"] + m1["d_code_loss"]),
-      rel=1e-5)
+      float(m1["d_adv_loss"] + m1["d_fake_class_loss"]
+            + 0.1 * m1["d_code_loss"]), rel=1e-5)
   # sampling asks for given codes: sample == generate at the same latents
   sample = gan_training.make_sample_fn(config, IMAGE_SHAPE, NUM_CLASSES)
   generate = gan_training.make_generate_fn(config, IMAGE_SHAPE, NUM_CLASSES)
