@@ -12,6 +12,7 @@ images); `report.train_command` / `evaluate_command` are
 the exact commands. Published anchors stand beside their rows.
 """
 
+from condgen_jax import diffusion_training
 from condgen_jax.report import Anchor, Row
 
 NO_PARZEN = (("parzen", False),)
@@ -21,6 +22,9 @@ COLORED_EVAL = NO_PARZEN + (("num_per_class", 100),)  # per combination
 
 PARZEN_CGAN = Anchor("Parzen 132 ± 1.8 (Mirza & Osindero 2014)",
                      key="parzen_log_likelihood", stderr_key="parzen_stderr")
+_D = diffusion_training.OPTIONS
+DIFFUSION = (f"diffusion (ε, {_D['sampler'].default.upper()} "
+             f"{_D['nfe'].default}, w = {_D['guidance_scale'].default})")
 INFOGAN_ERROR = Anchor("5 % error, i.e. 0.95 matched (Chen et al. 2016)")
 
 # MNIST quadrant prediction, test negative CLL in nats, by quadrants given:
@@ -69,7 +73,7 @@ ROWS = (
     Row("mnist_infogan_style", "InfoGAN-style AC-GAN (Shu et al.)",
         "infogan_style.py", eval_flags=NO_PARZEN,
         accuracy_key="matched_class_accuracy"),
-    Row("mnist_diffusion", "diffusion (ε, DDIM 50, w = 0.75)", "diffusion.py",
+    Row("mnist_diffusion", DIFFUSION, "diffusion.py",
         eval_flags=NO_PARZEN),
     # gray levels kept: dynamic binarisation erases what tells shirts,
     # coats and pullovers apart (docs/cvae_quality.md)
@@ -79,7 +83,7 @@ ROWS = (
     _dcgan("fashion_mnist", "projection", FASHION),
     Row("fashion_mnist_acgan", "AC-GAN", "acgan.py", overrides=FASHION,
         eval_flags=NO_PARZEN),
-    Row("fashion_mnist_diffusion", "diffusion (ε, DDIM 50, w = 0.75)",
+    Row("fashion_mnist_diffusion", DIFFUSION,
         "diffusion.py", overrides=FASHION, eval_flags=NO_PARZEN),
     # conditioned on (digit, color) with the default ten combinations held
     # out; the table shows accuracy on seen and on held-out combinations
@@ -87,7 +91,7 @@ ROWS = (
         overrides=COLORED, eval_flags=COLORED_EVAL),
     Row("colored_mnist_acgan", "AC-GAN, a class head per attribute",
         "acgan.py", overrides=COLORED, eval_flags=COLORED_EVAL),
-    Row("colored_mnist_diffusion", "diffusion (ε, DDIM 50, w = 0.75)",
+    Row("colored_mnist_diffusion", DIFFUSION,
         "diffusion.py", overrides=COLORED, eval_flags=COLORED_EVAL),
     # conditioned on images: the quadrants of a test digit that are given
     *(_sop(q, n) for q in (1, 2, 3) for n in ("baseline", "cvae")),
