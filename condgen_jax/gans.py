@@ -85,6 +85,14 @@ MODEL_OPTIONS = {
         "how D sees the condition (`conditioning`); 'none' only with a "
         "class head"),
     "g_width": options.integer(64, "channels of G's last hidden layer"),
+    "g_hidden": options.integer(
+        0, "conv G: a dense hidden layer of this width (norm, ReLU) before "
+        "the dense layer to H/4 x W/4 x 2w (InfoGAN's G: 1024); 0 = none",
+        minimum=0),
+    "d_hidden": options.integer(
+        0, "conv D: a dense hidden layer of this width (d_norm, LeakyReLU) "
+        "on the flattened convs, shared by the logit and the heads "
+        "(InfoGAN's D: 1024); 0 = none", minimum=0),
     "g_upsample": options.choice(
         "transpose", UPSAMPLES,
         "stride-2 transposed convolutions (DCGAN), or sub-pixel "
@@ -223,7 +231,8 @@ class MLPDiscriminator(nn.Module):
 class ConvGenerator(nn.Module):
   """DCGAN generator: Dense -> [H/4, W/4, 2w] -> ConvT(w) -> ConvT(C), tanh.
 
-  Each hidden layer is norm -> (FiLM) -> ReLU. `conditioning`: 'concat'
+  `hidden` > 0 puts a Dense(hidden) layer first (InfoGAN's G, Chen et al.
+  2016, Table 1: 1024). Each hidden layer is norm -> (FiLM) -> ReLU. `conditioning`: 'concat'
   (one-hot c appended to z; norms carry their own scale/offset) or 'film'
   (FiLM(c) after each norm, norms without affine parameters). `norm`:
   'batch' (train mode needs `mutable=['batch_stats']`), 'layer' or 'none'.
@@ -241,6 +250,7 @@ class ConvGenerator(nn.Module):
   virtual_batch_norm: bool = False
   kernel_size: int = 4
   upsample: str = "transpose"
+  hidden: int = 0
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
@@ -281,10 +291,13 @@ class ConvGenerator(nn.Module):
         hs = [f(h, s[1]) for h, s in zip(hs, streams)]
       return [nn.relu(h) for h in hs]
 
+    hs = [first(*s) for s in streams]
+    if self.hidden:
+      hidden = nn.Dense(self.hidden, use_bias=plain, name="hidden")
+      hs = norm_film_relu([hidden(h) for h in hs], "_hidden")
     h4, w4 = h_img // 4, w_img // 4
     dense = nn.Dense(h4 * w4 * 2 * self.width, use_bias=plain, name="dense")
-    hs = [dense(first(*s)).reshape(-1, h4, w4, 2 * self.width)
-          for s in streams]
+    hs = [dense(h).reshape(-1, h4, w4, 2 * self.width) for h in hs]
     hs = norm_film_relu(hs, 0)
     k = (self.kernel_size,) * 2
 
@@ -305,7 +318,9 @@ class ConvGenerator(nn.Module):
 class ConvDiscriminator(nn.Module):
   """DCGAN discriminator: Conv(w) -> Conv(2w), stride 2, LeakyReLU 0.2.
 
-  No pooling; flatten (the `features`), then one dense logit. `conditioning`:
+  No pooling; flatten, then (with `hidden` > 0) a Dense(hidden) layer with
+  the norm and LeakyReLU (InfoGAN's D, Chen et al. 2016, Table 1: 1024);
+  that output is the `features`, under one dense logit. `conditioning`:
   'vectorize' / 'embed_channel' (input channels), 'film' (after each conv
   and norm), 'projection' (logit += <embed(c), h>) or 'none'. `norm` ('none',
   'batch', 'layer') acts on the second conv only (DCGAN leaves the first
@@ -332,6 +347,7 @@ class ConvDiscriminator(nn.Module):
   twin_class_head: bool = False
   continuous_codes: int = 0
   q_hidden: int = 0
+  hidden: int = 0
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
@@ -361,6 +377,13 @@ class ConvDiscriminator(nn.Module):
         x = conditioning.FiLM(self.num_classes, name=f"film{i}")(x, c)
       x = nn.leaky_relu(x, 0.2)
     features = x.reshape(x.shape[0], -1)
+    if self.hidden:
+      features = sn(nn.Dense(self.hidden, name="hidden"), "sn_hidden")(
+          features, update_stats=update)
+      features = conditioning.normalization(
+          self.norm, train, name="norm_hidden",
+          batch_norm=self.kernels.batch_norm, affine=True)(features)
+      features = nn.leaky_relu(features, 0.2)
     h = features
     if self.minibatch_discrimination:
       h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
@@ -445,7 +468,7 @@ def make_models(config, image_shape, num_classes):
                             conditioning=m.g_conditioning, width=m.g_width,
                             norm=m.g_norm, upsample=m.g_upsample,
                             virtual_batch_norm=m.virtual_batch_norm,
-                            kernels=kernels)
+                            hidden=m.g_hidden, kernels=kernels)
   discriminator = ConvDiscriminator(
       image_shape, num_classes, conditioning=m.d_conditioning,
       width=m.d_width, kernel_size=m.d_kernel_size, norm=m.d_norm,
@@ -454,5 +477,5 @@ def make_models(config, image_shape, num_classes):
       mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim,
       class_head=m.class_head, twin_class_head=m.twin_class_head,
       continuous_codes=m.continuous_codes, q_hidden=m.q_hidden,
-      kernels=kernels)
+      hidden=m.d_hidden, kernels=kernels)
   return generator, discriminator

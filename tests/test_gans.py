@@ -251,6 +251,28 @@ def test_infogan_q_network_heads():
                      10)
 
 
+def test_infogan_dense_hidden_layers():
+  config = make_config("acgan", g_hidden=20, d_hidden=24, d_norm="batch",
+                       continuous_codes=2, q_hidden=12)
+  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g_vars, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), batch=6,
+                                          z_dim=18)
+  # G: [z, one-hot c] -> Dense(20) -> Dense(2 x 2 x 16)
+  assert g_vars["params"]["hidden"]["kernel"].shape == (18 + 10, 20)
+  assert g_vars["params"]["dense"]["kernel"].shape == (20, 2 * 2 * 16)
+  # D: flattened convs (2 x 2 x 16) -> Dense(24) -> the shared features
+  params = d_vars["params"]
+  assert params["hidden"]["kernel"].shape == (2 * 2 * 16, 24)
+  assert params["q_hidden"]["kernel"].shape == (24, 12)
+  assert out["features"].shape == (6, 24)
+  # the features are LeakyReLU(0.2) of a train-mode batch norm: undoing
+  # the LeakyReLU leaves per-unit batch mean 0 and variance 1
+  f = np.asarray(out["features"])
+  pre = np.where(f < 0, f / 0.2, f)
+  np.testing.assert_allclose(pre.mean(0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(pre.var(0), 1.0, atol=1e-3)
+
+
 def test_make_models_shape_and_vbn_errors():
   with pytest.raises(ValueError, match="divisible by 4"):
     gans.make_models(make_config("acgan"), (10, 10, 1), 10)
