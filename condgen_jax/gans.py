@@ -70,6 +70,9 @@ MODEL_OPTIONS = {
         0, "InfoGAN's Q network: a hidden LeakyReLU layer of this width "
         "under D's class and code heads; 0 = linear heads (AC-GAN)",
         minimum=0),
+    "q_norm": options.choice(
+        "none", NORMS, "normalisation of the Q network's hidden layer "
+        "(InfoGAN: batch)"),
     "continuous_codes": options.integer(
         0, "InfoGAN: U[-1, 1] codes appended to G's z and predicted by D's "
         "code head (needs the conv models)", minimum=0),
@@ -327,9 +330,10 @@ class ConvDiscriminator(nn.Module):
   unnormalised). `class_head` adds AC-GAN class logits on the features,
   `twin_class_head` TAC-GAN's twin class logits beside them, and
   `continuous_codes` > 0 InfoGAN's code means; with `q_hidden` > 0 these
-  heads sit on a shared hidden LeakyReLU layer (the Q network). With a
-  tuple `num_classes` (attributes), each class head is one Dense per
-  attribute ('class_head_0', 'class_head_1', ...) and its logits a tuple.
+  heads sit on a shared hidden layer (the Q network: Dense, `q_norm`,
+  LeakyReLU). With a tuple `num_classes` (attributes), each class head is
+  one Dense per attribute ('class_head_0', 'class_head_1', ...) and its
+  logits a tuple.
   `spectral_norm` wraps every conv and dense layer (not the projection
   embedding); apply with `mutable=['batch_stats']` while training.
   """
@@ -347,6 +351,7 @@ class ConvDiscriminator(nn.Module):
   twin_class_head: bool = False
   continuous_codes: int = 0
   q_hidden: int = 0
+  q_norm: str = "none"
   hidden: int = 0
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
@@ -355,6 +360,7 @@ class ConvDiscriminator(nn.Module):
                update_stats: bool | None = None):
     _check("d_conditioning", self.conditioning, D_CONDITIONINGS + ("none",))
     _check("d_norm", self.norm, NORMS)
+    _check("q_norm", self.q_norm, NORMS)
     update = train if update_stats is None else update_stats
     film = self.conditioning == "film"
 
@@ -395,8 +401,12 @@ class ConvDiscriminator(nn.Module):
                                               name="projection")(h, c)
     q = features
     if self.q_hidden and (self.class_head or self.continuous_codes):
-      q = nn.leaky_relu(sn(nn.Dense(self.q_hidden, name="q_hidden"),
-                           "sn_q_hidden")(q, update_stats=update), 0.2)
+      q = sn(nn.Dense(self.q_hidden, name="q_hidden"), "sn_q_hidden")(
+          q, update_stats=update)
+      q = conditioning.normalization(
+          self.q_norm, train, name="q_norm",
+          batch_norm=self.kernels.batch_norm, affine=True)(q)
+      q = nn.leaky_relu(q, 0.2)
 
     def head(name, size):
       return sn(nn.Dense(size, name=name), f"sn_{name}")(
@@ -477,5 +487,5 @@ def make_models(config, image_shape, num_classes):
       mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim,
       class_head=m.class_head, twin_class_head=m.twin_class_head,
       continuous_codes=m.continuous_codes, q_hidden=m.q_hidden,
-      hidden=m.d_hidden, kernels=kernels)
+      q_norm=m.q_norm, hidden=m.d_hidden, kernels=kernels)
   return generator, discriminator

@@ -253,7 +253,7 @@ def test_infogan_q_network_heads():
 
 def test_infogan_dense_hidden_layers():
   config = make_config("acgan", g_hidden=20, d_hidden=24, d_norm="batch",
-                       continuous_codes=2, q_hidden=12)
+                       continuous_codes=2, q_hidden=12, q_norm="layer")
   g, d = gans.make_models(config, (8, 8, 1), 10)
   g_vars, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), batch=6,
                                           z_dim=18)
@@ -271,6 +271,17 @@ def test_infogan_dense_hidden_layers():
   pre = np.where(f < 0, f / 0.2, f)
   np.testing.assert_allclose(pre.mean(0), 0.0, atol=1e-5)
   np.testing.assert_allclose(pre.var(0), 1.0, atol=1e-3)
+  # Q's hidden layer is layer-normed: its pre-activation, from the shared
+  # features and the q_hidden weights, has per-example mean 0 and var 1
+  w, b = params["q_hidden"]["kernel"], params["q_hidden"]["bias"]
+  q = f @ np.asarray(w) + np.asarray(b)
+  q = (q - q.mean(1, keepdims=True)) / np.sqrt(q.var(1, keepdims=True) + 1e-6)
+  q = q * np.asarray(params["q_norm"]["scale"]) + np.asarray(
+      params["q_norm"]["bias"])
+  q = np.where(q > 0, q, 0.2 * q)
+  np.testing.assert_allclose(
+      out["code_means"], q @ np.asarray(params["code_head"]["kernel"])
+      + np.asarray(params["code_head"]["bias"]), rtol=1e-4, atol=1e-4)
 
 
 def test_make_models_shape_and_vbn_errors():
