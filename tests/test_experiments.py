@@ -291,6 +291,7 @@ def test_infogan_samples_per_code_and_traverses_a_continuous_code(
           f"--workdir={workdir}", "--config.dataset=digits",
           "--config.batch_size=16", "--config.g_width=8",
           "--config.d_width=8", "--config.q_hidden=8", "--config.z_dim=6",
+          "--config.g_hidden=8", "--config.d_hidden=8",
           "--config.num_steps=3", "--config.sample_every=0")
   assert r.returncode == 0, r.stderr[-2000:]
   r = run("sample", f"--workdir={workdir}", "--num_per_class=2",

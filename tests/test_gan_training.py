@@ -187,7 +187,8 @@ def test_sample_latents():
 def test_infogan_training_reads_no_labels():
   from experiments.configs import infogan  # pylint: disable=g-import-not-at-top
   config = infogan.get_config()
-  config.update(z_dim=6, g_width=8, d_width=8, q_hidden=8)
+  config.update(z_dim=6, g_width=8, d_width=8, q_hidden=8, g_hidden=8,
+                d_hidden=8)
   state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
                                     jax.random.key(0))
   step = jax.jit(gan_training.make_train_step(config, IMAGE_SHAPE,

@@ -4,9 +4,14 @@
       --workdir=/tmp/infogan
 
 G's input: 62 noise variables U[-1, 1], a 10-way categorical code (uniform)
-and 2 continuous codes U[-1, 1]. D (batch norm on its second conv) shares
-its body with the Q network (a 128-unit hidden layer, then the categorical
-logits and the continuous codes' means). G and Q minimise the mutual-
+and 2 continuous codes U[-1, 1]. The networks are the paper's (Table 1 of
+its appendix): G is FC 1024 -> FC 7x7x128 -> ConvT 64 -> ConvT 1, batch
+norm and ReLU between; D is Conv 64 -> Conv 128 (batch norm) -> FC 1024
+(batch norm), LeakyReLU 0.2 between, and shares that body with the Q
+network (FC 128, batch norm, LeakyReLU, then the categorical logits and
+the continuous codes' means). Without the two 1,024-unit layers and Q's
+norm, matched class accuracy was 0.61 against 0.91 with them, at 2.4x the
+time per step (docs/gan_quality.md). G and Q minimise the mutual-
 information bound -log Q(c|G(z, c)) (cross-entropy, weight 1) and
 -log N(c'; mu, 1) for the continuous codes (unit std, weight 0.1: the
 paper uses a smaller lambda for continuous codes, to keep that term on
@@ -30,6 +35,9 @@ def get_config():
   c.continuous_codes = 2
   c.continuous_code_weight = 0.1
   c.q_hidden = 128
+  c.q_norm = "batch"
+  c.g_hidden = 1024
+  c.d_hidden = 1024
   c.z_dim = 62
   c.z_prior = "uniform_signed"
   c.d_norm = "batch"
