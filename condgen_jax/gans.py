@@ -30,7 +30,8 @@ attributes, the class heads are one Dense per attribute and
   TAC-GAN's twin classifier (Gong et al. 2019), a second such head.
   InfoGAN (Chen et al. 2016) is the same pair with the categorical code in
   place of the class, `continuous_codes` appended to z, and D's Q network
-  (`q_hidden`, the class head and the `code_means` head).
+  (`q_hidden` and `q_norm`, the class head and the `code_means` head);
+  `g_hidden` and `d_hidden` add the paper's 1,024-unit dense layers.
 
 `make_models(config, image_shape, num_classes)` builds the pair from a config.
 """
@@ -92,15 +93,15 @@ MODEL_OPTIONS = {
         0, "conv G: a dense hidden layer of this width (norm, ReLU) before "
         "the dense layer to H/4 x W/4 x 2w (InfoGAN's G: 1024); 0 = none",
         minimum=0),
-    "d_hidden": options.integer(
-        0, "conv D: a dense hidden layer of this width (d_norm, LeakyReLU) "
-        "on the flattened convs, shared by the logit and the heads "
-        "(InfoGAN's D: 1024); 0 = none", minimum=0),
     "g_upsample": options.choice(
         "transpose", UPSAMPLES,
         "stride-2 transposed convolutions (DCGAN), or sub-pixel "
         "convolutions (Shi et al. 2016)"),
     "d_width": options.integer(64, "channels of D's first conv"),
+    "d_hidden": options.integer(
+        0, "conv D: a dense hidden layer of this width (d_norm, LeakyReLU) "
+        "on the flattened convs, shared by the logit and the heads "
+        "(InfoGAN's D: 1024); 0 = none", minimum=0),
     "d_kernel_size": options.integer(4, "kernel size of D's convs"),
     "g_norm": options.choice("batch", NORMS, "normalisation in G"),
     "d_norm": options.choice("none", NORMS, "normalisation in D"),
@@ -235,9 +236,10 @@ class ConvGenerator(nn.Module):
   """DCGAN generator: Dense -> [H/4, W/4, 2w] -> ConvT(w) -> ConvT(C), tanh.
 
   `hidden` > 0 puts a Dense(hidden) layer first (InfoGAN's G, Chen et al.
-  2016, Table 1: 1024). Each hidden layer is norm -> (FiLM) -> ReLU. `conditioning`: 'concat'
-  (one-hot c appended to z; norms carry their own scale/offset) or 'film'
-  (FiLM(c) after each norm, norms without affine parameters). `norm`:
+  2016, Table 1: 1024). Each hidden layer is norm -> (FiLM) -> ReLU.
+  `conditioning`: 'concat' (one-hot c appended to z; norms carry their own
+  scale/offset) or 'film' (FiLM(c) after each norm, norms without affine
+  parameters). `norm`:
   'batch' (train mode needs `mutable=['batch_stats']`), 'layer' or 'none'.
 
   `virtual_batch_norm=True` replaces the norms by `layers.VirtualBatchNorm`:
@@ -326,16 +328,16 @@ class ConvDiscriminator(nn.Module):
   that output is the `features`, under one dense logit. `conditioning`:
   'vectorize' / 'embed_channel' (input channels), 'film' (after each conv
   and norm), 'projection' (logit += <embed(c), h>) or 'none'. `norm` ('none',
-  'batch', 'layer') acts on the second conv only (DCGAN leaves the first
-  unnormalised). `class_head` adds AC-GAN class logits on the features,
-  `twin_class_head` TAC-GAN's twin class logits beside them, and
-  `continuous_codes` > 0 InfoGAN's code means; with `q_hidden` > 0 these
-  heads sit on a shared hidden layer (the Q network: Dense, `q_norm`,
-  LeakyReLU). With a tuple `num_classes` (attributes), each class head is
-  one Dense per attribute ('class_head_0', 'class_head_1', ...) and its
-  logits a tuple.
-  `spectral_norm` wraps every conv and dense layer (not the projection
-  embedding); apply with `mutable=['batch_stats']` while training.
+  'batch', 'layer') acts on the second conv and the hidden layer (DCGAN
+  leaves the first conv unnormalised). `class_head` adds AC-GAN class
+  logits on the features, `twin_class_head` TAC-GAN's twin class logits
+  beside them, and `continuous_codes` > 0 InfoGAN's code means; with
+  `q_hidden` > 0 these heads sit on a shared hidden layer (the Q network:
+  Dense, `q_norm`, LeakyReLU). With a tuple `num_classes` (attributes),
+  each class head is one Dense per attribute ('class_head_0',
+  'class_head_1', ...) and its logits a tuple. `spectral_norm` wraps every
+  conv and dense layer (not the projection embedding); apply with
+  `mutable=['batch_stats']` while training.
   """
   image_shape: tuple[int, int, int]
   num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
@@ -442,6 +444,13 @@ def model_settings(config) -> ml_collections.FrozenConfigDict:
     raise ValueError(f"continuous_codes={m.continuous_codes} needs the conv "
                      "models (cgan_conv, acgan); cgan_mlp's D has no code "
                      "head.")
+  if m.architecture == "mlp" and (m.g_hidden or m.d_hidden):
+    raise ValueError(f"g_hidden={m.g_hidden}, d_hidden={m.d_hidden} need "
+                     "the conv models (cgan_conv, acgan); cgan_mlp has the "
+                     "paper's fixed sizes.")
+  if m.q_norm != "none" and not m.q_hidden:
+    raise ValueError(f"q_norm={m.q_norm!r} needs q_hidden > 0 (the Q "
+                     "network's hidden layer); got q_hidden=0.")
   if m.architecture == "mlp" and m.virtual_batch_norm:
     raise ValueError("virtual_batch_norm=True needs a generator with "
                      "normalisation layers (cgan_conv or acgan); cgan_mlp "

@@ -22,10 +22,15 @@ COLORED_EVAL = NO_PARZEN + (("num_per_class", 100),)  # per combination
 
 PARZEN_CGAN = Anchor("Parzen 132 ± 1.8 (Mirza & Osindero 2014)",
                      key="parzen_log_likelihood", stderr_key="parzen_stderr")
-_D = diffusion_training.OPTIONS
-DIFFUSION = (f"diffusion (ε, {_D['sampler'].default.upper()} "
-             f"{_D['nfe'].default}, w = {_D['guidance_scale'].default})")
 INFOGAN_ERROR = Anchor("5 % error, i.e. 0.95 matched (Chen et al. 2016)")
+
+# The diffusion rows' label, from the family's defaults (diffusion.py keeps
+# them): objective, sampler, its evaluations and the guidance scale.
+_D = diffusion_training.OPTIONS
+_OBJECTIVE = {"eps": "ε", "v": "v", "flow_matching": "flow matching"}
+DIFFUSION = (f"diffusion ({_OBJECTIVE[_D['objective'].default]}, "
+             f"{_D['sampler'].default.upper()} {_D['nfe'].default}, "
+             f"w = {_D['guidance_scale'].default:g})")
 
 # MNIST quadrant prediction, test negative CLL in nats, by quadrants given:
 # Sohn et al. 2015, Table 1 (NN baseline, CVAE; importance sampling, 100

@@ -257,8 +257,12 @@ def test_infogan_dense_hidden_layers():
   g, d = gans.make_models(config, (8, 8, 1), 10)
   g_vars, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), batch=6,
                                           z_dim=18)
-  # G: [z, one-hot c] -> Dense(20) -> Dense(2 x 2 x 16)
+  # G: [z, one-hot c] -> Dense(20) -> batch norm -> Dense(2 x 2 x 16); the
+  # norm's offset replaces the Dense's bias
   assert g_vars["params"]["hidden"]["kernel"].shape == (18 + 10, 20)
+  assert set(g_vars["params"]["hidden"]) == {"kernel"}
+  assert g_vars["params"]["norm_hidden"]["scale"].shape == (20,)
+  assert g_vars["batch_stats"]["norm_hidden"]["mean"].shape == (20,)
   assert g_vars["params"]["dense"]["kernel"].shape == (20, 2 * 2 * 16)
   # D: flattened convs (2 x 2 x 16) -> Dense(24) -> the shared features
   params = d_vars["params"]
@@ -282,6 +286,11 @@ def test_infogan_dense_hidden_layers():
   np.testing.assert_allclose(
       out["code_means"], q @ np.asarray(params["code_head"]["kernel"])
       + np.asarray(params["code_head"]["bias"]), rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="g_hidden=8, d_hidden=0 need the "
+                     "conv models"):
+    gans.make_models(make_config("cgan_mlp", g_hidden=8), (8, 8, 1), 10)
+  with pytest.raises(ValueError, match="q_norm='batch' needs q_hidden > 0"):
+    gans.make_models(make_config("acgan", q_norm="batch"), (8, 8, 1), 10)
 
 
 def test_make_models_shape_and_vbn_errors():

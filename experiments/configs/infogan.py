@@ -15,12 +15,13 @@ time per step (docs/gan_quality.md). G and Q minimise the mutual-
 information bound -log Q(c|G(z, c)) (cross-entropy, weight 1) and
 -log N(c'; mu, 1) for the continuous codes (unit std, weight 0.1: the
 paper uses a smaller lambda for continuous codes, to keep that term on
-the GAN objective's scale; at weight 1 most codes drew several digits
-and matched class accuracy was 0.43 against 0.61, docs/gan_quality.md);
-real images are used unlabelled (real_class_weight=0,
-d_conditioning='none'). The runner's `matched_class_accuracy` maps each
-code to the digit it draws (the paper: 5 % error). Learning rates 1e-3 (G)
-and 2e-4 (D), batch 128, as the authors' MNIST run.
+the GAN objective's scale; with the DCGAN networks, at weight 1 most
+codes drew several digits and matched class accuracy was 0.43 against
+0.61; docs/gan_quality.md); real images are used unlabelled
+(real_class_weight=0, d_conditioning='none'). The runner's
+`matched_class_accuracy` maps each code to the digit it draws (the paper:
+5 % error). Learning rates 1e-3 (G) and 2e-4 (D), batch 128, as the
+authors' MNIST run.
 """
 
 from experiments.configs import acgan
