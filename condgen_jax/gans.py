@@ -384,14 +384,19 @@ class ConvDiscriminator(nn.Module):
       if film:
         x = conditioning.FiLM(self.num_classes, name=f"film{i}")(x, c)
       x = nn.leaky_relu(x, 0.2)
+
+    def dense_norm_lrelu(x, width, name, norm, norm_name):
+      x = sn(nn.Dense(width, name=name), f"sn_{name}")(
+          x, update_stats=update)
+      x = conditioning.normalization(norm, train, name=norm_name,
+                                     batch_norm=self.kernels.batch_norm,
+                                     affine=True)(x)
+      return nn.leaky_relu(x, 0.2)
+
     features = x.reshape(x.shape[0], -1)
     if self.hidden:
-      features = sn(nn.Dense(self.hidden, name="hidden"), "sn_hidden")(
-          features, update_stats=update)
-      features = conditioning.normalization(
-          self.norm, train, name="norm_hidden",
-          batch_norm=self.kernels.batch_norm, affine=True)(features)
-      features = nn.leaky_relu(features, 0.2)
+      features = dense_norm_lrelu(features, self.hidden, "hidden", self.norm,
+                                  "norm_hidden")
     h = features
     if self.minibatch_discrimination:
       h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
@@ -403,12 +408,8 @@ class ConvDiscriminator(nn.Module):
                                               name="projection")(h, c)
     q = features
     if self.q_hidden and (self.class_head or self.continuous_codes):
-      q = sn(nn.Dense(self.q_hidden, name="q_hidden"), "sn_q_hidden")(
-          q, update_stats=update)
-      q = conditioning.normalization(
-          self.q_norm, train, name="q_norm",
-          batch_norm=self.kernels.batch_norm, affine=True)(q)
-      q = nn.leaky_relu(q, 0.2)
+      q = dense_norm_lrelu(q, self.q_hidden, "q_hidden", self.q_norm,
+                           "q_norm")
 
     def head(name, size):
       return sn(nn.Dense(size, name=name), f"sn_{name}")(
