@@ -100,25 +100,29 @@ def _plain(config) -> dict:
   return json.loads(json.dumps(dict(config), sort_keys=True))
 
 
-def config_changes(old: dict, new) -> dict:
+def config_changes(old: dict, new, defaults: dict | None = None) -> dict:
   """{key: (old value, new value)} for the keys that change what the run
-  computes. Keys absent from `old` (added to the library since the run
-  started: their defaults keep the old behaviour) are not compared."""
+  computes. A key absent from `old` (added to the library since the run
+  started) ran at its default: it is compared as that value from
+  `defaults`, and skipped when `defaults` does not declare it."""
   new = _plain(new)
+  defaults = _plain(defaults or {})
   missing = "<absent>"
-  return {k: (old[k], new.get(k, missing)) for k in sorted(old)
-          if k not in OBSERVER_KEYS and old[k] != new.get(k, missing)}
+  before = {**{k: v for k, v in defaults.items() if k in new}, **old}
+  return {k: (before[k], new.get(k, missing)) for k in sorted(before)
+          if k not in OBSERVER_KEYS and before[k] != new.get(k, missing)}
 
 
 def check_workdir(workdir, config, defaults: dict | None = None) -> dict:
   """Checks that `config` may train into `workdir`; touches nothing.
 
   Raises ValueError when the workdir is not a folder, holds a run of another
-  model, dataset, condition kind or held-out set (`defaults`: the values of
-  those keys for a config.json written before the key existed), or holds a run whose config differs from `config` in a
-  key that changes what the run computes (unless
-  `config.allow_config_change`); OSError when it cannot be written. Returns
-  the allowed changes, {key: (old, new)}.
+  model, dataset, condition kind or held-out set, or holds a run whose
+  config differs from `config` in a key that changes what the run computes
+  (unless `config.allow_config_change`); OSError when it cannot be written.
+  `defaults`: the declared default of each key, the value a config.json
+  written before the key existed ran at. Returns the allowed changes,
+  {key: (old, new)}.
   """
   workdir = as_path(workdir)
   if workdir.exists() and not workdir.is_dir():
@@ -142,7 +146,7 @@ def check_workdir(workdir, config, defaults: dict | None = None) -> dict:
           f"{old.get(key)!r}, but the config asks for {key}="
           f"{config.get(key)!r}. Use another --workdir, or the same "
           f"{key} to resume it.")
-  changes = config_changes(old, config)
+  changes = config_changes(old, config, defaults)
   if changes and not config.get("allow_config_change", False):
     listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in
                        changes.items())

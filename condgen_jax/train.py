@@ -459,8 +459,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   start_time = time.perf_counter()
   workdir = checkpointing.as_path(workdir)
   validate_config(config)
-  changes = checkpointing.check_workdir(workdir, config,
-                                       options.defaults(OPTIONS))
+  changes = checkpointing.check_workdir(
+      workdir, config, {**options.defaults(OPTIONS),
+                        **families.config_defaults(config.model)})
   run = setup(config, dataset)
   ckpt_dir = workdir / "checkpoints"
   state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)

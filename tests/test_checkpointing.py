@@ -54,6 +54,20 @@ def test_check_workdir_refuses_a_file_and_a_changed_config(tmp_path):
       tmp_path, _config(seed=4, allow_config_change=True)) == {"seed": (0, 4)}
 
 
+def test_a_key_new_to_the_library_is_compared_as_its_default(tmp_path):
+  # config.json written before `width` existed: that run used width's
+  # default (16), so asking for 32 on resume is a change, 16 is not.
+  checkpointing.write_config(tmp_path, _config())
+  defaults = {"width": 16, "seed": 0}
+  assert checkpointing.check_workdir(tmp_path, _config(width=16),
+                                     defaults) == {}
+  with pytest.raises(ValueError, match=r"\(width: 16 -> 32\)"):
+    checkpointing.check_workdir(tmp_path, _config(width=32), defaults)
+  assert checkpointing.config_changes(
+      json.loads(_config().to_json()), _config(width=(1, 2)),
+      {"width": (1, 3)}) == {"width": ([1, 3], [1, 2])}
+
+
 def test_write_config_appends_the_history_and_never_rewrites_it(tmp_path):
   checkpointing.write_config(tmp_path, _config())
   checkpointing.write_config(tmp_path, _config(num_steps=20))  # a resume

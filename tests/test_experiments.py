@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -193,6 +194,23 @@ def test_a_changed_seed_is_one_error_until_allowed(trained):
           *TINY)
   _one_error_line(r, "seed: 0 -> 7", "--config.allow_config_change=True")
   assert tree_digest(trained) == before
+
+
+def test_a_key_the_old_run_lacks_is_compared_as_its_default(trained,
+                                                            tmp_path):
+  # A run written before `binarize` existed trained at its default (True).
+  old = tmp_path / "old"
+  shutil.copytree(trained, old)
+  config = json.loads((old / "config.json").read_text())
+  assert config.pop("binarize") is True
+  (old / "config.json").write_text(json.dumps(config))
+  before = tree_digest(old)
+  r = run("train", "--config=experiments/configs/cvae.py",
+          f"--workdir={old}", "--config.num_steps=20",
+          "--config.binarize=False", *TINY)
+  _one_error_line(r, "binarize: True -> False",
+                  "--config.allow_config_change=True")
+  assert tree_digest(old) == before
 
 
 @pytest.mark.parametrize("override,fragment", [
