@@ -106,9 +106,9 @@ def config_changes(old: dict, new, defaults: dict | None = None) -> dict:
   started) ran at its default: it is compared as that value from
   `defaults`, and skipped when `defaults` does not declare it."""
   new = _plain(new)
-  defaults = _plain(defaults or {})
+  defaults = _plain({k: v for k, v in (defaults or {}).items() if k in new})
   missing = "<absent>"
-  before = {**{k: v for k, v in defaults.items() if k in new}, **old}
+  before = {**defaults, **old}
   return {k: (before[k], new.get(k, missing)) for k in sorted(before)
           if k not in OBSERVER_KEYS and before[k] != new.get(k, missing)}
 

@@ -56,9 +56,10 @@ def test_check_workdir_refuses_a_file_and_a_changed_config(tmp_path):
 
 def test_a_key_new_to_the_library_is_compared_as_its_default(tmp_path):
   # config.json written before `width` existed: that run used width's
-  # default (16), so asking for 32 on resume is a change, 16 is not.
+  # default (16), so asking for 32 on resume is a change, 16 is not. A
+  # value the old config.json holds (seed 0) wins over its default.
   checkpointing.write_config(tmp_path, _config())
-  defaults = {"width": 16, "seed": 0}
+  defaults = {"width": 16, "seed": 5, "unused": object()}
   assert checkpointing.check_workdir(tmp_path, _config(width=16),
                                      defaults) == {}
   with pytest.raises(ValueError, match=r"\(width: 16 -> 32\)"):
