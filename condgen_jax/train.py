@@ -107,6 +107,12 @@ def option(config, key: str):
   return OPTIONS[key].default if value is None else value
 
 
+def config_defaults(model: str) -> dict:
+  """Every key a config for `model` has, at its declared default: the
+  runner's `OPTIONS`, then the family's with the name's presets."""
+  return {**options.defaults(OPTIONS), **families.config_defaults(model)}
+
+
 def validate_config(config) -> None:
   """Raises ValueError naming the first bad value and what is allowed: the
   runner's keys here, the model's keys by its family."""
@@ -459,9 +465,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   start_time = time.perf_counter()
   workdir = checkpointing.as_path(workdir)
   validate_config(config)
-  changes = checkpointing.check_workdir(
-      workdir, config, {**options.defaults(OPTIONS),
-                        **families.config_defaults(config.model)})
+  changes = checkpointing.check_workdir(workdir, config,
+                                       config_defaults(config.model))
   run = setup(config, dataset)
   ckpt_dir = workdir / "checkpoints"
   state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)

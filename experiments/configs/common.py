@@ -9,14 +9,11 @@ the runner's in `condgen_jax.train.OPTIONS`, each family's in its module's
 
 import ml_collections
 
-from condgen_jax import families
-from condgen_jax import options
 from condgen_jax import train
 
 
 def base_config(model: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = model
-  c.update(options.defaults(train.OPTIONS))
-  c.update(families.config_defaults(model))
+  c.update(train.config_defaults(model))
   return c
