@@ -5,10 +5,13 @@ A row names a config, its overrides and the evaluation's flags
 `<root>/<row.name>`. `read_run` takes what the table prints from that
 workdir: config.json (dataset, batch), the evaluation file (metrics and the
 evaluated step), metrics.jsonl (`wall_s` at that step) and sessions.jsonl
-(the hardware). `tables` formats the rows that have run, one Markdown table
-per dataset and kind of condition (label, attributes, image); `grid_table`
-places their sample grids; `replace_between` puts generated text between
-two marker lines of the README.
+(the hardware). `write_record` keeps that, as JSON, in a folder the
+repository holds, and `read_record` reads it back, so the table can be
+written again without every row's workdir (a row whose workdir is present
+is read from it). `tables` formats the rows, one Markdown table per dataset
+and kind of condition (label, attributes, image); `grid_table` places their
+sample grids; `replace_between` puts generated text between two marker
+lines of the README.
 """
 
 from __future__ import annotations
@@ -113,11 +116,46 @@ def read_run(row: Row, root) -> dict | None:
     text = hardware.summary(session["hardware"])
     if session["step"] < step and text not in hosts:
       hosts.append(text)
+  return _run(row, results, config, step, wall, " + ".join(hosts) or None,
+              workdir / "samples" / f"step_{step:08d}.png")
+
+
+def _run(row, results, config, step, wall_s, hardware_text, grid) -> dict:
   return {"row": row, "results": results, "config": config,
-          "dataset": config["dataset"],
-          "batch_size": config["batch_size"], "step": step, "wall_s": wall,
-          "hardware": " + ".join(hosts) or None,
-          "grid": workdir / "samples" / f"step_{step:08d}.png"}
+          "dataset": config["dataset"], "batch_size": config["batch_size"],
+          "step": step, "wall_s": wall_s, "hardware": hardware_text,
+          "grid": grid}
+
+
+def record_path(row: Row, records_dir) -> epath.Path:
+  return epath.Path(records_dir) / f"{row.name}.json"
+
+
+def write_record(run: dict, records_dir) -> epath.Path:
+  """Keeps what the table prints of `run` (its evaluation file and config
+  whole, the evaluated step, its wall time and hardware) as
+  `<records_dir>/<row name>.json`."""
+  path = record_path(run["row"], records_dir)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  record = {"name": run["row"].name, "step": run["step"],
+            "wall_s": run["wall_s"], "hardware": run["hardware"],
+            "config": run["config"], "results": run["results"]}
+  path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+  return path
+
+
+def read_record(row: Row, records_dir, grid=None) -> dict | None:
+  """The run `write_record` kept for `row`, as `read_run` returns it (its
+  sample grid at `grid`); None where there is none."""
+  path = record_path(row, records_dir)
+  if not path.exists():
+    return None
+  r = json.loads(path.read_text())
+  if r.get("name") != row.name:
+    raise ValueError(f"{path} holds the record of {r.get('name')!r}, not of "
+                     f"the row {row.name!r}")
+  return _run(row, r["results"], r["config"], int(r["step"]), r["wall_s"],
+              r["hardware"], grid)
 
 
 def _num(results: dict, key: str, digits: int) -> str:

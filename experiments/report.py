@@ -4,12 +4,17 @@ r"""Writes the results table from the runs of `experiments/results.py`.
       [--image_dir=docs/images/results] [--only=NAME,...]
   python -m experiments.report --commands [--only=NAME,...]
 
-Without --readme the tables are printed. With it, the text between the
-README's `<!-- report:begin -->` and `<!-- report:end -->` lines is replaced
-and each row's sample grid (the evaluated step's) is copied to --image_dir,
-relative to the README. Rows without an evaluation file are left out and
-named on stderr. --commands prints the rows' train and evaluate commands
-as a bash script instead.
+A row is read from its workdir, `<root>/<name>`, when that holds its
+evaluation file, and otherwise from the record an earlier report kept in
+--records (`docs/results/<name>.json`: the evaluation file and config
+whole, the evaluated step, wall time and hardware); rows with neither are
+left out and named on stderr. Without --readme the tables are printed.
+With it, the text between the README's `<!-- report:begin -->` and
+`<!-- report:end -->` lines is replaced, each row read from a workdir gets
+its record written and its sample grid (the evaluated step's) copied to
+--image_dir, relative to the README, where the grids of recorded rows
+already are. --commands prints the rows' train and evaluate commands as a
+bash script instead.
 """
 
 import shutil
@@ -27,6 +32,8 @@ _ROOT = flags.DEFINE_string("root", "results", "Folder of the rows' runs.")
 _README = flags.DEFINE_string("readme", None, "Markdown file to update.")
 _IMAGE_DIR = flags.DEFINE_string("image_dir", "docs/images/results",
                                  "Where the grids go, relative to --readme.")
+_RECORDS = flags.DEFINE_string("records", "docs/results",
+                                "Folder of the rows' records.")
 _ONLY = flags.DEFINE_list("only", None, "Row names to include (default all).")
 _COMMANDS = flags.DEFINE_bool("commands", False, "Print the rows' commands.")
 
@@ -47,28 +54,37 @@ def main(argv):
     if _COMMANDS.value:
       print(report.commands(rows, _ROOT.value), end="")
       return
-    runs = []
+    readme = epath.Path(_README.value or "README.md")
+    image_dir = readme.parent / _IMAGE_DIR.value
+    runs, fresh = [], []
     for row in rows:
       run = report.read_run(row, _ROOT.value)
+      if run is not None:
+        fresh.append(run)
+      else:
+        run = report.read_record(row, _RECORDS.value,
+                                 grid=image_dir / report.image_name(row))
       if run is None:
         print(f"not run: {row.name} (no {row.eval_file} in "
-              f"{_ROOT.value}/{row.name})", file=sys.stderr)
+              f"{_ROOT.value}/{row.name}, no record in {_RECORDS.value})",
+              file=sys.stderr)
       else:
         runs.append(run)
     text = report.tables(runs)
     if _README.value is None:
       print(text)
       return
-    readme = epath.Path(_README.value)
-    image_dir = readme.parent / _IMAGE_DIR.value
     grids = [r for r in runs if r["row"].grid and r["grid"].exists()]
     text += "\n\n" + report.grid_table(grids, _IMAGE_DIR.value)
     new = report.replace_between(readme.read_text(), text)
     image_dir.mkdir(parents=True, exist_ok=True)
-    for r in grids:
-      shutil.copyfile(r["grid"], image_dir / report.image_name(r["row"]))
+    for r in fresh:
+      report.write_record(r, _RECORDS.value)
+      if r["row"].grid and r["grid"].exists():
+        shutil.copyfile(r["grid"], image_dir / report.image_name(r["row"]))
     readme.write_text(new)
-    print(f"wrote {len(runs)} rows to {readme}")
+    print(f"wrote {len(runs)} rows to {readme} ({len(fresh)} from workdirs, "
+          f"{len(runs) - len(fresh)} from records)")
 
 
 if __name__ == "__main__":

@@ -350,7 +350,9 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
   readme = tmp_path / "README.md"
   readme.write_text("# T\n<!-- report:begin -->\nold\n<!-- report:end -->\n"
                     "tail\n")
-  r = run("report", f"--root={root}", f"--readme={readme}", "--image_dir=img")
+  records = tmp_path / "records"
+  r = run("report", f"--root={root}", f"--readme={readme}", "--image_dir=img",
+          f"--records={records}")
   assert r.returncode == 0, r.stderr[-2000:]
   assert "not run: mnist_acgan" in r.stderr
   text = readme.read_text()
@@ -362,6 +364,16 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
   assert cells[11].endswith(" s") and "-core" in cells[12]
   assert (tmp_path / "img" / "mnist_cvae_learned.png").read_bytes() == (
       workdir / "samples" / f"step_{step:08d}.png").read_bytes()
+  assert [p.name for p in records.iterdir()] == ["mnist_cvae_learned.json"]
+  # without the workdir, the row comes back from its record, grid and all
+  shutil.rmtree(root)
+  readme.write_text("# T\n<!-- report:begin -->\n<!-- report:end -->\n"
+                    "tail\n")
+  r = run("report", f"--root={root}", f"--readme={readme}", "--image_dir=img",
+          f"--records={records}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "0 from workdirs, 1 from records" in r.stdout
+  assert readme.read_text() == text
   r = run("report", "--commands", "--only=mnist_cvae_learned")
   assert r.stdout.splitlines()[2] == (
       "python -m experiments.train --config=experiments/configs/cvae_conv.py "

@@ -86,6 +86,26 @@ def test_matched_accuracy_and_missing_values(tmp_path):
   assert cells[-1] == "5 % error"
 
 
+def test_a_record_reads_back_as_the_run(tmp_path):
+  _write_run(tmp_path / "root")
+  run = report.read_run(ROW, tmp_path / "root")
+  path = report.write_record(run, tmp_path / "records")
+  assert path == tmp_path / "records" / "mnist_x.json"
+  kept = json.loads(path.read_text())
+  assert kept["results"]["fid"] == 12.345 and kept["wall_s"] == 600.0
+  assert kept["config"] == {"dataset": "mnist", "batch_size": 64,
+                            "model": "acgan"}
+  back = report.read_record(ROW, tmp_path / "records", grid="g.png")
+  assert back["grid"] == "g.png"
+  assert report.table_row(back) == report.table_row(run)
+  assert report.read_record(Row("other", "O", "cvae.py"),
+                            tmp_path / "records") is None
+  path.rename(path.with_name("other.json"))
+  with pytest.raises(ValueError, match="record of 'mnist_x', not of the row "
+                     "'other'"):
+    report.read_record(Row("other", "O", "cvae.py"), tmp_path / "records")
+
+
 def test_format_wall():
   assert report.format_wall(None) == "–"
   assert report.format_wall(95.4) == "95 s"
