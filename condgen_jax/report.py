@@ -99,13 +99,21 @@ def _jsonl(path) -> list[dict]:
 
 
 def read_run(row: Row, root) -> dict | None:
-  """What the table prints for `row`; None where it has not been evaluated."""
+  """What the table prints for `row`; None where it has not been evaluated.
+  A ValueError when the run's config.json differs from the row's overrides
+  (another run in the row's folder)."""
   workdir = epath.Path(root) / row.name
   eval_path = workdir / row.eval_file
   if not eval_path.exists():
     return None
   results = json.loads(eval_path.read_text())
   config = json.loads((workdir / "config.json").read_text())
+  for key, value in row.overrides:
+    if config.get(key) != value:
+      raise ValueError(
+          f"{workdir} holds a run with {key}={config.get(key)!r}, but the "
+          f"row {row.name!r} sets {key}={value!r}: not the row's run. Move "
+          "it away, or re-run the row's command there.")
   step = int(results["step"])
   wall = None
   for record in _jsonl(workdir / "metrics.jsonl"):

@@ -1,20 +1,24 @@
 r"""Writes the results table from the runs of `experiments/results.py`.
 
   python -m experiments.report [--root=results] [--readme=README.md] \
-      [--image_dir=docs/images/results] [--only=NAME,...]
+      [--image_dir=docs/images/results] [--records=docs/results] \
+      [--only=NAME,...]
   python -m experiments.report --commands [--only=NAME,...]
 
 A row is read from its workdir, `<root>/<name>`, when that holds its
-evaluation file, and otherwise from the record an earlier report kept in
+evaluation file (an error if the run's config differs from the row's
+overrides), and otherwise from the record an earlier report kept in
 --records (`docs/results/<name>.json`: the evaluation file and config
 whole, the evaluated step, wall time and hardware); rows with neither are
-left out and named on stderr. Without --readme the tables are printed.
-With it, the text between the README's `<!-- report:begin -->` and
-`<!-- report:end -->` lines is replaced, each row read from a workdir gets
-its record written and its sample grid (the evaluated step's) copied to
---image_dir, relative to the README, where the grids of recorded rows
-already are. --commands prints the rows' train and evaluate commands as a
-bash script instead.
+left out and named on stderr. Without --readme the tables of the --only
+rows are printed. With it, the text between the README's
+`<!-- report:begin -->` and `<!-- report:end -->` lines is replaced by
+every row's table, the rows outside --only read from their records only;
+each row read from a workdir gets its record written and its sample grid
+(the evaluated step's) copied to --image_dir, where the grids of recorded
+rows already are. --image_dir and --records are relative to the README.
+--commands prints the rows' train and evaluate commands as a bash script
+instead.
 """
 
 import shutil
@@ -33,7 +37,8 @@ _README = flags.DEFINE_string("readme", None, "Markdown file to update.")
 _IMAGE_DIR = flags.DEFINE_string("image_dir", "docs/images/results",
                                  "Where the grids go, relative to --readme.")
 _RECORDS = flags.DEFINE_string("records", "docs/results",
-                                "Folder of the rows' records.")
+                                "Folder of the rows' records, relative to "
+                                "--readme.")
 _ONLY = flags.DEFINE_list("only", None, "Row names to include (default all).")
 _COMMANDS = flags.DEFINE_bool("commands", False, "Print the rows' commands.")
 
@@ -56,17 +61,22 @@ def main(argv):
       return
     readme = epath.Path(_README.value or "README.md")
     image_dir = readme.parent / _IMAGE_DIR.value
+    records = readme.parent / _RECORDS.value
+    if _README.value is not None:  # the README gets every row
+      rows = [(row, row in rows) for row in results.ROWS]
+    else:
+      rows = [(row, True) for row in rows]
     runs, fresh = [], []
-    for row in rows:
-      run = report.read_run(row, _ROOT.value)
+    for row, from_workdir in rows:
+      run = report.read_run(row, _ROOT.value) if from_workdir else None
       if run is not None:
         fresh.append(run)
       else:
-        run = report.read_record(row, _RECORDS.value,
+        run = report.read_record(row, records,
                                  grid=image_dir / report.image_name(row))
       if run is None:
         print(f"not run: {row.name} (no {row.eval_file} in "
-              f"{_ROOT.value}/{row.name}, no record in {_RECORDS.value})",
+              f"{_ROOT.value}/{row.name}, no record in {records})",
               file=sys.stderr)
       else:
         runs.append(run)
@@ -79,7 +89,7 @@ def main(argv):
     new = report.replace_between(readme.read_text(), text)
     image_dir.mkdir(parents=True, exist_ok=True)
     for r in fresh:
-      report.write_record(r, _RECORDS.value)
+      report.write_record(r, records)
       if r["row"].grid and r["grid"].exists():
         shutil.copyfile(r["grid"], image_dir / report.image_name(r["row"]))
     readme.write_text(new)

@@ -374,6 +374,11 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   assert "0 from workdirs, 1 from records" in r.stdout
   assert readme.read_text() == text
+  # --only picks the rows read from workdirs; the README keeps the others
+  r = run("report", f"--root={root}", f"--readme={readme}", "--image_dir=img",
+          f"--records={records}", "--only=mnist_acgan")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert readme.read_text() == text
   r = run("report", "--commands", "--only=mnist_cvae_learned")
   assert r.stdout.splitlines()[2] == (
       "python -m experiments.train --config=experiments/configs/cvae_conv.py "

@@ -1,4 +1,6 @@
 import json
+import pathlib
+import re
 
 import pytest
 
@@ -15,12 +17,15 @@ CPU = {"platform": "cpu", "device_count": 1, "cpu_cores": 2,
 GPU = {"platform": "gpu", "device_kind": "NVIDIA H200", "device_count": 1}
 
 
+CONFIG = {"dataset": "mnist", "batch_size": 64, "model": "acgan",
+          "d_conditioning": "film", "spectral_norm": True}  # ROW's run
+
+
 def _write_run(root, name="mnist_x", step=400, sessions=((0, CPU),)):
   w = root / name
   (w / "samples").mkdir(parents=True)
   (w / "samples" / f"step_{step:08d}.png").write_bytes(b"png")
-  (w / "config.json").write_text(json.dumps(
-      {"dataset": "mnist", "batch_size": 64, "model": "acgan"}))
+  (w / "config.json").write_text(json.dumps(CONFIG))
   (w / "metrics.jsonl").write_text("".join(
       json.dumps({"step": s, "wall_s": s * 1.5, "loss": 1.0}) + "\n"
       for s in (100, 200, 300, 400, 500)))
@@ -64,6 +69,24 @@ def test_read_run_takes_the_evaluated_steps_wall_time_and_hardware(tmp_path):
   assert report.read_run(Row("missing", "M", "cvae.py"), tmp_path) is None
 
 
+def test_a_run_that_is_not_the_rows_is_refused(tmp_path):
+  w = _write_run(tmp_path)
+  (w / "config.json").write_text(json.dumps({**CONFIG, "d_conditioning":
+                                             "projection"}))
+  with pytest.raises(ValueError, match="holds a run with d_conditioning="
+                     "'projection', but the row 'mnist_x' sets "
+                     "d_conditioning='film'"):
+    report.read_run(ROW, tmp_path)
+
+
+def test_committed_records_name_no_machine_path():
+  records = pathlib.Path(__file__).parents[1] / "docs" / "results"
+  texts = {p.name: p.read_text() for p in records.glob("*.json")}
+  assert len(texts) >= 20
+  machine_path = re.compile(r"(?<![\w.])/(?:root|home|tmp|work|Users|var)/")
+  assert [n for n, t in texts.items() if machine_path.search(t)] == []
+
+
 def test_table_row_values(tmp_path):
   _write_run(tmp_path)
   cells = report.table_row(report.read_run(ROW, tmp_path))
@@ -93,8 +116,7 @@ def test_a_record_reads_back_as_the_run(tmp_path):
   assert path == tmp_path / "records" / "mnist_x.json"
   kept = json.loads(path.read_text())
   assert kept["results"]["fid"] == 12.345 and kept["wall_s"] == 600.0
-  assert kept["config"] == {"dataset": "mnist", "batch_size": 64,
-                            "model": "acgan"}
+  assert kept["config"] == CONFIG
   back = report.read_record(ROW, tmp_path / "records", grid="g.png")
   assert back["grid"] == "g.png"
   assert report.table_row(back) == report.table_row(run)
