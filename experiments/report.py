@@ -55,19 +55,19 @@ def selected_rows(only):
 def main(argv):
   runtime.start(argv)
   with runtime.user_errors():
-    rows = selected_rows(_ONLY.value)
+    selected = selected_rows(_ONLY.value)
     if _COMMANDS.value:
-      print(report.commands(rows, _ROOT.value), end="")
+      print(report.commands(selected, _ROOT.value), end="")
       return
     readme = epath.Path(_README.value or "README.md")
     image_dir = readme.parent / _IMAGE_DIR.value
     records = readme.parent / _RECORDS.value
     if _README.value is not None:  # the README gets every row
-      rows = [(row, row in rows) for row in results.ROWS]
+      to_read = [(row, row in selected) for row in results.ROWS]
     else:
-      rows = [(row, True) for row in rows]
+      to_read = [(row, True) for row in selected]
     runs, fresh = [], []
-    for row, from_workdir in rows:
+    for row, from_workdir in to_read:
       run = report.read_run(row, _ROOT.value) if from_workdir else None
       if run is not None:
         fresh.append(run)
@@ -90,8 +90,11 @@ def main(argv):
     image_dir.mkdir(parents=True, exist_ok=True)
     for r in fresh:
       report.write_record(r, records)
+      image = image_dir / report.image_name(r["row"])
       if r["row"].grid and r["grid"].exists():
-        shutil.copyfile(r["grid"], image_dir / report.image_name(r["row"]))
+        shutil.copyfile(r["grid"], image)
+      elif image.exists():  # an older run's grid would pass for this run's
+        image.unlink()
     readme.write_text(new)
     print(f"wrote {len(runs)} rows to {readme} ({len(fresh)} from workdirs, "
           f"{len(runs) - len(fresh)} from records)")

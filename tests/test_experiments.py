@@ -366,6 +366,7 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
       workdir / "samples" / f"step_{step:08d}.png").read_bytes()
   assert [p.name for p in records.iterdir()] == ["mnist_cvae_learned.json"]
   # without the workdir, the row comes back from its record, grid and all
+  evaluated = (workdir / "eval.json").read_text()
   shutil.rmtree(root)
   readme.write_text("# T\n<!-- report:begin -->\n<!-- report:end -->\n"
                     "tail\n")
@@ -379,6 +380,15 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
           f"--records={records}", "--only=mnist_acgan")
   assert r.returncode == 0, r.stderr[-2000:]
   assert readme.read_text() == text
+  # a re-run without a grid for its evaluated step drops the older grid
+  shutil.copytree(trained, workdir)
+  (workdir / "eval.json").write_text(evaluated)
+  (workdir / "samples" / f"step_{step:08d}.png").unlink()
+  r = run("report", f"--root={root}", f"--readme={readme}", "--image_dir=img",
+          f"--records={records}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert not (tmp_path / "img" / "mnist_cvae_learned.png").exists()
+  assert "mnist_cvae_learned.png" not in readme.read_text()
   r = run("report", "--commands", "--only=mnist_cvae_learned")
   assert r.stdout.splitlines()[2] == (
       "python -m experiments.train --config=experiments/configs/cvae_conv.py "
