@@ -281,7 +281,11 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
   g_tx = _optimizer(s, s.g_learning_rate)
   d_tx = _optimizer(s, s.d_learning_rate,
                     gan_objectives.get_objective(s).d_transform)
-  g_params, d_params = g_vars["params"], d_vars["params"]
+  # fold_in keeps the split above, so 'flax' runs start as before.
+  g_params = gans.initialize(g_vars["params"], jax.random.fold_in(g_key, 1),
+                             s.init)
+  d_params = gans.initialize(d_vars["params"], jax.random.fold_in(d_key, 1),
+                             s.init)
   return GANState(
       step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
       g_stats=g_vars.get("batch_stats", {}),

@@ -20,10 +20,10 @@ attributes, the class heads are one Dense per attribute and
 - `cgan_conv` (DCGAN, Radford et al. 2016, conditioned): `ConvGenerator`
   (Dense -> H/4 x W/4 x 2w -> ConvT stride 2 -> ConvT stride 2, tanh in
   [-1, 1]) with the condition concatenated to z or applied by FiLM after each
-  norm; `ConvDiscriminator` (strided convs w, 2w, LeakyReLU 0.2, no pooling,
-  one dense logit) conditioned by 'vectorize' (Reed et al. 2016),
-  'embed_channel', 'film' (Perez et al. 2018) or 'projection' (Miyato &
-  Koyama 2018).
+  norm; `ConvDiscriminator` (strided convs w, 2w, LeakyReLU of slope
+  `d_leaky_slope`, 0.2 by default, no pooling, one dense logit)
+  conditioned by 'vectorize' (Reed et al. 2016), 'embed_channel', 'film'
+  (Perez et al. 2018) or 'projection' (Miyato & Koyama 2018).
 - `acgan` (Odena et al. 2017): the conv discriminator with a class head
   (Dense num_classes on the shared features), unconditional on c by default
   ('none'); the generator is the conv generator. `twin_class_head` adds
@@ -33,7 +33,9 @@ attributes, the class heads are one Dense per attribute and
   (`q_hidden` and `q_norm`, the class head and the `code_means` head);
   `g_hidden` and `d_hidden` add the paper's 1,024-unit dense layers.
 
-`make_models(config, image_shape, num_classes)` builds the pair from a config.
+`make_models(config, image_shape, num_classes)` builds the pair from a
+config; `initialize(params, rng, config.init)` redraws their initial
+weights as DCGAN's (and InfoGAN's) code does when `init='dcgan'`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -59,6 +62,7 @@ G_ACTIVATIONS = ("relu", "leaky_relu")
 G_OUTPUTS = ("sigmoid", "tanh")
 
 UPSAMPLES = ("transpose", "pixel_shuffle")
+INITS = ("flax", "dcgan")
 
 # The model keys of the GAN family's configs (`condgen_jax.options`); a model
 # name's presets in `families.MODELS` take precedence over these defaults.
@@ -103,6 +107,14 @@ MODEL_OPTIONS = {
         "on the flattened convs, shared by the logit and the heads "
         "(InfoGAN's D: 1024); 0 = none", minimum=0),
     "d_kernel_size": options.integer(4, "kernel size of D's convs"),
+    "d_leaky_slope": options.number(
+        0.2, "negative slope of the conv D's LeakyReLUs (DCGAN: 0.2; "
+        "InfoGAN's code: 0.01)", 0.0, 1.0),
+    "init": options.choice(
+        "flax", INITS,
+        "'flax': the layers' own initialisers (LeCun normal kernels, unit "
+        "norm scales); 'dcgan': every kernel N(0, 0.02) and every norm scale "
+        "N(1, 0.02) (Radford et al. 2016; InfoGAN's code)"),
     "g_norm": options.choice("batch", NORMS, "normalisation in G"),
     "d_norm": options.choice("none", NORMS, "normalisation in D"),
     "spectral_norm": options.flag(False, "spectral norm on D's layers "
@@ -321,7 +333,7 @@ class ConvGenerator(nn.Module):
 
 
 class ConvDiscriminator(nn.Module):
-  """DCGAN discriminator: Conv(w) -> Conv(2w), stride 2, LeakyReLU 0.2.
+  """DCGAN discriminator: Conv(w) -> Conv(2w), stride 2, LeakyReLU.
 
   No pooling; flatten, then (with `hidden` > 0) a Dense(hidden) layer with
   the norm and LeakyReLU (InfoGAN's D, Chen et al. 2016, Table 1: 1024);
@@ -333,7 +345,8 @@ class ConvDiscriminator(nn.Module):
   logits on the features, `twin_class_head` TAC-GAN's twin class logits
   beside them, and `continuous_codes` > 0 InfoGAN's code means; with
   `q_hidden` > 0 these heads sit on a shared hidden layer (the Q network:
-  Dense, `q_norm`, LeakyReLU). With a tuple `num_classes` (attributes),
+  Dense, `q_norm`, LeakyReLU). `leaky_slope`: the LeakyReLUs' negative
+  slope (DCGAN 0.2). With a tuple `num_classes` (attributes),
   each class head is one Dense per attribute ('class_head_0',
   'class_head_1', ...) and its logits a tuple. `spectral_norm` wraps every
   conv and dense layer (not the projection embedding); apply with
@@ -355,6 +368,7 @@ class ConvDiscriminator(nn.Module):
   q_hidden: int = 0
   q_norm: str = "none"
   hidden: int = 0
+  leaky_slope: float = 0.2
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
 
   @nn.compact
@@ -383,7 +397,7 @@ class ConvDiscriminator(nn.Module):
                                        affine=not film)(x)
       if film:
         x = conditioning.FiLM(self.num_classes, name=f"film{i}")(x, c)
-      x = nn.leaky_relu(x, 0.2)
+      x = nn.leaky_relu(x, self.leaky_slope)
 
     def dense_norm_lrelu(x, width, name, norm, norm_name):
       x = sn(nn.Dense(width, name=name), f"sn_{name}")(
@@ -391,7 +405,7 @@ class ConvDiscriminator(nn.Module):
       x = conditioning.normalization(norm, train, name=norm_name,
                                      batch_norm=self.kernels.batch_norm,
                                      affine=True)(x)
-      return nn.leaky_relu(x, 0.2)
+      return nn.leaky_relu(x, self.leaky_slope)
 
     features = x.reshape(x.shape[0], -1)
     if self.hidden:
@@ -497,5 +511,27 @@ def make_models(config, image_shape, num_classes):
       mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim,
       class_head=m.class_head, twin_class_head=m.twin_class_head,
       continuous_codes=m.continuous_codes, q_hidden=m.q_hidden,
-      q_norm=m.q_norm, hidden=m.d_hidden, kernels=kernels)
+      q_norm=m.q_norm, hidden=m.d_hidden, leaky_slope=m.d_leaky_slope,
+      kernels=kernels)
   return generator, discriminator
+
+
+def initialize(params, rng, init: str):
+  """`params` as the config's `init` asks. 'flax' returns them unchanged;
+  'dcgan' redraws every 'kernel' from N(0, 0.02) and every 'scale' from
+  N(1, 0.02), each leaf from its own key (Radford et al. 2016, sec. 4: "All
+  weights were initialized from a zero-centered Normal distribution with
+  standard deviation 0.02"; InfoGAN's code does the same). Biases,
+  embeddings and other leaves keep their values."""
+  _check("init", init, INITS)
+  if init == "flax":
+    return params
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  out = []
+  for i, (path, leaf) in enumerate(leaves):
+    name = getattr(path[-1], "key", None)
+    noise = 0.02 * jax.random.normal(jax.random.fold_in(rng, i), leaf.shape,
+                                     leaf.dtype)
+    out.append(noise if name == "kernel" else
+               1.0 + noise if name == "scale" else leaf)
+  return jax.tree_util.tree_unflatten(treedef, out)

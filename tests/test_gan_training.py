@@ -404,3 +404,25 @@ def test_sgd_optimizer_follows_the_papers_decay():
   grads = {"w": jnp.ones(())}
   updates, opt_state = tx.update(grads, opt_state, params)
   np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)  # step 0: lr 0.1
+
+
+def test_create_state_applies_the_init_to_both_players():
+  flax_state = gan_training.create_state(make_config("acgan"), IMAGE_SHAPE,
+                                         NUM_CLASSES, jax.random.key(0))
+  dcgan = gan_training.create_state(make_config("acgan", init="dcgan"),
+                                    IMAGE_SHAPE, NUM_CLASSES,
+                                    jax.random.key(0))
+  for name in ("g_params", "d_params"):
+    before = jax.tree_util.tree_leaves_with_path(getattr(flax_state, name))
+    after = dict(jax.tree_util.tree_leaves_with_path(getattr(dcgan, name)))
+    kernels = [np.asarray(after[p]).ravel() for p, _ in before
+               if p[-1].key == "kernel"]
+    assert kernels, name
+    drawn = np.concatenate(kernels)
+    assert abs(drawn.std() - 0.02) < 0.002, (name, drawn.std())
+    for path, leaf in before:  # biases are the layers' own (zeros)
+      if path[-1].key == "bias":
+        np.testing.assert_array_equal(after[path], leaf)
+  # the default keeps the layers' initialisers: LeCun normal, not 0.02
+  d_conv = np.asarray(flax_state.d_params["conv0"]["kernel"])
+  assert d_conv.std() > 0.1

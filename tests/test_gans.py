@@ -327,3 +327,44 @@ def test_generator_upsampling_options(shape):
     g, _ = gans.make_models(make_config("acgan", g_upsample="bilinear"),
                             shape, 10)
     g.init(jax.random.key(0), z, jnp.arange(2))
+
+
+def test_d_leaky_slope_sets_the_discriminators_negative_slope():
+  config = make_config("acgan", d_hidden=24, d_norm="batch",
+                       d_leaky_slope=0.01)
+  g, d = gans.make_models(config, (8, 8, 1), 10)
+  _, _, _, out = init_and_apply(g, d, (8, 8, 1), batch=6)
+  # the features are LeakyReLU(0.01) of a train-mode batch norm
+  f = np.asarray(out["features"])
+  assert (f < 0).any()
+  pre = np.where(f < 0, f / 0.01, f)
+  np.testing.assert_allclose(pre.mean(0), 0.0, atol=1e-4)
+  np.testing.assert_allclose(pre.var(0), 1.0, atol=1e-3)
+  with pytest.raises(ValueError, match="d_leaky_slope must be"):
+    gans.model_settings(make_config("acgan", d_leaky_slope=1.5))
+
+
+def test_initialize_dcgan_draws_kernels_and_scales_from_normals():
+  params = {"conv": {"kernel": jnp.full((4, 4, 16, 64), 3.0),
+                     "bias": jnp.full((64,), 0.5)},
+            "norm": {"scale": jnp.full((4096,), 7.0),
+                     "bias": jnp.zeros((4096,))},
+            "embed": {"embedding": jnp.ones((10, 8))}}
+  rng = jax.random.key(0)
+  assert gans.initialize(params, rng, "flax") is params
+  out = gans.initialize(params, rng, "dcgan")
+  kernel = np.asarray(out["conv"]["kernel"])
+  assert kernel.shape == (4, 4, 16, 64)
+  assert abs(kernel.mean()) < 0.001 and abs(kernel.std() - 0.02) < 0.001
+  scale = np.asarray(out["norm"]["scale"])
+  assert abs(scale.mean() - 1.0) < 0.002 and abs(scale.std() - 0.02) < 0.001
+  # biases and embeddings keep their values
+  np.testing.assert_array_equal(out["conv"]["bias"], 0.5)
+  np.testing.assert_array_equal(out["norm"]["bias"], 0.0)
+  np.testing.assert_array_equal(out["embed"]["embedding"], 1.0)
+  # each leaf from its own key; the same key gives the same draw
+  assert not np.allclose(kernel.ravel()[:4096] - 0.0, scale - 1.0)
+  np.testing.assert_array_equal(
+      gans.initialize(params, rng, "dcgan")["conv"]["kernel"], kernel)
+  with pytest.raises(ValueError, match="Unknown init 'xavier'"):
+    gans.initialize(params, rng, "xavier")
