@@ -187,8 +187,10 @@ def test_sample_latents():
 def test_infogan_training_reads_no_labels():
   from experiments.configs import infogan  # pylint: disable=g-import-not-at-top
   config = infogan.get_config()
+  # the config weighs both terms 1 (the authors'); 0.1 tells them apart
+  assert config.continuous_code_weight == 1.0
   config.update(z_dim=6, g_width=8, d_width=8, q_hidden=8, g_hidden=8,
-                d_hidden=8)
+                d_hidden=8, continuous_code_weight=0.1)
   state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
                                     jax.random.key(0))
   step = jax.jit(gan_training.make_train_step(config, IMAGE_SHAPE,
@@ -201,7 +203,6 @@ def test_infogan_training_reads_no_labels():
                   jax.tree.leaves((s2.g_params, s2.d_params))):
     np.testing.assert_array_equal(a, b)
   # G and Q minimise adv + categorical CE + 0.1 x continuous-code NLL
-  assert config.continuous_code_weight == 0.1
   np.testing.assert_allclose(
       m1["g_loss"], m1["g_adv_loss"] + m1["g_fake_class_loss"]
       + 0.1 * m1["g_code_loss"], rtol=1e-5)
