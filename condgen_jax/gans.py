@@ -526,12 +526,13 @@ def initialize(params, rng, init: str):
   _check("init", init, INITS)
   if init == "flax":
     return params
+  means = {"kernel": 0.0, "scale": 1.0}
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   out = []
   for i, (path, leaf) in enumerate(leaves):
-    name = getattr(path[-1], "key", None)
-    noise = 0.02 * jax.random.normal(jax.random.fold_in(rng, i), leaf.shape,
-                                     leaf.dtype)
-    out.append(noise if name == "kernel" else
-               1.0 + noise if name == "scale" else leaf)
+    mean = means.get(getattr(path[-1], "key", None))
+    if mean is not None:  # only the redrawn leaves cost a draw
+      leaf = mean + 0.02 * jax.random.normal(jax.random.fold_in(rng, i),
+                                             leaf.shape, leaf.dtype)
+    out.append(leaf)
   return jax.tree_util.tree_unflatten(treedef, out)
