@@ -104,13 +104,15 @@ def config_changes(old: dict, new, defaults: dict | None = None) -> dict:
   """{key: (old value, new value)} for the keys that change what the run
   computes. A key absent from `old` (added to the library since the run
   started) ran at its default: it is compared as that value from
-  `defaults`, and skipped when `defaults` does not declare it."""
+  `defaults`, and skipped when `defaults` does not declare it. A key the
+  run held as None (unset) and `new` no longer has is no change."""
   new = _plain(new)
   defaults = _plain({k: v for k, v in (defaults or {}).items() if k in new})
   missing = "<absent>"
-  before = {**defaults, **old}
+  before = {k: v for k, v in {**defaults, **old}.items()
+            if k not in OBSERVER_KEYS and (v is not None or k in new)}
   return {k: (before[k], new.get(k, missing)) for k in sorted(before)
-          if k not in OBSERVER_KEYS and before[k] != new.get(k, missing)}
+          if before[k] != new.get(k, missing)}
 
 
 def check_workdir(workdir, config, defaults: dict | None = None) -> dict:

@@ -37,6 +37,11 @@ def test_config_changes_ignore_observer_keys_and_keys_new_to_the_library():
   del new["learning_rate"]
   assert checkpointing.config_changes(old, new) == {
       "learning_rate": (1e-3, "<absent>")}
+  # None is unset: dropping an unset key is no change, setting one is
+  old = json.loads(_config(mask=None).to_json())
+  assert checkpointing.config_changes(old, _config()) == {}
+  assert checkpointing.config_changes(old, _config(mask=2)) == {
+      "mask": (None, 2)}
 
 
 def test_check_workdir_refuses_a_file_and_a_changed_config(tmp_path):
