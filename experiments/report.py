@@ -74,9 +74,10 @@ def main(argv):
       else:
         run = report.read_record(row, records,
                                  grid=image_dir / report.image_name(row))
-      if run is None:
-        print(f"not run: {row.name} (no {row.eval_file} in "
-              f"{_ROOT.value}/{row.name}, no record in {records})",
+      if run is None:  # rows left out by --only are not looked for in root
+        looked = (f"no {row.eval_file} in {_ROOT.value}/{row.name}, "
+                  if from_workdir else "")
+        print(f"not run: {row.name} ({looked}no record in {records})",
               file=sys.stderr)
       else:
         runs.append(run)

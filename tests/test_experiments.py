@@ -383,6 +383,10 @@ def test_report_writes_the_readme_table_from_a_real_run(trained, tmp_path):
           f"--records={records}", "--only=mnist_acgan")
   assert r.returncode == 0, r.stderr[-2000:]
   assert readme.read_text() == text
+  # the selected row was looked for in root, the others only as records
+  assert (f"not run: mnist_acgan (no eval.json in {root}/mnist_acgan, "
+          f"no record in {records})") in r.stderr
+  assert f"not run: mnist_tacgan (no record in {records})" in r.stderr
   # a re-run without a grid for its evaluated step drops the older grid
   shutil.copytree(trained, workdir)
   (workdir / "eval.json").write_text(evaluated)
