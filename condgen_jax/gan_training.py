@@ -22,7 +22,9 @@ twin_class_weight=1; Gong et al. 2019). InfoGAN (Chen et al. 2016,
 `experiments/configs/infogan.py`): G's class is a categorical code drawn
 uniformly (code_prior='uniform'), `continuous_codes` U[-1, 1] codes are
 appended to z, D's Q network predicts both, and no label is read
-(real_class_weight=0).
+(real_class_weight=0); with code_augmentation Q reads the categorical
+code from randomly warped copies of the generated images
+(`condgen_jax.augmentation`).
 
 Conditions: a class label, or (condition_kind='attributes') every
 attribute of a dataset that has them, `[B, A]` with `num_classes` the tuple
@@ -50,6 +52,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from condgen_jax import augmentation
 from condgen_jax import data as data_lib
 from condgen_jax import ema as ema_lib
 from condgen_jax import families
@@ -104,6 +107,11 @@ TRAIN_OPTIONS = {
         "real_class_weight=0)"),
     "continuous_code_weight": options.number(
         1.0, "InfoGAN: lambda of the continuous codes' -log Q(c|x)"),
+    "code_augmentation": options.flag(
+        False, "the class term on generated samples, -log q(c|T(G(z,c))), "
+        "reads randomly rotated, stretched and shifted copies T "
+        "(`condgen_jax.augmentation`): InfoGAN's categorical code cannot "
+        "then be carried by slant, width or position"),
     "twin_class_weight": options.number(
         1.0, "TAC-GAN (twin_class_head): -log q_mi(c|G(z,c)) trains the "
         "twin head; G is trained on its negative"),
@@ -401,6 +409,21 @@ class _GANStep:
     self.g_needs_real = (objective.generator_needs_real
                          or s.feature_matching > 0)
 
+  def warped_class_logits(self, fake_out, d_params, d_stats, fake,
+                          fake_labels, key):
+    """`fake_out` with its class logits read from warped copies of `fake`
+    (code_augmentation; D's statistics not updated), or as it is. The
+    keys are folded from `key`, so runs without it draw as before."""
+    if not self.s.code_augmentation:
+      return fake_out
+    fill = -1.0 if tanh_output(self.s) else 0.0
+    warped = augmentation.random_affine(jax.random.fold_in(key, 1), fake,
+                                        fill)
+    out, _ = self.players.discriminate(
+        d_params, d_stats, warped, fake_labels, train=True,
+        rng=jax.random.fold_in(key, 2), update_stats=False)
+    return {**fake_out, "class_logits": out["class_logits"]}
+
   def d_loss(self, d_params, d_stats, x_real, fake, labels, latents, keys):
     """D's loss on a real and a generated batch; (loss, (stats, metrics)).
     `latents`: (fake_labels, codes), what G was given."""
@@ -411,6 +434,8 @@ class _GANStep:
     fake_out, d_stats = players.discriminate(d_params, d_stats, fake,
                                              fake_labels, train=True,
                                              rng=keys[1])
+    fake_out = self.warped_class_logits(fake_out, d_params, d_stats, fake,
+                                        fake_labels, keys[2])
 
     def critic(x):  # for penalties: D at the updated statistics, frozen
       out, _ = players.discriminate(d_params, d_stats, x, labels, train=True,
@@ -434,6 +459,8 @@ class _GANStep:
     fake_out, _ = self.players.discriminate(d_params, d_stats, fake,
                                             fake_labels, train=True,
                                             rng=keys[1], update_stats=False)
+    fake_out = self.warped_class_logits(fake_out, d_params, d_stats, fake,
+                                        fake_labels, keys[1])
     loss, m = gan_objectives.total(self.g_terms, gan_objectives.Context(
         real_out, fake_out, labels, fake_labels=fake_labels, codes=codes))
     m["g_loss"] = loss

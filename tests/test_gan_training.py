@@ -427,3 +427,21 @@ def test_create_state_applies_the_init_to_both_players():
   # the default keeps the layers' initialisers: LeCun normal, not 0.02
   d_conv = np.asarray(flax_state.d_params["conv0"]["kernel"])
   assert d_conv.std() > 0.1
+
+
+def test_code_augmentation_changes_only_the_class_term_on_fakes():
+  # The warped pass feeds the class term on generated samples alone: D's
+  # other terms, and the batch statistics, are those of the plain step.
+  kwargs = dict(code_prior="uniform", continuous_codes=2,
+                real_class_weight=0.0, d_norm="batch")
+  plain_state, plain = run_steps(make_config("acgan", **kwargs), jit=True)
+  warped_state, warped = run_steps(
+      make_config("acgan", code_augmentation=True, **kwargs), jit=True)
+  for key in ("d_adv_loss", "d_code_loss", "d_real", "d_fake"):
+    assert float(plain[key]) == float(warped[key]), key
+  assert abs(float(plain["d_fake_class_loss"])
+             - float(warped["d_fake_class_loss"])) > 1e-4
+  for a, b in zip(jax.tree.leaves(plain_state.d_stats),
+                  jax.tree.leaves(warped_state.d_stats)):
+    np.testing.assert_array_equal(a, b)
+  assert jax.tree.leaves(plain_state.d_stats)  # batch norm has statistics
