@@ -412,10 +412,11 @@ class _GANStep:
   def warped_class_logits(self, fake_out, d_params, d_stats, fake,
                           fake_labels, key):
     """`fake_out` with its class logits read from warped copies of `fake`
-    (code_augmentation; D's statistics not updated), or as it is. The
-    keys are folded from `key`, so runs without it draw as before."""
-    if not self.s.code_augmentation:
-      return fake_out
+    (code_augmentation with a class head; D's statistics not updated), or
+    as it is. The keys are folded from `key`, so runs without it draw as
+    before."""
+    if not (self.s.code_augmentation and self.s.class_head):
+      return fake_out  # without a class head no term reads the logits
     fill = -1.0 if tanh_output(self.s) else 0.0
     warped = augmentation.random_affine(jax.random.fold_in(key, 1), fake,
                                         fill)
