@@ -21,19 +21,18 @@ SCALE_RANGE = (0.8, 1.2)
 MAX_SHIFT = 2.0
 
 
-def affine_matrices(key, n: int, *, max_rotation: float = MAX_ROTATION,
-                    scale_range=SCALE_RANGE, max_shift: float = MAX_SHIFT):
+def affine_matrices(key, n: int):
   """(A `[n, 2, 2]`, t `[n, 2]`): the output pixel p (row, col, from the
   image centre) reads the input at A p + t; A = R(theta) diag(1/s_r, 1/s_c)
-  with theta ~ U(±max_rotation degrees), s ~ U(scale_range) per axis (s > 1
-  enlarges) and t ~ U(±max_shift) per axis."""
+  with theta ~ U(±MAX_ROTATION degrees), s ~ U(SCALE_RANGE) per axis (s > 1
+  enlarges) and t ~ U(±MAX_SHIFT) per axis."""
   k_rot, k_scale, k_shift = jax.random.split(key, 3)
   theta = jax.random.uniform(k_rot, (n,), minval=-1.0, maxval=1.0) * (
-      max_rotation * math.pi / 180.0)
-  scale = jax.random.uniform(k_scale, (n, 2), minval=scale_range[0],
-                             maxval=scale_range[1])
-  shift = jax.random.uniform(k_shift, (n, 2), minval=-max_shift,
-                             maxval=max_shift)
+      MAX_ROTATION * math.pi / 180.0)
+  scale = jax.random.uniform(k_scale, (n, 2), minval=SCALE_RANGE[0],
+                             maxval=SCALE_RANGE[1])
+  shift = jax.random.uniform(k_shift, (n, 2), minval=-MAX_SHIFT,
+                             maxval=MAX_SHIFT)
   cos, sin = jnp.cos(theta), jnp.sin(theta)
   rotation = jnp.stack([jnp.stack([cos, -sin], -1),
                         jnp.stack([sin, cos], -1)], -2)
@@ -63,7 +62,7 @@ def warp(images, matrices, shifts, fill: float):
 
 
 def random_affine(key, images, fill: float):
-  """`images` warped by independent random affine maps (`affine_matrices`'
-  ranges); `fill` is the background value (-1 for tanh images)."""
+  """`images` warped by independent random affine maps
+  (`affine_matrices`); `fill` is the background value (-1 for tanh images)."""
   matrices, shifts = affine_matrices(key, images.shape[0])
   return warp(images, matrices, shifts, fill)
