@@ -23,7 +23,7 @@ import json
 from absl import app
 from absl import flags
 
-from condgen_jax import runtime
+from condgen_jax.core import runtime
 from experiments import sampling_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained run directory.")
@@ -40,7 +40,9 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
   runtime.start(argv)
-  from condgen_jax import evaluation, sampling, train  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _NUM.value <= 0:
       raise ValueError(f"--num_per_class must be positive; got {_NUM.value}.")

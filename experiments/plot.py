@@ -16,8 +16,8 @@ column per metric, or per (--by value, metric):
 from absl import app
 from absl import flags
 
-from condgen_jax import plots
-from condgen_jax import runtime
+from condgen_jax.tools import plots
+from condgen_jax.core import runtime
 
 _RESULTS = flags.DEFINE_list("results", None, "Results JSON files.")
 _X = flags.DEFINE_string("x", "guidance_scale", "The setting on the x axis.")

@@ -28,8 +28,8 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from condgen_jax import report
-from condgen_jax import runtime
+from condgen_jax.tools import report
+from condgen_jax.core import runtime
 from experiments import results
 
 _ROOT = flags.DEFINE_string("root", "results", "Folder of the rows' runs.")

@@ -12,8 +12,8 @@ images); `report.train_command` / `evaluate_command` are
 the exact commands. Published anchors stand beside their rows.
 """
 
-from condgen_jax import diffusion_training
-from condgen_jax.report import Anchor, Row
+from condgen_jax.families import diffusion as diffusion_training
+from condgen_jax.tools.report import Anchor, Row
 
 NO_PARZEN = (("parzen", False),)
 FASHION = (("dataset", "fashion_mnist"),)

@@ -39,7 +39,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from condgen_jax import runtime
+from condgen_jax.core import runtime
 from experiments import sampling_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained run directory.")
@@ -71,7 +71,7 @@ def _read_cond_file() -> np.ndarray:
 
 def _conditions(ds):
   """(labels, grid rows) of --cond / --cond_file, or None for neither."""
-  from condgen_jax import sampling  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
   if _COND.value and _COND_FILE.value:
     raise ValueError("give --cond or --cond_file, not both.")
   if _COND.value:
@@ -88,7 +88,8 @@ def _conditions(ds):
 
 def _label_samples(run, state):
   """(arrays to save, grid images, grid rows) of a label or attribute run."""
-  from condgen_jax import images, sampling  # pylint: disable=g-import-not-at-top
+  from condgen_jax.data import images  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
   asked = _conditions(run.dataset)
   rows = images.grid_rows(run.dataset.num_classes)
   if asked is not None:
@@ -108,7 +109,8 @@ def _label_samples(run, state):
 def _image_samples(run, state):
   """(arrays to save, grid images, grid rows) of a run conditioned on
   images: rows of input | output (| target) pictures."""
-  from condgen_jax import images, sampling  # pylint: disable=g-import-not-at-top
+  from condgen_jax.data import images  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
   if _COND.value or _TRAVERSE.value is not None:
     raise ValueError("a run conditioned on images takes its conditions from "
                      "--cond_file (an array 'cond' of condition images in "
@@ -132,7 +134,9 @@ def _image_samples(run, state):
 
 def main(argv):
   runtime.start(argv)
-  from condgen_jax import images, sampling, train  # pylint: disable=g-import-not-at-top
+  from condgen_jax.data import images  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _NUM.value <= 0:
       raise ValueError(f"--num_per_class must be positive; got {_NUM.value}.")

@@ -11,7 +11,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from condgen_jax import runtime
+from condgen_jax.core import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
                                           lock_config=True)
@@ -21,7 +21,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   runtime.start(argv, _CONFIG.value)
-  from condgen_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  from condgen_jax.core import parallel  # pylint: disable=g-import-not-at-top
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
   with runtime.user_errors():
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -35,7 +35,7 @@ def pytest_configure(config):
       os.environ.setdefault(name, value)
   # What the entry points do before JAX starts, so that tests run the
   # programs the CLIs run (tests/test_runtime.py checks each default).
-  from condgen_jax import runtime  # pylint: disable=g-import-not-at-top
+  from condgen_jax.core import runtime  # pylint: disable=g-import-not-at-top
   runtime.apply_cpu_defaults()
 
 
@@ -47,7 +47,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def digits():
-  from condgen_jax import data
+  from condgen_jax.data import datasets as data
   return data.load_dataset("digits")
 
 

@@ -1,11 +1,11 @@
-"""Tests of condgen_jax.augmentation: random affine warps."""
+"""Tests of condgen_jax.nn.augmentation: random affine warps."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
-from condgen_jax import augmentation
+from condgen_jax.nn import augmentation
 
 
 def _scipy_warp(image, a, t, fill):

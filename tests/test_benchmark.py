@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from condgen_jax import benchmark
+from condgen_jax.tools import benchmark
 from conftest import ROOT, tiny_cvae_config
 
 
@@ -66,7 +66,7 @@ def test_bad_flags_are_one_error_line(flag, message):
 
 
 def test_sampling_speed_sets_the_nfe_of_families_that_have_one(digits):
-  from condgen_jax import train  # pylint: disable=g-import-not-at-top
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   from test_diffusion import tiny_config  # pylint: disable=g-import-not-at-top
   run = train.setup(tiny_config(nfe=7), digits)
   calls = []

@@ -10,10 +10,10 @@ from etils.epath import backend as epath_backend
 from etils.epath import gpath
 from fsspec.implementations import memory
 
-from condgen_jax import checkpointing
-from condgen_jax import images
-from condgen_jax import sampling
-from condgen_jax import train
+from condgen_jax.core import checkpointing
+from condgen_jax.data import images
+from condgen_jax.evaluation import sampling
+from condgen_jax.runner import train
 
 
 def _config(**kw):

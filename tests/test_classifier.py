@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import classifier
-from condgen_jax import data
+from condgen_jax.evaluation import classifier
+from condgen_jax.data import datasets as data
 
 STEPS = 300  # ~99% on digits in a few seconds of CPU
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from condgen_jax import colored
-from condgen_jax import data
+from condgen_jax.data import colored
+from condgen_jax.data import datasets as data
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import cvae
+from condgen_jax.models import cvae
 
 KEY = jax.random.key(0)
 

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from condgen_jax import data
+from condgen_jax.data import datasets as data
 
 
 def test_digits_shapes_and_split(digits):

@@ -1,7 +1,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from condgen_jax import ema
+from condgen_jax.families import ema
 
 
 def test_decay_warms_up_to_the_configured_value():

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import estimators
+from condgen_jax.losses import estimators
 
 A, B, S = 1.5, -0.5, 0.7
 Y = np.array([-2.0, -0.5, 0.3, 1.8], np.float32)

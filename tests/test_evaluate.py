@@ -4,11 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from condgen_jax import classifier as classifier_lib
-from condgen_jax import evaluation
-from condgen_jax import metrics
-from condgen_jax import sampling
-from condgen_jax import train
+from condgen_jax.evaluation import classifier as classifier_lib
+from condgen_jax.evaluation import evaluate as evaluation
+from condgen_jax.evaluation import metrics
+from condgen_jax.evaluation import sampling
+from condgen_jax.runner import train
 from conftest import tiny_cvae_config
 
 

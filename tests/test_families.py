@@ -16,7 +16,7 @@ import pytest
 from flax.training import train_state
 
 from condgen_jax import families
-from condgen_jax import train
+from condgen_jax.runner import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODEL = "tests.test_families"
@@ -104,7 +104,7 @@ def get_config():
 
 
 def test_model_names_and_import_paths():
-  assert families.get_family("cvae").__name__ == "condgen_jax.vae_training"
+  assert families.get_family("cvae").__name__ == "condgen_jax.families.cvae"
   assert families.get_family(MODEL).__name__ == MODEL
   with pytest.raises(ValueError, match="Unknown model 'vqvae'"):
     families.get_family("vqvae")

@@ -3,8 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import data
-from condgen_jax import vae_training
+from condgen_jax.data import datasets as data
+from condgen_jax.families import cvae as vae_training
 from conftest import tiny_cvae_config
 
 

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import checkpointing
-from condgen_jax import diffusion_samplers as samplers
-from condgen_jax import diffusion_training as dt
+from condgen_jax.core import checkpointing
+from condgen_jax.diffusion import samplers
+from condgen_jax.families import diffusion as dt
+from condgen_jax.diffusion import schedules
 from condgen_jax import losses
-from condgen_jax import train
-from condgen_jax import unet
+from condgen_jax.runner import train
+from condgen_jax.models import unet
 
 
 def tiny_config(**overrides):
@@ -76,7 +77,7 @@ def test_unet_runs_and_mnist_default_has_about_a_million_params():
 def test_unet_with_patches_is_the_unet_on_folded_images():
   """patch_size=2 on [B, 8, 8, 1] is the patch-1 U-Net of the same
   parameters on the 4-channel 4x4 images of `space_to_depth`, unfolded."""
-  from condgen_jax.layers import depth_to_space, space_to_depth
+  from condgen_jax.nn.layers import depth_to_space, space_to_depth
   kw = dict(num_classes=10, channels=(8, 16), num_res_blocks=1,
             attention=False)
   patched, plain = unet.UNet(patch_size=2, **kw), unet.UNet(**kw)
@@ -239,7 +240,7 @@ def _np_cosine(t):
 def test_ddim_step_matches_numpy(clip_x0):
   steps, i = 5, 1
   step = samplers.make_step(_fake_model(), objective="eps", sampler="ddim",
-                            steps=steps, alpha_bar_fn=losses.cosine_alpha_bar,
+                            steps=steps, alpha_bar_fn=schedules.cosine_alpha_bar,
                             clip_x0=clip_x0)
   x = 2.0 * np.random.default_rng(1).standard_normal((2, 4, 4, 1)).astype(
       np.float32)
@@ -263,7 +264,7 @@ def test_ddim_is_deterministic_and_ddpm_is_not():
 
   steps = {name: jax.jit(samplers.make_step(
       _fake_model(), objective="v", sampler=name, steps=6,
-      alpha_bar_fn=losses.linear_alpha_bar)) for name in ("ddim", "ddpm")}
+      alpha_bar_fn=schedules.linear_alpha_bar)) for name in ("ddim", "ddpm")}
 
   def run(sampler, key):
     return np.asarray(samplers.run_steps(
@@ -324,7 +325,7 @@ def test_every_sampler_evaluates_the_model_exactly_nfe_times(
   assert steps == expected_steps
   step = jax.jit(samplers.make_step(
       _fake_model(calls), objective=objective, sampler=sampler, steps=steps,
-      alpha_bar_fn=losses.cosine_alpha_bar), static_argnames="euler")
+      alpha_bar_fn=schedules.cosine_alpha_bar), static_argnames="euler")
   x = jnp.ones((2, 3, 3, 1))
   out = samplers.run_steps(step, 0.7, x, jnp.array([1, 2]), jax.random.key(0),
                            sampler=sampler, nfe=nfe, loop=loop)
@@ -352,7 +353,7 @@ def test_the_two_loop_forms_agree():
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
   step = jax.jit(samplers.make_step(_fake_model(), objective="eps",
                                     sampler="ddpm", steps=5,
-                                    alpha_bar_fn=losses.cosine_alpha_bar))
+                                    alpha_bar_fn=schedules.cosine_alpha_bar))
   run = lambda loop: samplers.run_steps(step, 0.7, x, jnp.array([1, 2]),
                                         jax.random.key(3), sampler="ddpm",
                                         nfe=5, loop=loop)

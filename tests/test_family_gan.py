@@ -1,4 +1,4 @@
-"""Tests of condgen_jax.gan_training: the runner's interface for GANs.
+"""Tests of condgen_jax.families.gan: the runner's interface for GANs.
 
 Tiny shapes (8x8x1, batch 16, widths 8). The sweeps run eagerly: across many
 configs that is faster on CPU than compiling each train step.
@@ -13,9 +13,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from condgen_jax import data as data_lib
-from condgen_jax import gan_objectives
-from condgen_jax import gan_training
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.losses import gan_objectives
+from condgen_jax.families import gan as gan_training
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 10

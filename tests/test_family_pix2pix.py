@@ -12,10 +12,10 @@ import jax
 import numpy as np
 import pytest
 
-from condgen_jax import data
-from condgen_jax import pix2pix_training
-from condgen_jax import sampling
-from condgen_jax import train
+from condgen_jax.data import datasets as data
+from condgen_jax.families import pix2pix as pix2pix_training
+from condgen_jax.evaluation import sampling
+from condgen_jax.runner import train
 from experiments.configs import pix2pix as pix2pix_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import data
-from condgen_jax import sampling
-from condgen_jax import sop
-from condgen_jax import sop_training
-from condgen_jax import train
+from condgen_jax.data import datasets as data
+from condgen_jax.evaluation import sampling
+from condgen_jax.models import sop
+from condgen_jax.families import sop as sop_training
+from condgen_jax.runner import train
 from experiments.configs import cvae_sop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

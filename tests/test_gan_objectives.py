@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from condgen_jax import gan_objectives
+from condgen_jax.losses import gan_objectives
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def not_an_objective(s):
 
 def _config(**kw):
   """The GAN settings of a cgan_conv config with these keys."""
-  from condgen_jax import gan_training  # pylint: disable=g-import-not-at-top
+  from condgen_jax.families import gan as gan_training  # pylint: disable=g-import-not-at-top
   return gan_training.settings(ml_collections.ConfigDict(
       {"model": "cgan_conv", **kw}))
 

@@ -1,4 +1,4 @@
-"""Tests of condgen_jax.gans: shapes, ranges, parameter counts, errors."""
+"""Tests of condgen_jax.models.gans: shapes, ranges, parameter counts, errors."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from condgen_jax import gans
+from condgen_jax.models import gans
 
 
 def count_params(params):

@@ -1,4 +1,4 @@
-from condgen_jax import hardware
+from condgen_jax.core import hardware
 
 
 def test_cpu_isa_is_the_widest_named_extension():

@@ -5,9 +5,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from condgen_jax import data
-from condgen_jax import image_conditions
-from condgen_jax import sampling
+from condgen_jax.data import datasets as data
+from condgen_jax.data import image_conditions
+from condgen_jax.evaluation import sampling
 
 SHAPE = (4, 6, 1)  # H // 2 = 2 rows, W // 2 = 3 columns per quadrant
 

@@ -1,4 +1,4 @@
-"""Tests of condgen_jax.kernels: each XLA:CPU kernel has the parameter tree
+"""Tests of condgen_jax.nn.kernels: each XLA:CPU kernel has the parameter tree
 of the stock layer it replaces and computes the same function (values and
 gradients); models built with either give the same results."""
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import kernels
-from condgen_jax import layers
+from condgen_jax.nn import kernels
+from condgen_jax.nn import layers
 
 
 def _bn_numpy(x, scale, bias, eps=1e-5):
@@ -288,7 +288,7 @@ GAN_CONFIGS = {
 
 
 def _apply_both(config, kernels_name):
-  from condgen_jax import gans  # pylint: disable=g-import-not-at-top
+  from condgen_jax.models import gans  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.kernels = kernels_name
   g, d = gans.make_models(config, (8, 8, 1), 10)
@@ -347,7 +347,7 @@ def test_jvp_through_the_gans_with_stock_kernels(name):
 @pytest.mark.parametrize("conditioning", ["vectorize", "film"])
 def test_the_conv_cvae_computes_the_same_function_with_either_kernels(
     conditioning):
-  from condgen_jax import cvae  # pylint: disable=g-import-not-at-top
+  from condgen_jax.models import cvae  # pylint: disable=g-import-not-at-top
   x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
   c = jnp.arange(4)
 
@@ -371,7 +371,7 @@ def test_the_conv_cvae_computes_the_same_function_with_either_kernels(
 
 @pytest.mark.parametrize("architecture", ["mlp", "conv"])
 def test_jvp_through_the_cvae(architecture):
-  from condgen_jax import cvae  # pylint: disable=g-import-not-at-top
+  from condgen_jax.models import cvae  # pylint: disable=g-import-not-at-top
   model = cvae.CVAE(image_shape=(8, 8, 1), num_classes=10, latent_dim=3,
                     architecture=architecture, hidden=(16,), channels=(4, 8))
   x = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
@@ -384,7 +384,8 @@ def test_jvp_through_the_cvae(architecture):
 def test_a_checkpoint_trained_with_cpu_kernels_restores_with_stock_ones(
     tmp_path, digits):
   import json  # pylint: disable=g-import-not-at-top
-  from condgen_jax import sampling, train  # pylint: disable=g-import-not-at-top
+  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   from experiments.configs import acgan  # pylint: disable=g-import-not-at-top
   config = acgan.get_config()
   config.update(dataset="digits", batch_size=32, num_steps=4, g_width=8,

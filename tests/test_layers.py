@@ -1,4 +1,4 @@
-"""Tests of condgen_jax.layers."""
+"""Tests of condgen_jax.nn.layers."""
 
 import flax.linen as nn
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import layers
+from condgen_jax.nn import layers
 
 
 def count_params(params):

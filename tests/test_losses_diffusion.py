@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from condgen_jax.diffusion import schedules
 from condgen_jax import losses
 
 
@@ -20,29 +21,29 @@ def test_linear_schedule_is_ho_et_al_on_the_grid_and_log_linear_between():
   betas = np.linspace(1e-4, 0.02, 1000, dtype=np.float64)
   alpha_bar = np.cumprod(1.0 - betas)
   i = np.array([1, 2, 10, 500, 999, 1000])
-  np.testing.assert_allclose(losses.linear_alpha_bar(i / 1000),
+  np.testing.assert_allclose(schedules.linear_alpha_bar(i / 1000),
                              alpha_bar[i - 1], rtol=2e-5)
-  assert float(losses.linear_alpha_bar(0.0)) == 1.0
+  assert float(schedules.linear_alpha_bar(0.0)) == 1.0
   mid = np.exp(0.5 * (np.log(alpha_bar[99]) + np.log(alpha_bar[100])))
-  np.testing.assert_allclose(losses.linear_alpha_bar(100.5 / 1000), mid,
+  np.testing.assert_allclose(schedules.linear_alpha_bar(100.5 / 1000), mid,
                              rtol=2e-5)
 
 
 def test_cosine_schedule_formula_and_floor():
   t = np.array([0.0, 0.1, 0.5, 0.9, 0.99], np.float64)
   f = lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
-  np.testing.assert_allclose(losses.cosine_alpha_bar(t), f(t) / f(0.0),
+  np.testing.assert_allclose(schedules.cosine_alpha_bar(t), f(t) / f(0.0),
                              rtol=1e-5)
-  assert float(losses.cosine_alpha_bar(0.0)) == 1.0
-  assert float(losses.cosine_alpha_bar(1.0)) == pytest.approx(1e-5)
-  assert np.all(np.diff(np.asarray(losses.cosine_alpha_bar(
+  assert float(schedules.cosine_alpha_bar(0.0)) == 1.0
+  assert float(schedules.cosine_alpha_bar(1.0)) == pytest.approx(1e-5)
+  assert np.all(np.diff(np.asarray(schedules.cosine_alpha_bar(
       np.linspace(0, 1, 101)))) <= 0)
 
 
 def test_diffuse_and_eps_loss():
   x0, eps, pred, t = _arrays()
-  ab = np.asarray(losses.cosine_alpha_bar(t))[:, None, None, None]
-  np.testing.assert_allclose(losses.diffuse(x0, eps, ab[:, 0, 0, 0]),
+  ab = np.asarray(schedules.cosine_alpha_bar(t))[:, None, None, None]
+  np.testing.assert_allclose(schedules.diffuse(x0, eps, ab[:, 0, 0, 0]),
                              np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps,
                              rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(losses.ddpm_eps_loss(pred, eps),
@@ -52,10 +53,10 @@ def test_diffuse_and_eps_loss():
 
 def test_v_prediction_loss_and_the_v_identities():
   x0, eps, pred, t = _arrays(1)
-  ab = np.asarray(losses.linear_alpha_bar(t))
+  ab = np.asarray(schedules.linear_alpha_bar(t))
   a, s = np.sqrt(ab)[:, None, None, None], np.sqrt(1 - ab)[:, None, None, None]
   v = a * eps - s * x0
-  np.testing.assert_allclose(losses.v_target(x0, eps, ab), v, rtol=1e-5,
+  np.testing.assert_allclose(schedules.v_target(x0, eps, ab), v, rtol=1e-5,
                              atol=1e-6)
   np.testing.assert_allclose(losses.v_prediction_loss(pred, x0, eps, ab),
                              ((pred - v) ** 2).sum((1, 2, 3)), rtol=1e-5)
@@ -66,7 +67,7 @@ def test_v_prediction_loss_and_the_v_identities():
 
 def test_v_loss_is_the_x0_loss_weighted_by_one_plus_snr():
   x0, eps, pred, t = _arrays(2)
-  ab = np.asarray(losses.cosine_alpha_bar(t))
+  ab = np.asarray(schedules.cosine_alpha_bar(t))
   a, s = np.sqrt(ab)[:, None, None, None], np.sqrt(1 - ab)[:, None, None, None]
   x_t = a * x0 + s * eps
   x0_hat = a * x_t - s * pred
@@ -78,17 +79,17 @@ def test_v_loss_is_the_x0_loss_weighted_by_one_plus_snr():
 def test_flow_matching_path_and_loss():
   x0, eps, pred, t = _arrays(3)
   tt = t[:, None, None, None]
-  np.testing.assert_allclose(losses.flow_matching_path(x0, eps, t),
+  np.testing.assert_allclose(schedules.flow_matching_path(x0, eps, t),
                              (1 - tt) * x0 + tt * eps, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(losses.flow_matching_path(x0, eps, np.zeros(3)),
+  np.testing.assert_allclose(schedules.flow_matching_path(x0, eps, np.zeros(3)),
                              x0)
-  np.testing.assert_allclose(losses.flow_matching_path(x0, eps, np.ones(3)),
+  np.testing.assert_allclose(schedules.flow_matching_path(x0, eps, np.ones(3)),
                              eps)
   np.testing.assert_allclose(losses.flow_matching_loss(pred, x0, eps),
                              ((pred - (eps - x0)) ** 2).sum((1, 2, 3)),
                              rtol=1e-5)
   # the target is the path's time derivative
-  d = jax.jvp(lambda u: losses.flow_matching_path(x0, eps, u), (t,),
+  d = jax.jvp(lambda u: schedules.flow_matching_path(x0, eps, u), (t,),
               (np.ones(3, np.float32),))[1]
   np.testing.assert_allclose(d, eps - x0, atol=1e-6)
 

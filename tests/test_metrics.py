@@ -13,8 +13,8 @@ from scipy.special import logsumexp
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics.pairwise import polynomial_kernel
 
-from condgen_jax import data
-from condgen_jax import metrics
+from condgen_jax.data import datasets as data
+from condgen_jax.evaluation import metrics
 
 
 def _random_spd(rng, d, rank=None):

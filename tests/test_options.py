@@ -1,4 +1,4 @@
-"""Tests of condgen_jax.options: declared keys, their checks and defaults,
+"""Tests of condgen_jax.core.options: declared keys, their checks and defaults,
 and that every config file and family reads one declaration."""
 
 import importlib
@@ -8,8 +8,8 @@ import ml_collections
 import pytest
 
 from condgen_jax import families
-from condgen_jax import options
-from condgen_jax import train
+from condgen_jax.core import options
+from condgen_jax.runner import train
 
 DECLARED = {
     "mode": options.choice("a", ("a", "b"), "a mode"),
@@ -102,7 +102,8 @@ def test_config_files_start_from_the_declarations(name):
 
 def test_the_gan_defaults_agree_everywhere():
   from experiments.configs import acgan, cgan_conv, cgan_mlp  # pylint: disable=g-import-not-at-top
-  from condgen_jax import gan_training, gans  # pylint: disable=g-import-not-at-top
+  from condgen_jax.families import gan as gan_training  # pylint: disable=g-import-not-at-top
+  from condgen_jax.models import gans  # pylint: disable=g-import-not-at-top
   bare = gan_training.settings(_config(model="cgan_conv"))
   assert bare.g_upsample == gans.MODEL_OPTIONS["g_upsample"].default == \
       cgan_conv.get_config().g_upsample == "transpose"

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from condgen_jax import diffusion_training
-from condgen_jax import train
+from condgen_jax.families import diffusion as diffusion_training
+from condgen_jax.runner import train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--config=experiments/configs/cvae.py", "--config.dataset=digits",

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from condgen_jax import kernels
-from condgen_jax import pix2pix
+from condgen_jax.nn import kernels
+from condgen_jax.models import pix2pix
 
 KEY = jax.random.key(0)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from condgen_jax import plots
+from condgen_jax.tools import plots
 
 RESULTS = [{"guidance_scale": 2.0, "class_accuracy": 1.0, "fid": 17.7},
            {"guidance_scale": 0.0, "class_accuracy": 0.9, "fid": 14.7},

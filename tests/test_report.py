@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from condgen_jax import report
-from condgen_jax.report import Anchor, Row
+from condgen_jax.tools import report
+from condgen_jax.tools.report import Anchor, Row
 
 ROW = Row("mnist_x", "X-GAN", "acgan.py",
           overrides=(("d_conditioning", "film"), ("spectral_norm", True)),

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from condgen_jax import runtime
+from condgen_jax.core import runtime
 
 # Known-answer vectors of Threefry-2x32-20 from the Random123 distribution
 # (kat_vectors): key, counter -> output.
@@ -36,7 +36,7 @@ def test_unrolled_lowering_keeps_jax_bits_and_drops_the_loop():
   # once the unrolled lowering is registered (caches cleared in between).
   script = textwrap.dedent("""
       import json, jax, jax.numpy as jnp, numpy as np
-      from condgen_jax import runtime
+      from condgen_jax.core import runtime
 
       def draws():
         key = jax.random.key(3)
@@ -90,7 +90,7 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
   # second block reuses the first one's pages.
   script = textwrap.dedent("""
       import ctypes, json, resource
-      from condgen_jax import runtime
+      from condgen_jax.core import runtime
 
       libc = ctypes.CDLL("libc.so.6")
       libc.malloc.restype = ctypes.c_void_p
@@ -153,7 +153,7 @@ def test_importing_the_families_starts_no_backend():
   not start the XLA backend."""
   code = ("import condgen_jax.families as f\n"
           "for m in f.MODELS: f.get_family(m)\n"
-          "import condgen_jax.train\n"
+          "import condgen_jax.runner.train\n"
           "from jax._src import xla_bridge\n"
           "print(bool(xla_bridge._backends))\n")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from condgen_jax import sampling
-from condgen_jax import train
+from condgen_jax.evaluation import sampling
+from condgen_jax.runner import train
 from conftest import tiny_cvae_config
 
 
@@ -38,7 +38,7 @@ def test_nonpositive_num_per_class(run):
 
 
 def test_class_rows_of_attributes_enumerate_every_combination():
-  from condgen_jax import images  # pylint: disable=g-import-not-at-top
+  from condgen_jax.data import images  # pylint: disable=g-import-not-at-top
   np.testing.assert_array_equal(
       images.class_rows((2, 3), 2),
       [[0, 0], [0, 0], [0, 1], [0, 1], [0, 2], [0, 2],
@@ -50,7 +50,7 @@ def test_class_rows_of_attributes_enumerate_every_combination():
 
 
 def test_parse_condition(run):
-  from condgen_jax import data  # pylint: disable=g-import-not-at-top
+  from condgen_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
   assert sampling.parse_condition(run.dataset, "7") == 7
   with pytest.raises(ValueError, match="class '12' is not one of"):
     sampling.parse_condition(run.dataset, "12")

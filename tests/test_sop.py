@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import sop
+from condgen_jax.models import sop
 
 KEY = jax.random.key(0)
 SHAPE = (8, 8, 1)

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from condgen_jax import checkpointing
-from condgen_jax import train
+from condgen_jax.core import checkpointing
+from condgen_jax.runner import train
 from conftest import tiny_cvae_config
 from experiments.configs import cvae_sop
 from test_diffusion import tiny_config as tiny_diffusion_config
@@ -120,7 +120,7 @@ def test_next_boundary():
 def _poison_params_after(monkeypatch, bad_step: int):
   """Makes the update from `bad_step` to `bad_step + 1` write NaN params
   (the metrics of that step, computed before it, stay finite)."""
-  from condgen_jax import vae_training
+  from condgen_jax.families import cvae as vae_training
   original = vae_training.make_train_step
 
   def make(*args):
@@ -361,7 +361,7 @@ def test_iw_nll_is_a_valid_best_metric_with_iw_samples():
 
 
 def test_an_attribute_run_resumes_exactly_and_never_trains_held_out(tmp_path):
-  from condgen_jax import data  # pylint: disable=g-import-not-at-top
+  from condgen_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
   kw = dict(dataset="colored_digits", condition_kind="attributes",
             checkpoint_every=24, log_every=24)
   straight = train.train_and_evaluate(tiny_cvae_config(num_steps=48, **kw),

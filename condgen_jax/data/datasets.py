@@ -2,7 +2,7 @@
 
 Every dataset comes back as a `Dataset` of uint8 images `(N, H, W, C)` and int32
 labels; `to_float` maps pixels to [0, 1]. `colored_digits` / `colored_mnist`
-are `digits` / MNIST drawn in six colors (`condgen_jax.colored`): RGB images
+are `digits` / MNIST drawn in six colors (`condgen_jax.data.colored`): RGB images
 labelled by digit, with `attributes` (digit, color) per example. The sets are
 small, so training keeps them on the device and draws batches there
 (`epoch_permutation`, `get_batch`).
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condgen_jax import colored
+from condgen_jax.data import colored
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "colored_digits",
             "colored_mnist")
@@ -173,7 +173,7 @@ def load_dataset(name: str, data_dir: str | None = None, *,
   """Loads `name` (one of `DATASETS`); see the module docstring for sources.
 
   `held_out`: the (digit, color) combinations a colored_* dataset keeps out
-  of its training split (`condgen_jax.colored`)."""
+  of its training split (`condgen_jax.data.colored`)."""
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; expected one of {DATASETS}.")
   if name in COLORED_SOURCE:

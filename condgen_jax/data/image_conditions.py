@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from condgen_jax import data as data_lib
-from condgen_jax import options
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.core import options
 
 TASKS = ("quadrants", "colorize")
 # (top-left, top-right, bottom-left, bottom-right): 1 where given.

@@ -37,7 +37,7 @@ an outer jit it unrolls into one program with no while loop). XLA:CPU runs
 the convolutions of a *training* step inside a while loop several times
 slower (hence `train.loop_unroll`), but not those of this forward-only loop.
 Measured on XLA:CPU (2 shared cores, jax 0.10.2, the CPU defaults of
-`condgen_jax.runtime`), the default U-Net on 8x8 digits, 100 labels guided
+`condgen_jax.core.runtime`), the default U-Net on 8x8 digits, 100 labels guided
 (forward batch 200), DDIM, nfe = 20: Python loop over the jitted step
 3.94 s a call; the same loop unrolled in one jit 3.87 s (compile + first
 call 26.8 s); fori_loop in one jit 3.87 s (compile + first call 7.0 s); the

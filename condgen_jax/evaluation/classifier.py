@@ -42,7 +42,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from condgen_jax import data as data_lib
+from condgen_jax.data import datasets as data_lib
 
 FEATURE_DIM = 128
 CACHE_DIR_ENV = "CONDGEN_CACHE_DIR"

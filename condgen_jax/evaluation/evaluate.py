@@ -40,11 +40,11 @@ import json
 import jax
 import numpy as np
 
-from condgen_jax import checkpointing
-from condgen_jax import classifier as classifier_lib
-from condgen_jax import data as data_lib
-from condgen_jax import metrics
-from condgen_jax import sampling
+from condgen_jax.core import checkpointing
+from condgen_jax.evaluation import classifier as classifier_lib
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.evaluation import metrics
+from condgen_jax.evaluation import sampling
 
 # The metrics every evaluation of samples reports, whatever the family, and
 # whether smaller or larger is better (for choosing a best checkpoint). The

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from condgen_jax import classifier as classifier_lib
-from condgen_jax import data as data_lib
+from condgen_jax.evaluation import classifier as classifier_lib
+from condgen_jax.data import datasets as data_lib
 
 HIGHEST = jax.lax.Precision.HIGHEST
 _matmul = functools.partial(jnp.matmul, precision=HIGHEST)

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from condgen_jax import checkpointing
-from condgen_jax import data as data_lib
-from condgen_jax import images as images_lib
-from condgen_jax import parallel
+from condgen_jax.core import checkpointing
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.data import images as images_lib
+from condgen_jax.core import parallel
 
 
 def with_sampling_options(run, **values):
@@ -166,7 +166,7 @@ def _sample_batches(run, state, conditions, seed: int, batch_size: int):
 
 def latent_traversal(run, state, code: int, num_values: int,
                      seed: int = 0):
-  """A family's latent traversal (InfoGAN, `gan_training.latent_traversal`):
+  """A family's latent traversal (InfoGAN, `families.gan.latent_traversal`):
   (images [K * num_values, H, W, C], labels int32, values) with continuous
   code `code` at `num_values` points from -2 to 2. ValueError when the
   family or the run has no continuous codes."""

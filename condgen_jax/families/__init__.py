@@ -1,5 +1,5 @@
 """Model families: the one table of `config.model` names, and the interface
-the runner (`condgen_jax.train`) drives.
+the runner (`condgen_jax.runner.train`) drives.
 
 A family is a module (or any object) with
 
@@ -47,7 +47,7 @@ import dataclasses
 import importlib
 from typing import Any
 
-from condgen_jax import options
+from condgen_jax.core import options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,18 +57,18 @@ class Entry:
 
 
 MODELS = {
-    "cvae": Entry("condgen_jax.vae_training"),
-    "cgan_mlp": Entry("condgen_jax.gan_training",
+    "cvae": Entry("condgen_jax.families.cvae"),
+    "cgan_mlp": Entry("condgen_jax.families.gan",
                       {"architecture": "mlp", "g_norm": "none"}),
-    "cgan_conv": Entry("condgen_jax.gan_training",
+    "cgan_conv": Entry("condgen_jax.families.gan",
                        {"architecture": "conv",
                         "d_conditioning": "projection"}),
-    "acgan": Entry("condgen_jax.gan_training",
+    "acgan": Entry("condgen_jax.families.gan",
                    {"architecture": "conv", "class_head": True,
                     "d_conditioning": "none"}),
-    "diffusion": Entry("condgen_jax.diffusion_training"),
-    "cvae_sop": Entry("condgen_jax.sop_training"),
-    "pix2pix": Entry("condgen_jax.pix2pix_training"),
+    "diffusion": Entry("condgen_jax.families.diffusion"),
+    "cvae_sop": Entry("condgen_jax.families.sop"),
+    "pix2pix": Entry("condgen_jax.families.pix2pix"),
 }
 
 
@@ -99,7 +99,7 @@ def presets(model: str) -> dict:
 def config_defaults(model: str) -> dict:
   """The family's declared keys at their defaults, with the name's presets
   applied: what a config file for `model` starts from. A family declares
-  its keys in `OPTIONS` (`condgen_jax.options`); one without gets {}."""
+  its keys in `OPTIONS` (`condgen_jax.core.options`); one without gets {}."""
   declared = getattr(get_family(model), "OPTIONS", {})
   return options.defaults(declared, presets(model))
 

@@ -1,6 +1,6 @@
 """Training, sampling and evaluation of the (C)VAE family.
 
-The runner (`condgen_jax.train`) drives every model family through the same
+The runner (`condgen_jax.runner.train`) drives every model family through the same
 four functions: `create_state`, `make_train_step`, `make_sample_fn` and
 `evaluate`.
 
@@ -17,12 +17,12 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from condgen_jax import conditioning as cond_lib
-from condgen_jax import cvae
-from condgen_jax import data as data_lib
-from condgen_jax import kernels as kernels_lib
+from condgen_jax.nn import conditioning as cond_lib
+from condgen_jax.models import cvae
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax import losses
-from condgen_jax import options
+from condgen_jax.core import options
 
 TrainState = train_state.TrainState
 # A label or every attribute (concatenated one-hots into the encoder and

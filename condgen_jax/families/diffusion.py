@@ -2,7 +2,7 @@
 DDPM-style diffusion (eps or v prediction) and flow matching, with
 classifier-free guidance, through the runner's interface (`create_state`,
 `make_train_step`, `make_sample_fn`, `evaluate`; see
-`condgen_jax.vae_training`).
+`condgen_jax.families.cvae`).
 
 The model sees images mapped to [-1, 1] (x -> 2x - 1); `sample` maps back to
 [0, 1]. Each training step draws t ~ U[0, 1] and eps ~ N(0, I) per example,
@@ -33,14 +33,15 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from condgen_jax import data as data_lib
-from condgen_jax import diffusion_samplers as samplers
-from condgen_jax import ema
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.diffusion import samplers
+from condgen_jax.families import ema
+from condgen_jax.diffusion import schedules
 from condgen_jax import losses
-from condgen_jax import options
-from condgen_jax import unet
+from condgen_jax.core import options
+from condgen_jax.models import unet
 
-SCHEDULES = tuple(losses.SCHEDULES)
+SCHEDULES = tuple(schedules.SCHEDULES)
 # A label, or every attribute of the dataset (one embedding each, summed).
 CONDITION_KINDS = ("label", "attributes")
 
@@ -56,7 +57,7 @@ OPTIONS = {
     "sampler": options.choice(
         "ddim", samplers.ALL_SAMPLERS,
         "'ddpm' | 'ddim' for eps / v, 'euler' | 'heun' for flow_matching "
-        "(`diffusion_samplers`)"),
+        "(`diffusion.samplers`)"),
     "nfe": options.integer(50, "network evaluations per sample (Heun: two "
                            "per step)"),
     "guidance_scale": options.number(
@@ -155,11 +156,11 @@ def per_example_loss(s, model, params, x0, labels, t, eps):
   """The objective's loss `[B]` at times t `[B]` and noise eps, x0 in
   [-1, 1]."""
   if s.objective == "flow_matching":
-    x_t = losses.flow_matching_path(x0, eps, t)
+    x_t = schedules.flow_matching_path(x0, eps, t)
     pred = model.apply({"params": params}, x_t, t, labels)
     return losses.flow_matching_loss(pred, x0, eps)
-  alpha_bar = losses.SCHEDULES[s.schedule](t)
-  x_t = losses.diffuse(x0, eps, alpha_bar)
+  alpha_bar = schedules.SCHEDULES[s.schedule](t)
+  x_t = schedules.diffuse(x0, eps, alpha_bar)
   pred = model.apply({"params": params}, x_t, t, labels)
   if s.objective == "v":
     return losses.v_prediction_loss(pred, x0, eps, alpha_bar)
@@ -212,7 +213,7 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes, loop: str):
   step = jax.jit(samplers.make_step(
       model_fn, objective=s.objective, sampler=s.sampler,
       steps=samplers.num_steps(s.sampler, s.nfe),
-      alpha_bar_fn=losses.SCHEDULES.get(s.schedule), clip_x0=s.clip_x0),
+      alpha_bar_fn=schedules.SCHEDULES.get(s.schedule), clip_x0=s.clip_x0),
                  static_argnames="euler")
 
   def sample(params, labels, rng):
@@ -233,7 +234,7 @@ def sample_with(config, state, labels, rng, image_shape, *,
   `[B, A]`): float32 images in [0, 1], `[B, *image_shape]`. `sampler`,
   `nfe` and `guidance_scale` default to the config's and are checked like
   it; `loop` ('python' | 'fori') defaults by backend
-  (`diffusion_samplers.loop_form`). num_classes is read off the state (each
+  (`diffusion.samplers.loop_form`). num_classes is read off the state (each
   label embedding has its size + 1 rows)."""
   s = settings(config)
   s = options.replace(

@@ -1,6 +1,6 @@
 """Training, sampling and evaluation of the GAN family (cgan_mlp, cgan_conv,
 acgan), through the runner's interface: `create_state`, `make_train_step`,
-`make_sample_fn`, `evaluate` (see `condgen_jax.vae_training`).
+`make_sample_fn`, `evaluate` (see `condgen_jax.families.cvae`).
 
 One training step = `n_critic` discriminator updates, then one generator
 update, each with its own optimiser. The step's batch of real images is
@@ -24,7 +24,7 @@ uniformly (code_prior='uniform'), `continuous_codes` U[-1, 1] codes are
 appended to z, D's Q network predicts both, and no label is read
 (real_class_weight=0); with code_augmentation Q reads the categorical
 code from randomly warped copies of the generated images
-(`condgen_jax.augmentation`).
+(`condgen_jax.nn.augmentation`).
 
 Conditions: a class label, or (condition_kind='attributes') every
 attribute of a dataset that has them, `[B, A]` with `num_classes` the tuple
@@ -52,13 +52,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from condgen_jax import augmentation
-from condgen_jax import data as data_lib
-from condgen_jax import ema as ema_lib
+from condgen_jax.nn import augmentation
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.families import ema as ema_lib
 from condgen_jax import families
-from condgen_jax import gan_objectives
-from condgen_jax import gans
-from condgen_jax import options
+from condgen_jax.losses import gan_objectives
+from condgen_jax.models import gans
+from condgen_jax.core import options
 
 # A label, or every attribute of the dataset (concatenated one-hots into G
 # and the conditional Ds; one AC-GAN class head per attribute).
@@ -88,7 +88,7 @@ TRAIN_OPTIONS = {
         "objective; 0 = off"),
     "ema_decay": options.number(
         0.0, "EMA of G's params used for sampling, its decay at update n "
-        "min(ema_decay, (1 + n) / (10 + n)) (`condgen_jax.ema`); 0 = off",
+        "min(ema_decay, (1 + n) / (10 + n)) (`condgen_jax.families.ema`); 0 = off",
         0.0, 1.0),
     "feature_matching": options.number(
         0.0, "weight of the feature-matching G term (Salimans et al. 2016)"),
@@ -110,7 +110,7 @@ TRAIN_OPTIONS = {
     "code_augmentation": options.flag(
         False, "the class term on generated samples, -log q(c|T(G(z,c))), "
         "reads randomly rotated, stretched and shifted copies T "
-        "(`condgen_jax.augmentation`): InfoGAN's categorical code cannot "
+        "(`condgen_jax.nn.augmentation`): InfoGAN's categorical code cannot "
         "then be carried by slant, width or position"),
     "twin_class_weight": options.number(
         1.0, "TAC-GAN (twin_class_head): -log q_mi(c|G(z,c)) trains the "

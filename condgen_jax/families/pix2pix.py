@@ -2,7 +2,7 @@
 conditioned on an image (`condition_kind='image'`, `image_conditions`).
 
 G maps the condition x to an image, D judges patches of (x, y) pairs
-(`condgen_jax.pix2pix`); both see images in [-1, 1]. One training step
+(`condgen_jax.models.pix2pix`); both see images in [-1, 1]. One training step
 draws G(x) once, then
 
   D: one Adam step on 1/2 mean_patches [-log D(x, y) - log(1 - D(x, G(x)))]
@@ -29,12 +29,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from condgen_jax import data as data_lib
-from condgen_jax import image_conditions
-from condgen_jax import kernels as kernels_lib
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.data import image_conditions
+from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax import losses
-from condgen_jax import options
-from condgen_jax import pix2pix
+from condgen_jax.core import options
+from condgen_jax.models import pix2pix
 
 CONDITION_KINDS = ("image",)
 

@@ -1,5 +1,5 @@
 """Training, sampling and evaluation of structured output prediction:
-Sohn et al. 2015's CVAE and its deterministic baseline (`condgen_jax.sop`),
+Sohn et al. 2015's CVAE and its deterministic baseline (`condgen_jax.models.sop`),
 conditioned on an image (`condition_kind='image'`, `image_conditions`).
 
 Each step binarises the batch (dynamically, as the CVAE family does), takes
@@ -31,12 +31,12 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from condgen_jax import data as data_lib
-from condgen_jax import estimators
-from condgen_jax import image_conditions
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.losses import estimators
+from condgen_jax.data import image_conditions
 from condgen_jax import losses
-from condgen_jax import options
-from condgen_jax import sop
+from condgen_jax.core import options
+from condgen_jax.models import sop
 
 TrainState = train_state.TrainState
 CONDITION_KINDS = ("image",)

@@ -9,7 +9,7 @@ transform for the discriminator (WGAN weight clipping) and extra metrics.
 
 `config.gan_loss` names a built-in (`BUILTINS`) or is an import path
 `package.module:attribute` to a `GANObjective` or to a function of the GAN
-settings (`gan_training.settings(config)`: every GAN key at its value)
+settings (`families.gan.settings(config)`: every GAN key at its value)
 returning one; every process (train, sample, evaluate) rebuilds the same
 objective from the config. A new loss is one such object:
 
@@ -161,7 +161,7 @@ def get_objective(s) -> GANObjective:
   """The objective `s.gan_loss` names: a key of `BUILTINS` or
   'package.module:attribute' (a GANObjective or a function of the GAN
   settings returning one). `s`: the GAN keys' values,
-  `gan_training.settings(config)`. ValueError names a bad name."""
+  `families.gan.settings(config)`. ValueError names a bad name."""
   name = s.gan_loss
   if name in BUILTINS:
     return BUILTINS[name](s)

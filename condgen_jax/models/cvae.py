@@ -20,8 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from condgen_jax import conditioning as cond_lib
-from condgen_jax import kernels as kernels_lib
+from condgen_jax.nn import conditioning as cond_lib
+from condgen_jax.nn import kernels as kernels_lib
 
 ARCHITECTURES = ("mlp", "conv")
 PRIORS = ("standard", "learned")

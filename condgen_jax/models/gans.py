@@ -47,11 +47,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from condgen_jax import conditioning
+from condgen_jax.nn import conditioning
 from condgen_jax import families
-from condgen_jax import kernels as kernels_lib
-from condgen_jax import layers
-from condgen_jax import options
+from condgen_jax.nn import kernels as kernels_lib
+from condgen_jax.nn import layers
+from condgen_jax.core import options
 
 ARCHITECTURES = ("mlp", "conv")
 G_CONDITIONINGS = ("concat", "film")
@@ -64,7 +64,7 @@ G_OUTPUTS = ("sigmoid", "tanh")
 UPSAMPLES = ("transpose", "pixel_shuffle")
 INITS = ("flax", "dcgan")
 
-# The model keys of the GAN family's configs (`condgen_jax.options`); a model
+# The model keys of the GAN family's configs (`condgen_jax.core.options`); a model
 # name's presets in `families.MODELS` take precedence over these defaults.
 MODEL_OPTIONS = {
     "architecture": options.choice(

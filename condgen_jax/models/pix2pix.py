@@ -26,7 +26,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from condgen_jax import kernels as kernels_lib
+from condgen_jax.nn import kernels as kernels_lib
 
 # The decoder layers nearest the bottleneck that use dropout (C-D in the
 # paper's CD512-CD1024-CD1024-C1024-...).

@@ -44,8 +44,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from condgen_jax import conditioning
-from condgen_jax import layers
+from condgen_jax.nn import conditioning
+from condgen_jax.nn import layers
 
 
 def sinusoidal_embedding(t, dim: int, max_period: float = 10_000.0):

@@ -1,6 +1,6 @@
 """Random affine warps of image batches, differentiable in the images.
 
-InfoGAN's categorical code (`gan_training`, code_augmentation=True) is read
+InfoGAN's categorical code (`families.gan`, code_augmentation=True) is read
 by Q from warped copies of the generated images: a code that Q must still
 recover after a random rotation, stretch and shift cannot be carried by
 slant, width or position, the style factors that otherwise split one digit

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from condgen_jax import kernels as kernels_lib
+from condgen_jax.nn import kernels as kernels_lib
 
 
 CONDITIONINGS = ("vectorize", "film", "embed_channel")
@@ -191,7 +191,7 @@ class FiLMConvStack(nn.Module):
   norm: 'batch' (needs `train` and the `batch_stats` collection), 'layer'
   (stateless) or 'none'. Norm layers have no affine parameters of their own:
   FiLM supplies the scale and shift. `kernels`: the conv implementations
-  (`condgen_jax.kernels`), the same function.
+  (`condgen_jax.nn.kernels`), the same function.
   """
   num_classes: int
   features: Sequence[int]

@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condgen_jax import options
-from condgen_jax.layers import depth_to_space
-from condgen_jax.layers import space_to_depth
+from condgen_jax.core import options
+from condgen_jax.nn.layers import depth_to_space
+from condgen_jax.nn.layers import space_to_depth
 
 ModuleDef = Any
 KERNELS = ("auto", "stock", "cpu")

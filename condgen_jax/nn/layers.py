@@ -1,7 +1,7 @@
 """GAN layers: maxout, minibatch discrimination, virtual batch norm.
 
 Backend-neutral, built from stock flax layers; the XLA:CPU implementations
-that the models can be given instead live in `condgen_jax.kernels`.
+that the models can be given instead live in `condgen_jax.nn.kernels`.
 
 - `Maxout`: max over k affine pieces (Goodfellow et al. 2013), the hidden unit
   of the original GAN / CGAN discriminators.

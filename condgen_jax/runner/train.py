@@ -30,16 +30,16 @@ import tqdm
 from absl import logging
 from etils import epath
 
-from condgen_jax import checkpointing
-from condgen_jax import colored
-from condgen_jax import data as data_lib
-from condgen_jax import evaluation
+from condgen_jax.core import checkpointing
+from condgen_jax.data import colored
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.evaluation import evaluate as evaluation
 from condgen_jax import families
-from condgen_jax import hardware
-from condgen_jax import images as images_lib
-from condgen_jax import options
-from condgen_jax import parallel
-from condgen_jax import sampling
+from condgen_jax.core import hardware
+from condgen_jax.data import images as images_lib
+from condgen_jax.core import options
+from condgen_jax.core import parallel
+from condgen_jax.evaluation import sampling
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
 SESSIONS_FILE = "sessions.jsonl"

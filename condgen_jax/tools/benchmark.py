@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condgen_jax import parallel
-from condgen_jax import sampling
-from condgen_jax import train
+from condgen_jax.core import parallel
+from condgen_jax.evaluation import sampling
+from condgen_jax.runner import train
 
 
 def _best_time(fn, repeats: int) -> float:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from etils import epath
 
-from condgen_jax import hardware
+from condgen_jax.core import hardware
 
 BEGIN = "<!-- report:begin -->"
 END = "<!-- report:end -->"
@@ -264,8 +264,8 @@ def condition_text(config: dict) -> str:
 
 def image_table_row(run: dict) -> list[str]:
   """A run conditioned on images: the test negative conditional
-  log-likelihood of the predicted pixels (`sop_training.evaluate`), the
-  test L1 (`pix2pix_training.evaluate`), and whether the outputs keep
+  log-likelihood of the predicted pixels (`families.sop.evaluate`), the
+  test L1 (`families.pix2pix.evaluate`), and whether the outputs keep
   their class."""
   r = run["results"]
   return [run["row"].label, condition_text(run["config"]),

@@ -7,7 +7,7 @@ Generator: z (100) -> 200, y -> 1000, joint 1200 -> 784 pixels.
 Discriminator: maxout 240x5 (x), 50x5 (y), joint 240x4, dropout 0.5. The
 paper trained with SGD + momentum (`--config.optimizer=sgd`); Adam (2e-4,
 b1 0.5) here. See `get_config` for the generator's departures from it.
-Every GAN key, its default and allowed values: `condgen_jax.gan_training.OPTIONS`.
+Every GAN key, its default and allowed values: `condgen_jax.families.gan.OPTIONS`.
 """
 
 from experiments.configs import common

@@ -1,15 +1,15 @@
 """The one base of every config file: a model's keys at their defaults.
 
 The keys, defaults and allowed values are declared once, in the library:
-the runner's in `condgen_jax.train.OPTIONS`, each family's in its module's
-`OPTIONS` (`condgen_jax.options`), with the model name's presets of
+the runner's in `condgen_jax.runner.train.OPTIONS`, each family's in its module's
+`OPTIONS` (`condgen_jax.core.options`), with the model name's presets of
 `condgen_jax.families.MODELS` applied. A config file starts from
 `base_config(model)` and sets only what it changes.
 """
 
 import ml_collections
 
-from condgen_jax import train
+from condgen_jax.runner import train
 
 
 def base_config(model: str) -> ml_collections.ConfigDict:

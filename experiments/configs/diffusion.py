@@ -5,7 +5,7 @@ on MNIST (Ho et al. 2020; Ho & Salimans 2022; Lipman et al. 2023).
       --workdir=/tmp/diffusion [--config.objective=v] \
       [--config.objective=flow_matching --config.sampler=heun]
 
-Every family key keeps its default of `condgen_jax.diffusion_training.
+Every family key keeps its default of `condgen_jax.families.diffusion.
 OPTIONS`: eps-prediction on the cosine schedule, DDIM with 50 network
 evaluations and guidance w = 0.75, p_uncond 0.1, EMA 0.999, Adam 1e-3, and a
 1.19 M-parameter U-Net sized for a 2-core CPU: 2x2 patches folded into

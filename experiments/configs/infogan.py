@@ -21,7 +21,7 @@ rates 1e-3 (G) and 2e-4 (D), batch 128: the settings of the authors' code
 
 One addition to the paper: Q reads the categorical code from randomly
 rotated (±20°), stretched (0.8-1.2 per axis) and shifted (±2 px) copies of
-the generated images (code_augmentation=True, `condgen_jax.augmentation`),
+the generated images (code_augmentation=True, `condgen_jax.nn.augmentation`),
 in G's and Q's categorical term only. Without it the code need not be
 the digit: in five runs of six two codes each drew a mix of the same two
 digits (7 and 9, or 4 and 9); set it False for the paper's objective.

@@ -1,0 +1,2 @@
+"""Datasets, their conditions and image grids.
+"""

@@ -1,0 +1,2 @@
+"""Diffusion: noise schedules and samplers over any model callable.
+"""

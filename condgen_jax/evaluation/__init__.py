@@ -1,0 +1,2 @@
+"""Metrics, the reference classifiers, sampling a run and evaluating it.
+"""

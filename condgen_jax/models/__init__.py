@@ -1,0 +1,3 @@
+"""Networks: flax modules that take constructor arguments, params in,
+arrays out.
+"""

@@ -1,0 +1,3 @@
+"""Layers: stock flax layers, conditioning layers, the injected XLA:CPU
+kernels, differentiable augmentation.
+"""

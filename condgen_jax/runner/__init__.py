@@ -1,0 +1,2 @@
+"""The training loop shared by every family.
+"""

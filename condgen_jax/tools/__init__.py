@@ -1,0 +1,2 @@
+"""The README's tooling: the results report, plots and the benchmark.
+"""
