@@ -269,7 +269,7 @@ def test_ddim_is_deterministic_and_ddpm_is_not():
   def run(sampler, key):
     return np.asarray(samplers.run_steps(
         steps[sampler], 0.7, x, c, jax.random.key(key), sampler=sampler,
-        nfe=6, loop="python"))
+        nfe=6))
 
   np.testing.assert_array_equal(run("ddim", 1), run("ddim", 2))
   assert np.abs(run("ddpm", 1) - run("ddpm", 2)).max() > 1e-3
@@ -313,12 +313,11 @@ def test_euler_and_heun_steps_by_hand():
                              atol=1e-6)
 
 
-@pytest.mark.parametrize("loop", ["python", "fori"])
 @pytest.mark.parametrize("sampler,nfe,expected_steps", [
     ("heun", 1, 1), ("heun", 6, 3), ("heun", 7, 4), ("euler", 5, 5),
     ("ddim", 3, 3)])
 def test_every_sampler_evaluates_the_model_exactly_nfe_times(
-    loop, sampler, nfe, expected_steps):
+    sampler, nfe, expected_steps):
   calls = []
   objective = "flow_matching" if sampler in ("euler", "heun") else "eps"
   steps = samplers.num_steps(sampler, nfe)
@@ -328,7 +327,7 @@ def test_every_sampler_evaluates_the_model_exactly_nfe_times(
       alpha_bar_fn=schedules.cosine_alpha_bar), static_argnames="euler")
   x = jnp.ones((2, 3, 3, 1))
   out = samplers.run_steps(step, 0.7, x, jnp.array([1, 2]), jax.random.key(0),
-                           sampler=sampler, nfe=nfe, loop=loop)
+                           sampler=sampler, nfe=nfe)
   jax.block_until_ready(out)
   jax.effects_barrier()
   assert len(calls) == nfe
@@ -341,24 +340,11 @@ def test_heun_with_odd_nfe_reaches_t0_with_a_final_euler_step():
   step = jax.jit(samplers.make_step(_fake_model(), objective="flow_matching",
                                     sampler="heun", steps=2),
                  static_argnames="euler")
-  out = samplers.run_steps(step, 0.7, x, c, None, sampler="heun", nfe=3,
-                           loop="python")
+  out = samplers.run_steps(step, 0.7, x, c, None, sampler="heun", nfe=3)
   v = lambda y, u: _np_fake(y, np.full(1, u), c)
   v1 = v(x, 1.0)
   y = x - 0.5 * 0.5 * (v1 + v(x - 0.5 * v1, 0.5))
   np.testing.assert_allclose(out, y - 0.5 * v(y, 0.5), rtol=1e-5, atol=1e-6)
-
-
-def test_the_two_loop_forms_agree():
-  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 1))
-  step = jax.jit(samplers.make_step(_fake_model(), objective="eps",
-                                    sampler="ddpm", steps=5,
-                                    alpha_bar_fn=schedules.cosine_alpha_bar))
-  run = lambda loop: samplers.run_steps(step, 0.7, x, jnp.array([1, 2]),
-                                        jax.random.key(3), sampler="ddpm",
-                                        nfe=5, loop=loop)
-  np.testing.assert_allclose(run("python"), run("fori"), rtol=1e-6,
-                             atol=1e-6)
 
 
 @pytest.mark.parametrize("overrides,match", [

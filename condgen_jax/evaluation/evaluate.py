@@ -57,19 +57,6 @@ PARZEN_SIGMAS = tuple(np.geomspace(0.05, 0.5, 10).round(4).tolist())
 PARZEN_VALIDATION = 10_000
 
 
-# What every evaluation of samples reports, whatever the family (the Parzen
-# estimate is computed by `experiments.evaluate` only).
-SAMPLE_METRICS = ("fid", "intra_fid", "class_accuracy", "inception_score",
-                  "precision", "recall", "kid", "density", "coverage", "cas")
-
-
-def best_metrics(family_metrics=()) -> tuple[str, ...]:
-  """The metrics a run may keep its best checkpoint by: the sample metrics
-  and its family's (`family.metric_names(config)`) that have a mode."""
-  return tuple(m for m in (*SAMPLE_METRICS, *family_metrics)
-               if m in METRIC_MODES)
-
-
 def metric_modes(family_modes: dict | None = None) -> dict:
   """{metric: 'min' | 'max'} of the metrics a run may keep its best
   checkpoint by: the sample metrics and its family's

@@ -201,11 +201,9 @@ def sampling_params(s, state):
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(s, image_shape: tuple[int, ...], num_classes, loop: str):
+def _sampler(s, image_shape: tuple[int, ...], num_classes):
   """sample(params, labels, rng) -> images in [0, 1] for the settings `s`,
-  built once per (settings, shape, loop). With loop='python' the steps are a
-  Python loop over one jitted step (an outer jit unrolls it); with 'fori'
-  the whole sampler is jitted around a `lax.fori_loop`."""
+  jitted once per (settings, shape) around a `lax.fori_loop`."""
   model = make_model(s, num_classes)
   model_fn = samplers.guided(
       lambda p, x, t, c: model.apply({"params": p}, x, t, c),
@@ -221,20 +219,19 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes, loop: str):
     noise_key, step_key = jax.random.split(rng)
     x = jax.random.normal(noise_key, (labels.shape[0],) + image_shape)
     x = samplers.run_steps(step, params, x, labels, step_key,
-                           sampler=s.sampler, nfe=s.nfe, loop=loop)
+                           sampler=s.sampler, nfe=s.nfe)
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0).astype(jnp.float32)
 
-  return sample if loop == "python" else jax.jit(sample)
+  return jax.jit(sample)
 
 
 def sample_with(config, state, labels, rng, image_shape, *,
                 sampler: str | None = None, nfe: int | None = None,
-                guidance_scale: float | None = None, loop: str | None = None):
+                guidance_scale: float | None = None):
   """Samples for `labels` (ints in [0, num_classes), or attribute rows
   `[B, A]`): float32 images in [0, 1], `[B, *image_shape]`. `sampler`,
   `nfe` and `guidance_scale` default to the config's and are checked like
-  it; `loop` ('python' | 'fori') defaults by backend
-  (`diffusion.samplers.loop_form`). num_classes is read off the state (each
+  it. num_classes is read off the state (each
   label embedding has its size + 1 rows)."""
   s = settings(config)
   s = options.replace(
@@ -243,11 +240,7 @@ def sample_with(config, state, labels, rng, image_shape, *,
       guidance_scale=s.guidance_scale if guidance_scale is None
       else samplers.check_guidance_scale(guidance_scale))
   samplers.check_sampler(s.objective, s.sampler)
-  loop = loop or samplers.loop_form()
-  if loop not in samplers.LOOPS:
-    raise ValueError(f"Unknown loop {loop!r}; expected one of "
-                     f"{samplers.LOOPS}.")
-  return _sampler(s, tuple(image_shape), num_classes_of(state.params), loop)(
+  return _sampler(s, tuple(image_shape), num_classes_of(state.params))(
       sampling_params(s, state), labels, rng)
 
 
@@ -267,7 +260,7 @@ def make_sample_fn(config, image_shape, num_classes):
   """sample(state, labels, rng) -> float32 images in [0, 1], `[B, H, W, C]`,
   with the config's sampler, nfe and guidance_scale."""
   s = settings(config)
-  fn = _sampler(s, tuple(image_shape), num_classes, samplers.loop_form())
+  fn = _sampler(s, tuple(image_shape), num_classes)
 
   def sample(state, labels, rng):
     return fn(sampling_params(s, state), labels, rng)

@@ -289,7 +289,8 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
   g_tx = _optimizer(s, s.g_learning_rate)
   d_tx = _optimizer(s, s.d_learning_rate,
                     gan_objectives.get_objective(s).d_transform)
-  # fold_in keeps the split above, so 'flax' runs start as before.
+  # The initialisers draw from keys of their own, so init='flax' keeps the
+  # values flax's init drew with g_key and d_key.
   g_params = gans.initialize(g_vars["params"], jax.random.fold_in(g_key, 1),
                              s.init)
   d_params = gans.initialize(d_vars["params"], jax.random.fold_in(d_key, 1),
