@@ -1,40 +1,9 @@
-"""Model families: the one table of `config.model` names, and the interface
-the runner (`condgen_jax.runner.train`) drives.
+"""Model families: the one table of `config.model` names, and how a
+family module is found.
 
-A family is a module (or any object) with
-
-  validate_config(config)          ValueError naming a bad value; called
-                                   before anything is written
-  create_state(config, image_shape, num_classes, rng) -> state pytree
-  make_train_step(config, image_shape, num_classes)
-      -> train_step(state, batch, rng) -> (state, metrics); metrics holds
-         float32 scalars, 'loss' among them
-  make_sample_fn(config, image_shape, num_classes)
-      -> sample(state, conditions, rng) -> float32 images in [0, 1]
-  evaluate(config, state, dataset, rng) -> dict of the family's own metrics
-  metric_modes(config) -> {name: 'min' | 'max'} of what `evaluate`
-                                   reports (for choosing a best checkpoint)
-  has_convolutions(config) -> bool: whether the model convolves (XLA:CPU
-                                   runs such models one step per call)
-  latent_traversal(config, state, image_shape, num_classes, *, code,
-      values, seed) (optional)     images along one latent code
-                                   (`sampling.latent_traversal`; InfoGAN)
-  CONDITION_KINDS (optional)       the runner's `condition_kind`s it takes
-                                   (default ('label',)); with 'attributes',
-                                   num_classes is a tuple of attribute sizes
-                                   and labels are [B, A]; with 'image', the
-                                   family derives a condition image from
-                                   each batch image in its train step and
-                                   sample takes condition images
-  image_condition(config) (with 'image')
-                                   the `image_conditions.ImageCondition`
-                                   that derives them (for sampling from
-                                   test images and for grids)
-  OPTIONS (optional)               {key: options.Option}: the family's config
-                                   keys, defaults and allowed values, read
-                                   by its validation and by the config files
-
-`config.model` is a name of `MODELS` or the import path of a module
+A family implements `interface.Family` (state creation, train step,
+sampler, evaluation and its properties; the optional members are listed
+there). `config.model` is a name of `MODELS` or the import path of a module
 implementing the interface (`package.module`), so a new family needs no
 edit here: `--config.model=my_package.my_family`. A name's presets are
 config values that the name implies (e.g. 'acgan' = the GAN family with a
@@ -48,6 +17,7 @@ import importlib
 from typing import Any
 
 from condgen_jax.core import options
+from condgen_jax.families import interface
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +56,15 @@ def get_family(model: str) -> Any:
   """The family module serving `model` (a name or an import path)."""
   entry = _entry(model)
   try:
-    return importlib.import_module(entry.module)
+    family = importlib.import_module(entry.module)
   except ImportError as e:
     raise ValueError(f"model={model!r} does not import: {e}.") from None
+  missing = interface.missing_members(family)
+  if missing:
+    raise ValueError(f"model={model!r} is not a model family: "
+                     f"{entry.module} lacks {', '.join(missing)} "
+                     "(condgen_jax.families.interface.Family).")
+  return family
 
 
 def presets(model: str) -> dict:

@@ -1,0 +1,85 @@
+"""The interface of a model family: what the runner, sampling and
+evaluation call. A family is a module (or any object) whose functions match
+`Family`; `families.get_family` checks it when it loads one.
+
+Types: `config` is the run's `ml_collections.ConfigDict`; `image_shape` is
+(H, W, C); `num_classes` is an int, or with `condition_kind='attributes'`
+the tuple of the attributes' sizes; a state is any pytree the family
+defines (parameters, optimizer state, step).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+# train_step(state, batch, rng) -> (state, metrics): `batch` is {'image':
+# float32 [B, H, W, C] in [0, 1], 'label': int32 [B] or [B, A]}; metrics are
+# float32 scalars, 'loss' among them.
+TrainStep = Callable[[Any, dict, Any], tuple[Any, dict]]
+# sample(state, conditions, rng) -> float32 images [B, H, W, C] in [0, 1].
+SampleFn = Callable[[Any, Any, Any], Any]
+
+
+@runtime_checkable
+class Family(Protocol):
+  """One model family (CVAE, GAN, diffusion, ...)."""
+
+  def validate_config(self, config) -> None:
+    """ValueError naming a bad value and what is allowed; called before
+    anything is written."""
+
+  def create_state(self, config, image_shape: Sequence[int], num_classes,
+                   rng) -> Any:
+    """The initial state, from `rng`."""
+
+  def make_train_step(self, config, image_shape: Sequence[int],
+                      num_classes) -> TrainStep:
+    """`train_step(state, batch, rng) -> (state, metrics)`, uncompiled."""
+
+  def make_sample_fn(self, config, image_shape: Sequence[int],
+                     num_classes) -> SampleFn:
+    """`sample(state, conditions, rng) -> images`, uncompiled."""
+
+  def evaluate(self, config, state, dataset, rng) -> dict:
+    """The family's own metrics on the test split (e.g. the negative
+    ELBO); {} when it has none."""
+
+  def metric_modes(self, config) -> dict:
+    """{metric: 'min' | 'max'} of what `evaluate` reports, for choosing a
+    best checkpoint."""
+
+  def has_convolutions(self, config) -> bool:
+    """Whether the model convolves (XLA:CPU runs such models one step per
+    call)."""
+
+
+# Optional members, read with getattr:
+#   OPTIONS: {key: core.options.Option}, the family's config keys;
+#   CONDITION_KINDS: the `condition_kind`s it takes (default ('label',));
+#   image_condition(config): with 'image', the `data.image_conditions.
+#     ImageCondition` deriving each condition image from its target;
+#   latent_traversal(config, state, image_shape, num_classes, *, code,
+#     values, seed): images along one latent code (InfoGAN).
+
+
+def missing_members(family) -> list[str]:
+  """The members of `Family` that `family` lacks or whose leading
+  parameters differ (names as in `Family`); [] for a conforming family."""
+  problems = []
+  for name, member in vars(Family).items():  # in the order declared
+    if name.startswith("_") or not inspect.isfunction(member):
+      continue
+    impl = getattr(family, name, None)
+    if not callable(impl):
+      problems.append(f"{name}()")
+      continue
+    want = list(inspect.signature(member).parameters)[1:]  # without self
+    try:
+      have = list(inspect.signature(impl).parameters)[:len(want)]
+    except (TypeError, ValueError):  # a builtin without a signature
+      continue
+    if have != want:
+      problems.append(f"{name}({', '.join(want)}) (has "
+                      f"{name}({', '.join(have)}))")
+  return problems
