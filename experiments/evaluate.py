@@ -41,17 +41,16 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
   runtime.start(argv)
   from condgen_jax.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
-  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
+  from condgen_jax import api  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _NUM.value <= 0:
       raise ValueError(f"--num_per_class must be positive; got {_NUM.value}.")
     if "/" in _OUT.value or not _OUT.value.endswith(".json"):
       raise ValueError(f"--out must be a file name ending in .json (written "
                        f"inside --workdir); got {_OUT.value!r}.")
-    run, state, step = train.restore_run(_WORKDIR.value, best=_BEST.value)
     overrides = sampling_flags.values()
-    run = sampling.with_sampling_options(run, **overrides)
+    run = api.load(_WORKDIR.value, best=_BEST.value).with_options(**overrides)
+    state, step = run.state, run.step
     results = {"step": int(step), "model": run.config.model,
                "dataset": run.config.dataset, "seed": _SEED.value,
                "checkpoint": "best" if _BEST.value else "latest"}

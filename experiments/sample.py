@@ -136,14 +136,14 @@ def main(argv):
   runtime.start(argv)
   from condgen_jax.data import images  # pylint: disable=g-import-not-at-top
   from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
-  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
+  from condgen_jax import api  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _NUM.value <= 0:
       raise ValueError(f"--num_per_class must be positive; got {_NUM.value}.")
     out = sampling.output_path(_OUT.value)
     png = sampling.output_path(_PNG.value) if _PNG.value else None
-    run, state, step = train.restore_run(_WORKDIR.value)
-    run = sampling.with_sampling_options(run, **sampling_flags.values())
+    run = api.load(_WORKDIR.value).with_options(**sampling_flags.values())
+    state, step = run.state, run.step
     if sampling.image_condition(run) is not None:
       arrays, grid, rows = _image_samples(run, state)
     else:

@@ -212,3 +212,34 @@ def check_guidance_scale(w) -> float:
     raise ValueError(f"guidance_scale must be a finite number >= 0; got "
                      f"{w!r}.")
   return float(w)
+
+
+def sample(model_fn: Callable, noise, cond, *, objective: str, sampler: str,
+           nfe: int, alpha_bar_fn: Callable | None = None,
+           guidance_scale: float = 0.0, null_cond=None, clip_x0: bool = True,
+           rng=None) -> jax.Array:
+  """Integrates from `noise` (x at t = 1) to t = 0 over any model callable.
+
+  Args:
+    model_fn: `model_fn(x, t, cond)` -> the prediction of `objective`
+      ('eps' | 'v': the noise or v; 'flow_matching': the velocity), with
+      `t` float32 `[B]` in [0, 1].
+    noise: x_1, `[B, ...]`; cond: the conditions `[B, ...]`.
+    objective, sampler, nfe: as the diffusion family's config keys;
+      `model_fn` is called exactly `nfe` times (twice as many rows with
+      guidance, in one call each).
+    alpha_bar_fn: the schedule of 'eps' / 'v' (`schedules.SCHEDULES`).
+    guidance_scale: w of (1 + w) model(x, c) - w model(x, null_cond).
+    clip_x0: 'eps' / 'v': clip x0_hat to [-1, 1].
+    rng: a `jax.random.key`, for the stochastic 'ddpm' only.
+
+  Returns:
+    x_0, the shape of `noise`, in the model's data space.
+  """
+  fn = lambda params, x, t, c: model_fn(x, t, c)
+  fn = guided(fn, check_guidance_scale(guidance_scale), null_cond)
+  step = make_step(fn, objective=objective, sampler=sampler,
+                   steps=num_steps(sampler, check_nfe(nfe)),
+                   alpha_bar_fn=alpha_bar_fn, clip_x0=clip_x0)
+  return run_steps(step, None, jnp.asarray(noise), jnp.asarray(cond), rng,
+                   sampler=sampler, nfe=nfe)

@@ -35,7 +35,10 @@ def with_sampling_options(run, **values):
   with config.unlocked():
     config.update(values)
   run.family.validate_config(config)
-  return dataclasses.replace(run, config=config, sample_fn=None)
+  changes = {"config": config}
+  if hasattr(run, "sample_fn"):  # a training Run's compiled sampler
+    changes["sample_fn"] = None
+  return dataclasses.replace(run, **changes)
 
 
 def sample_per_class(run, state, num_per_class: int, seed: int = 0,

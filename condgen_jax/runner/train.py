@@ -139,6 +139,17 @@ def validate_config(config) -> None:
                        f"{tuple(allowed)}.")
 
 
+def run_dataset(config, dataset: data_lib.Dataset | None = None
+                ) -> data_lib.Dataset:
+  """The dataset a run of `config` trains on: `dataset` or the config's,
+  labelled by its attributes when `condition_kind='attributes'`."""
+  dataset = dataset or load_data(config)
+  if option(config, "condition_kind") == "attributes" and (
+      dataset.attribute_names is None):
+    dataset = data_lib.conditioned_on_attributes(dataset)
+  return dataset
+
+
 def load_data(config) -> data_lib.Dataset:
   ds = data_lib.load_dataset(
       config.dataset, option(config, "data_dir"),
@@ -186,10 +197,7 @@ def run_keys(seed: int, impl: str | None = None) -> dict:
 def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
   """Builds the data, mesh and initial (replicated) state of a run."""
   validate_config(config)
-  dataset = dataset or load_data(config)
-  if option(config, "condition_kind") == "attributes" and (
-      dataset.attribute_names is None):
-    dataset = data_lib.conditioned_on_attributes(dataset)
+  dataset = run_dataset(config, dataset)
   family = families.get_family(config.model)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
@@ -594,21 +602,20 @@ def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
   return results
 
 
-def restore_run(workdir, *, step: int | None = None, best: bool = False,
-                dataset: data_lib.Dataset | None = None):
-  """(run, state, step) of a trained workdir, from its config.json and its
-  newest checkpoint that restores (or `step`; or with `best`, the best one
-  kept by periodic evaluation). Raises ValueError / FileNotFoundError with a
-  clear message when the workdir holds no usable checkpoint, or when the
-  checkpoint holds non-finite parameters."""
-  workdir = checkpointing.as_path(workdir)
-  config = checkpointing.read_config(workdir)
-  run = setup(config, dataset)
-  ckpt_dir = workdir / ("best" if best else "checkpoints")
+def restore_state(workdir, target, *, step: int | None = None,
+                  best: bool = False):
+  """(state, step) of a workdir's newest checkpoint that restores (or
+  `step`; or with `best`, the best one kept by periodic evaluation), into
+  the structure, shapes and shardings of `target` (a state pytree or its
+  `jax.ShapeDtypeStruct`s). Raises ValueError / FileNotFoundError with a
+  clear message when there is no usable checkpoint, or when it holds
+  non-finite parameters."""
+  ckpt_dir = checkpointing.as_path(workdir) / ("best" if best
+                                               else "checkpoints")
   if not ckpt_dir.exists():
     raise FileNotFoundError(f"{ckpt_dir} does not exist: nothing to restore.")
   if step is None:
-    state, step, skipped = checkpointing.restore_newest(ckpt_dir, run.state,
+    state, step, skipped = checkpointing.restore_newest(ckpt_dir, target,
                                                         finite=False)
     checkpointing.report_skipped(skipped, step)
     if step is None:
@@ -616,11 +623,21 @@ def restore_run(workdir, *, step: int | None = None, best: bool = False,
   else:
     mngr = checkpointing.manager(ckpt_dir, read_only=True)
     try:
-      state = checkpointing.restore(mngr, step, run.state)
+      state = checkpointing.restore(mngr, step, target)
     finally:
       mngr.close()
   bad = checkpointing.nonfinite_leaves(state)
   if bad:
     raise ValueError(f"Checkpoint {step} in {ckpt_dir} holds non-finite "
                      f"values ({', '.join(bad[:3])}); refusing to use it.")
+  return state, step
+
+
+def restore_run(workdir, *, step: int | None = None, best: bool = False,
+                dataset: data_lib.Dataset | None = None):
+  """(run, state, step) of a trained workdir: the whole `Run` of its
+  config.json (to train on), and the state of `restore_state`."""
+  config = checkpointing.read_config(workdir)
+  run = setup(config, dataset)
+  state, step = restore_state(workdir, run.state, step=step, best=best)
   return run, state, step

@@ -1,0 +1,130 @@
+"""The library from Python: load a trained run, sample it, evaluate it; a
+family's initial state and train step from a config.
+
+  import condgen_jax as cg
+  model = cg.load("workdirs/cvae_digits")
+  images, labels = model.sample(num_per_class=8)     # a row per class
+  sevens, _ = model.sample(["7", "7"], seed=1)       # given conditions
+  results = model.evaluate(num_per_class=100)        # eval.json's metrics
+
+`load` restores a workdir's checkpoint without the training loop's data on
+the device; `Trained` holds what sampling and evaluation read. The entry
+points `experiments.sample` and `experiments.evaluate` are this module
+behind flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from condgen_jax import families
+from condgen_jax.core import checkpointing
+from condgen_jax.core import parallel
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.evaluation import evaluate as evaluation
+from condgen_jax.evaluation import sampling
+from condgen_jax.runner import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained run: its config, family, dataset, device mesh, restored
+  state and step. Sampling options (diffusion: `sampler`, `nfe`,
+  `guidance_scale`, `clip_x0`) are set with `with_options`."""
+  config: ml_collections.ConfigDict
+  family: Any
+  dataset: data_lib.Dataset
+  mesh: jax.sharding.Mesh
+  state: Any
+  step: int
+
+  def with_options(self, **sampling_options) -> Trained:
+    """The same run sampled with other sampling options (None: as trained);
+    ValueError names an option the model lacks or a bad value."""
+    return sampling.with_sampling_options(self, **sampling_options)
+
+  def sample(self, conditions=None, *, num_per_class: int = 10,
+             seed: int = 0):
+    """(images float32 [N, H, W, C] in [0, 1], conditions) of the run.
+
+    `conditions`: None for `num_per_class` samples of every class (every
+    attribute combination; for a run conditioned on images, the first
+    `num_per_class` test images of each class, returned with their labels);
+    a sequence of strings ('7', 'Sneaker', 'digit=7,color=red'); an int
+    array of labels [N] (attribute rows [N, A]); or, for a run conditioned
+    on images, float condition images [N, *shape] in [0, 1]. A pure
+    function of the checkpoint, the conditions and `seed`.
+    """
+    if conditions is None:
+      return sampling.sample_per_class(self, self.state, num_per_class, seed)
+    if sampling.image_condition(self) is not None:
+      conditions = np.asarray(conditions)
+      return sampling.sample_conditions(self, self.state, conditions,
+                                        seed), conditions
+    if len(conditions) and isinstance(conditions[0], str):
+      conditions = np.stack([sampling.parse_condition(self.dataset, c)
+                             for c in conditions])
+    labels = np.asarray(conditions)
+    return sampling.sample_labels(self, self.state, labels, seed), labels
+
+  def evaluate(self, *, num_per_class: int = 1000, seed: int = 0,
+               cas: bool = True, parzen: bool = False) -> dict:
+    """The metrics `experiments.evaluate` writes to eval.json
+    (`evaluation.evaluate.evaluate_state`): the family's own, class
+    accuracy, FID, precision / recall, KID, density / coverage, CAS."""
+    return evaluation.evaluate_state(self, self.state,
+                                     num_per_class=num_per_class, seed=seed,
+                                     cas=cas, parzen=parzen)
+
+  def latent_traversal(self, code: int, num_values: int = 9, seed: int = 0):
+    """(images, labels, values) along continuous code `code` (InfoGAN)."""
+    return sampling.latent_traversal(self, self.state, code, num_values,
+                                     seed)
+
+
+def load(workdir, *, step: int | None = None, best: bool = False,
+         dataset: data_lib.Dataset | None = None) -> Trained:
+  """The trained run in `workdir`: its config.json and its newest
+  checkpoint that restores (or `step`; or with `best`, the best one kept by
+  periodic evaluation). `dataset` overrides the config's (e.g. one already
+  loaded). ValueError / FileNotFoundError say what is wrong."""
+  config = checkpointing.read_config(workdir)
+  train.validate_config(config)
+  dataset = train.run_dataset(config, dataset)
+  family = families.get_family(config.model)
+  mesh = parallel.make_mesh()
+  target = abstract_state(config, dataset, mesh)
+  state, step = train.restore_state(workdir, target, step=step, best=best)
+  return Trained(config, family, dataset, mesh, state, int(step))
+
+
+def abstract_state(config, dataset: data_lib.Dataset, mesh):
+  """The shapes, dtypes and (replicated) shardings of a run's state."""
+  family = families.get_family(config.model)
+  replicated = parallel.replicated(mesh)
+  key = jax.random.key(0, impl=train.option(config, "prng_impl"))
+  shapes = jax.eval_shape(lambda k: family.create_state(
+      config, dataset.image_shape, dataset.num_classes, k), key)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=replicated), shapes)
+
+
+def init_state(config, image_shape: Sequence[int], num_classes, rng):
+  """The initial state of `config.model`'s family (validated first)."""
+  train.validate_config(config)
+  return families.get_family(config.model).create_state(
+      config, tuple(image_shape), num_classes, rng)
+
+
+def train_step(config, image_shape: Sequence[int], num_classes):
+  """`config.model`'s `train_step(state, batch, rng) -> (state, metrics)`,
+  uncompiled: `batch` is {'image': float [B, H, W, C] in [0, 1], 'label':
+  int [B] (or [B, A])}; wrap it in `jax.jit(..., donate_argnums=0)`."""
+  train.validate_config(config)
+  return families.get_family(config.model).make_train_step(
+      config, tuple(image_shape), num_classes)
