@@ -1,5 +1,6 @@
-"""pix2pix on digits: each player's loss against numpy, the test metrics,
-colorization's shapes, and a run through train, resume and evaluate."""
+"""pix2pix on digits: each player's loss against numpy, under the default
+and other GAN objectives, the test metrics, colorization's shapes, and a
+run through train, resume and evaluate."""
 
 import functools
 import json
@@ -15,8 +16,9 @@ import pytest
 from condgen_jax.data import datasets as data
 from condgen_jax.families import pix2pix as pix2pix_training
 from condgen_jax.evaluation import sampling
+from condgen_jax.losses import gan_objectives
 from condgen_jax.runner import train
-from experiments.configs import pix2pix as pix2pix_config
+from condgen_jax.configs import pix2pix as pix2pix_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "batch_size": 16, "g_channels": (8, 16, 16),
@@ -46,27 +48,41 @@ def _batch(ds, n=16):
   return {"image": images, "label": ds.train_labels[:n]}
 
 
+class _Pairs:
+  """The first step's (x, y, G(x)) of a batch, recomputed outside the step
+  (the default quadrant task: only the bottom-left quadrant is given), and
+  D's patch logits on them under any D parameters."""
+
+  def __init__(self, config, state, batch, rng):
+    g, d = pix2pix_training.make_models(config, (8, 8, 1))
+    self.y = 2 * np.asarray(batch["image"]) - 1
+    self.x = self.y.copy()
+    self.x[:, :4] = -1
+    self.x[:, 4:, 4:] = -1
+    self.fake = jax.jit(g.apply)(
+        {"params": state.g_params}, self.x,
+        rngs={"dropout": jax.random.fold_in(rng, 0)})  # step 0's key
+    self._d = jax.jit(d.apply)
+
+  def logits(self, d_params):
+    """(D(x, y), D(x, G(x))), float64 [B, h, w]."""
+    return tuple(np.asarray(self._d({"params": d_params}, self.x, y),
+                            np.float64) for y in (self.y, self.fake))
+
+
 def test_each_players_loss_against_numpy(digits):
   config = _config()
   state = _state(config, (8, 8, 1))
   step = jax.jit(pix2pix_training.make_train_step(config, (8, 8, 1), 10))
   batch = _batch(digits)
   new, m = step(state, batch, jax.random.key(1))
-  g, d = pix2pix_training.make_models(config, (8, 8, 1))
-  y = 2 * np.asarray(batch["image"]) - 1
-  x = y.copy()
-  x[:, :4] = -1  # only the bottom-left quadrant is given
-  x[:, 4:, 4:] = -1
-  g_apply, d_apply = jax.jit(g.apply), jax.jit(d.apply)
-  fake = g_apply({"params": state.g_params}, x,
-                 rngs={"dropout": jax.random.fold_in(jax.random.key(1), 0)})
-  real_l = np.asarray(d_apply({"params": state.d_params}, x, y), np.float64)
-  fake_l = np.asarray(d_apply({"params": state.d_params}, x, fake),
-                      np.float64)
+  pairs = _Pairs(config, state, batch, jax.random.key(1))
+  y, fake = pairs.y, pairs.fake
+  real_l, fake_l = pairs.logits(state.d_params)
   np.testing.assert_allclose(
       m["d_loss"], 0.5 * np.mean(_softplus(-real_l) + _softplus(fake_l)),
       rtol=1e-5)
-  after = np.asarray(d_apply({"params": new.d_params}, x, fake), np.float64)
+  _, after = pairs.logits(new.d_params)
   l1 = np.mean(np.abs(np.asarray(fake) - y))
   np.testing.assert_allclose(m["g_adv_loss"], np.mean(_softplus(-after)),
                              rtol=1e-5)
@@ -74,6 +90,70 @@ def test_each_players_loss_against_numpy(digits):
   np.testing.assert_allclose(m["g_loss"], m["g_adv_loss"] + 100 * l1,
                              rtol=1e-5)
   assert int(new.step) == 1
+
+
+def test_gan_loss_sets_the_patch_losses_hinge_and_minimax(digits):
+  # The same batch, key and initial state; only the objective differs.
+  batch, rng = _batch(digits), jax.random.key(1)
+  state = _state(_config(gan_loss="minimax"), (8, 8, 1))
+  metrics = {}
+  for name in ("minimax", "hinge"):
+    step = jax.jit(pix2pix_training.make_train_step(
+        _config(gan_loss=name), (8, 8, 1), 10))
+    metrics[name] = step(state, batch, rng)[1]
+  r, f = _Pairs(_config(), state, batch, rng).logits(state.d_params)
+  expected = {"minimax": np.mean(_softplus(-r) + _softplus(f)),
+              "hinge": np.mean(np.maximum(0, 1 - r) + np.maximum(0, 1 + f))}
+  for name, m in metrics.items():
+    np.testing.assert_allclose(m["d_adv_loss"], expected[name], rtol=1e-5)
+    np.testing.assert_allclose(m["d_loss"], 0.5 * expected[name], rtol=1e-5)
+  assert abs(expected["minimax"] - expected["hinge"]) > 1e-2
+
+
+def test_every_objective_the_gan_family_takes_validates():
+  for name in (*gan_objectives.BUILTINS,
+               "tests.test_gan_objectives:relativistic_average_hinge"):
+    train.validate_config(_config(gan_loss=name))
+  with pytest.raises(ValueError, match="Unknown gan_loss 'vanilla'"):
+    train.validate_config(_config(gan_loss="vanilla"))
+  with pytest.raises(ValueError, match="real_label_smoothing=0.1 applies"):
+    train.validate_config(_config(gan_loss="hinge", real_label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("overrides", [
+    {"gan_loss": "wasserstein_gp", "r1_gamma": 2.0},
+    {"gan_loss": "wasserstein", "clip_value": 0.05},
+    {"gan_loss": "relativistic_average"},
+], ids=lambda o: o["gan_loss"])
+def test_penalties_clipping_and_relativistic_g_on_patches(digits, overrides):
+  config = _config(**overrides)
+  state = _state(config, (8, 8, 1))
+  batch, rng = _batch(digits), jax.random.key(1)
+  new, m = jax.jit(pix2pix_training.make_train_step(config, (8, 8, 1), 10))(
+      state, batch, rng)
+  pairs = _Pairs(config, state, batch, rng)
+  r, f = pairs.logits(state.d_params)
+  assert all(np.isfinite(float(v)) for v in m.values())
+  name = overrides["gan_loss"]
+  if name == "wasserstein_gp":  # both penalties of the critic's patch mean
+    np.testing.assert_allclose(m["d_adv_loss"], np.mean(f) - np.mean(r),
+                               rtol=1e-4, atol=1e-6)
+    assert m["gradient_penalty"] > 0 and m["r1_penalty"] > 0
+    np.testing.assert_allclose(
+        m["d_loss"], 0.5 * (m["d_adv_loss"] + 10.0 * m["gradient_penalty"]
+                            + 1.0 * m["r1_penalty"]), rtol=1e-5)
+  elif name == "wasserstein":  # D's weights clipped after Adam's step
+    largest = lambda params: max(float(np.max(np.abs(p)))  # noqa: E731
+                                 for p in jax.tree.leaves(params))
+    assert largest(state.d_params) > 0.1
+    assert largest(new.d_params) <= 0.05 + 1e-7  # u' = clip(p + u) - p
+    np.testing.assert_allclose(m["wasserstein_estimate"],
+                               np.mean(r) - np.mean(f), rtol=1e-4, atol=1e-6)
+  else:  # G's loss reads the updated D's logits on the real pairs too
+    r, f = pairs.logits(new.d_params)
+    np.testing.assert_allclose(
+        m["g_adv_loss"], np.mean(_softplus(-(f - r.mean()))
+                                 + _softplus(r - f.mean())), rtol=1e-5)
 
 
 def test_a_hundred_steps_lower_the_l1(digits):

@@ -103,6 +103,41 @@ def test_an_objective_by_import_path_instance_or_factory():
   assert ra.generator_needs_real
 
 
+@pytest.mark.parametrize("name", tuple(gan_objectives.BUILTINS))
+def test_builtins_keep_patch_logits_shape_and_total_means_every_axis(name):
+  objective = gan_objectives.get_objective(_config(gan_loss=name))
+  rng = np.random.default_rng(0)
+  real = {"logit": jnp.asarray(rng.normal(size=(2, 3, 3)), jnp.float32)}
+  fake = {"logit": jnp.asarray(rng.normal(size=(2, 3, 3)), jnp.float32)}
+  d = objective.discriminator_loss(real, fake)
+  g = objective.generator_loss(real, fake)
+  assert d.shape == g.shape == (2, 3, 3)
+  context = gan_objectives.Context(real, fake, None)
+  loss, metrics = gan_objectives.total(
+      [gan_objectives.adversarial_generator_term(objective)], context)
+  np.testing.assert_allclose(loss, np.mean(np.asarray(g)), rtol=1e-6)
+  assert list(metrics) == ["g_adv_loss"]
+
+
+def test_the_adversarial_terms_open_the_gan_familys_terms():
+  cfg = _config(model="acgan", gan_loss="wasserstein_gp", gp_weight=5.0,
+                r1_gamma=4.0, g_adv_weight=0.5)
+  objective = gan_objectives.get_objective(cfg)
+  names = lambda ts: [(t.name, t.weight) for t in ts]
+  adversarial = names(gan_objectives.adversarial_discriminator_terms(
+      cfg, objective))
+  assert adversarial == [("d_adv_loss", 1.0), ("gradient_penalty", 5.0),
+                         ("r1_penalty", 2.0)]
+  d_terms = names(gan_objectives.discriminator_terms(cfg, objective))
+  assert d_terms[:3] == adversarial and len(d_terms) == 5  # + class terms
+  g_terms = names(gan_objectives.generator_terms(cfg, objective))
+  assert g_terms[0] == ("g_adv_loss", 0.5)
+  # Only r1_gamma is read: pix2pix's settings have no class keys.
+  plain = ml_collections.FrozenConfigDict({"r1_gamma": 0.0})
+  assert names(gan_objectives.adversarial_discriminator_terms(
+      plain, objective)) == [("d_adv_loss", 1.0), ("gradient_penalty", 5.0)]
+
+
 def test_terms_sum_in_order_with_their_weights():
   context = gan_objectives.Context(None, None, None)
   terms = [gan_objectives.Term("a", lambda c: jnp.array([1.0, 3.0])),

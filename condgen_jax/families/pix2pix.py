@@ -2,17 +2,27 @@
 conditioned on an image (`condition_kind='image'`, `image_conditions`).
 
 G maps the condition x to an image, D judges patches of (x, y) pairs
-(`condgen_jax.models.pix2pix`); both see images in [-1, 1]. One training step
-draws G(x) once, then
+(`condgen_jax.models.pix2pix`); both see images in [-1, 1]. The adversarial
+losses are those of `config.gan_loss`, the GAN family's objective
+(`condgen_jax.losses.gan_objectives`: a built-in name or an import path),
+applied to D's per-patch logits [B, h, w] and averaged over the batch and
+the patches. One training step draws G(x) once, then
 
-  D: one Adam step on 1/2 mean_patches [-log D(x, y) - log(1 - D(x, G(x)))]
-  G: one Adam step on mean_patches [-log D(x, G(x))] + l1_weight |y - G(x)|_1
+  D: one Adam step on 1/2 [mean_patches d_loss(D(x, y), D(x, G(x)))
+                           + the weighted regulariser and R1 penalty]
+  G: one Adam step on mean_patches g_loss(D(x, G(x))) + l1_weight |y - G(x)|_1
 
-with the updated D, the per-patch losses of `condgen_jax.losses`
-(`minimax_discriminator_loss`, `non_saturating_generator_loss`, [B, h, w]),
-the L1 term a mean over pixels and lambda = 100, as in the paper (its D
-objective halved to slow D down relative to G). G's dropout, its only
-noise, is on at sampling and evaluation too.
+with the updated D, the L1 term a mean over pixels. The defaults are the
+paper's: gan_loss='non_saturating' (d_loss = -log D(x, y) - log(1 -
+D(x, G(x))), g_loss = -log D(x, G(x))), lambda = 100, D's objective halved
+to slow D down relative to G. The penalties (wasserstein_gp's gradient
+penalty, R1 with r1_gamma > 0) read the critic y -> mean_patches D(x, y)
+at the batch's conditions x: the gradient penalty at y interpolated between
+the real target and G(x), the condition fixed. wasserstein's weight
+clipping is chained after D's Adam. A relativistic objective's expectations
+run over the batch and the patches, and its G loss reads D(x, y) too (the
+updated D, no gradient). G's dropout, its only noise, is on at sampling
+and evaluation too.
 
 Config keys: `OPTIONS` below, each with its default, allowed values and
 meaning.
@@ -31,9 +41,10 @@ import optax
 
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.data import image_conditions
+from condgen_jax.families import gan as gan_family
 from condgen_jax.nn import kernels as kernels_lib
-from condgen_jax import losses
 from condgen_jax.core import options
+from condgen_jax.losses import gan_objectives
 from condgen_jax.models import pix2pix
 
 CONDITION_KINDS = ("image",)
@@ -57,6 +68,10 @@ OPTIONS = {
         "auto", kernels_lib.KERNELS,
         "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
         "kernels on CPU, stock flax layers elsewhere; the same function"),
+    # The GAN objective's keys, declared as the GAN family declares them
+    # (gan_loss='non_saturating': the paper's losses).
+    **{key: gan_family.TRAIN_OPTIONS[key]
+       for key in gan_objectives.OBJECTIVE_KEYS},
     **image_conditions.OPTIONS,
 }
 
@@ -68,7 +83,10 @@ def settings(config) -> ml_collections.FrozenConfigDict:
 
 
 def validate_config(config) -> None:
-  settings(config)
+  """Every key's value and the objective `gan_loss` names (every name the
+  GAN family takes; an import path's function is given `settings(config)`);
+  ValueError names the first bad one."""
+  gan_objectives.get_objective(settings(config))
 
 
 def has_convolutions(config) -> bool:
@@ -88,13 +106,16 @@ def metric_modes(config) -> dict:
 
 @struct.dataclass
 class Pix2PixState:
-  """Both players' parameters and Adam states (one optimiser definition)."""
+  """Both players' parameters and Adam states. `d_tx` is `g_tx`, with the
+  objective's `d_transform` (wasserstein's weight clipping) chained after
+  it when there is one."""
   step: jax.Array
   g_params: Any
   d_params: Any
   g_opt_state: Any
   d_opt_state: Any
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
 def make_models(config, image_shape):
@@ -116,10 +137,12 @@ def create_state(config, image_shape, num_classes, rng) -> Pix2PixState:
   g_params = generator.init({"params": g_key, "dropout": drop_key},
                             x)["params"]
   d_params = discriminator.init(d_key, x, y)["params"]
-  tx = optax.adam(s.learning_rate, b1=s.adam_b1, b2=s.adam_b2)
+  g_tx = optax.adam(s.learning_rate, b1=s.adam_b1, b2=s.adam_b2)
+  d_transform = gan_objectives.get_objective(s).d_transform
+  d_tx = g_tx if d_transform is None else optax.chain(g_tx, d_transform)
   return Pix2PixState(step=jnp.zeros((), jnp.int32), g_params=g_params,
-                      d_params=d_params, g_opt_state=tx.init(g_params),
-                      d_opt_state=tx.init(d_params), tx=tx)
+                      d_params=d_params, g_opt_state=g_tx.init(g_params),
+                      d_opt_state=d_tx.init(d_params), g_tx=g_tx, d_tx=d_tx)
 
 
 class _Networks:
@@ -140,45 +163,71 @@ class _Networks:
   def discriminate(self, d_params, x, y):
     return self.discriminator.apply({"params": d_params}, x, y)
 
+  def critic(self, d_params, x):
+    """y -> D's mean over the patches of (x, y), `[B]`: the critic of the
+    penalties, at the conditions x."""
+    def critic(y):
+      logits = self.discriminate(d_params, x, y)
+      return jnp.mean(logits, axis=tuple(range(1, logits.ndim)))
+    return critic
+
 
 def make_train_step(config, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics): one D and one G
-  step (module docstring). Metrics: d_loss, g_loss, g_adv_loss, l1 (mean
-  |y - G(x)| in [0, 1] pixel units), d_real and d_fake (mean sigmoid of
-  D's patches before D's step), loss (d_loss + g_loss)."""
+  step (module docstring). Metrics: d_loss (half the sum of D's terms),
+  each D term's mean (d_adv_loss; gradient_penalty, r1_penalty when on),
+  the objective's metrics (wasserstein_estimate), g_loss, g_adv_loss, l1
+  (mean |y - G(x)| in [0, 1] pixel units), d_real and d_fake (mean sigmoid
+  of D's patches before D's step), loss (d_loss + g_loss)."""
   del num_classes
   s = settings(config)
   nets = _Networks(config, image_shape)
+  objective = gan_objectives.get_objective(s)
+  d_terms = gan_objectives.adversarial_discriminator_terms(s, objective)
+  g_terms = [gan_objectives.adversarial_generator_term(objective)]
 
-  def d_loss_fn(d_params, x, y, fake):
+  def d_loss_fn(d_params, x, y, fake, key):
     real_logits = nets.discriminate(d_params, x, y)
     fake_logits = nets.discriminate(d_params, x, fake)
-    loss = 0.5 * jnp.mean(losses.minimax_discriminator_loss(real_logits,
-                                                            fake_logits))
-    return loss, {"d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
-                  "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
+    context = gan_objectives.Context(
+        {"logit": real_logits}, {"logit": fake_logits}, None,
+        nets.critic(d_params, x), y, fake, key)
+    loss, m = gan_objectives.total(d_terms, context)
+    m.update(d_real=jnp.mean(jax.nn.sigmoid(real_logits)),
+             d_fake=jnp.mean(jax.nn.sigmoid(fake_logits)))
+    if objective.metrics is not None:
+      m.update(objective.metrics(real_logits, fake_logits))
+    return 0.5 * loss, m
 
-  def g_loss_fn(fake, d_params, x, y):
-    adv = jnp.mean(losses.non_saturating_generator_loss(
-        nets.discriminate(d_params, x, fake)))
+  def g_loss_fn(fake, d_params, x, y, real_out):
+    fake_out = {"logit": nets.discriminate(d_params, x, fake)}
+    adv, m = gan_objectives.total(
+        g_terms, gan_objectives.Context(real_out, fake_out, None))
     l1 = jnp.mean(jnp.abs(fake - y))
-    return adv + s.l1_weight * l1, {"g_adv_loss": adv, "l1": 0.5 * l1}
+    return adv + s.l1_weight * l1, {**m, "l1": 0.5 * l1}
 
   def train_step(state: Pix2PixState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     x, y = nets.inputs(batch["image"]), 2.0 * batch["image"] - 1.0
     # G(x) once: D's step uses it, G's step pulls its gradient back.
     fake, g_vjp = jax.vjp(lambda p: nets.generate(p, x, rng), state.g_params)
+    # The regulariser's key (G's dropout has rng itself).
+    key = (jax.random.fold_in(rng, 1) if objective.regularizer is not None
+           else None)
     (d_loss, d_m), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-        state.d_params, x, y, jax.lax.stop_gradient(fake))
-    d_updates, d_opt = state.tx.update(d_grads, state.d_opt_state,
-                                       state.d_params)
+        state.d_params, x, y, jax.lax.stop_gradient(fake), key)
+    d_updates, d_opt = state.d_tx.update(d_grads, state.d_opt_state,
+                                         state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
+    real_out = None
+    if objective.generator_needs_real:
+      real_out = {"logit": jax.lax.stop_gradient(
+          nets.discriminate(d_params, x, y))}
     (g_loss, g_m), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        fake, d_params, x, y)
+        fake, d_params, x, y, real_out)
     g_grads, = g_vjp(fake_grad)
-    g_updates, g_opt = state.tx.update(g_grads, state.g_opt_state,
-                                       state.g_params)
+    g_updates, g_opt = state.g_tx.update(g_grads, state.g_opt_state,
+                                         state.g_params)
     new_state = state.replace(
         step=state.step + 1, d_params=d_params, d_opt_state=d_opt,
         g_params=optax.apply_updates(state.g_params, g_updates),

@@ -1,29 +1,42 @@
 """GAN objectives as objects, and the named terms each player minimises.
 
 A `GANObjective` holds what makes one GAN loss: the discriminator's and the
-generator's per-example losses as functions of both discriminator outputs
-(`real`, `fake`: dicts with 'logit', 'features' and, with class heads,
-'class_logits' and 'twin_class_logits'), an optional regulariser of the discriminator (a function
-of the critic, e.g. the WGAN-GP gradient penalty), an optional optimiser
-transform for the discriminator (WGAN weight clipping) and extra metrics.
+generator's losses as functions of both discriminator outputs (`real`,
+`fake`: dicts with 'logit' and, from the GAN family's Ds, 'features' and,
+with class heads, 'class_logits' and 'twin_class_logits'), an optional
+regulariser of the discriminator (a function of the critic, e.g. the WGAN-GP
+gradient penalty), an optional optimiser transform for the discriminator
+(WGAN weight clipping) and extra metrics.
+
+The logits are `[B]` (one per example, the GAN family) or `[B, ...]` (one
+per patch, pix2pix's PatchGAN `[B, h, w]`). The built-in losses are
+elementwise in them and keep that shape (the relativistic ones also read
+the mean over every axis), and `total` means each term over all its axes,
+so a patch loss is the mean over the batch and the patches. The critic
+handed to a regulariser maps a batch to one value per example `[B]` (a
+patch discriminator's: the mean over its patches).
 
 `config.gan_loss` names a built-in (`BUILTINS`) or is an import path
-`package.module:attribute` to a `GANObjective` or to a function of the GAN
-settings (`families.gan.settings(config)`: every GAN key at its value)
-returning one; every process (train, sample, evaluate) rebuilds the same
-objective from the config. A new loss is one such object:
+`package.module:attribute` to a `GANObjective` or to a function of the
+family's settings returning one (`families.gan.settings(config)`: every GAN
+key at its value; `families.pix2pix.settings(config)`: pix2pix's keys,
+with the objective keys `OBJECTIVE_KEYS`); every process (train, sample,
+evaluate) rebuilds the same objective from the config. A new loss is one
+such object:
 
     def my_loss(s):
       return GANObjective(
-          discriminator_loss=lambda real, fake: ...,   # [B]
-          generator_loss=lambda real, fake: ...)       # [B]
+          discriminator_loss=lambda real, fake: ...,   # the logits' shape
+          generator_loss=lambda real, fake: ...)       # the logits' shape
 
     python -m experiments.train ... --config.gan_loss=my_module:my_loss
 
 `discriminator_terms` / `generator_terms` list the named, weighted terms of
-each player's loss: the objective's, the R1 penalty (`r1_gamma`, any
-objective), the AC-GAN and TAC-GAN class terms, InfoGAN's code term and
-feature matching.
+each player's loss in the GAN family: the adversarial ones
+(`adversarial_discriminator_terms`: the objective's loss, its regulariser,
+the R1 penalty, `r1_gamma`, any objective; `adversarial_generator_term`),
+which any discriminator has, then the AC-GAN and TAC-GAN class terms,
+InfoGAN's code term and feature matching.
 """
 
 from __future__ import annotations
@@ -41,16 +54,24 @@ from condgen_jax import losses
 
 Outputs = dict  # a discriminator's outputs: 'logit', 'features', ...
 
+# The settings keys that the built-ins and the adversarial terms read (as
+# `families.gan.TRAIN_OPTIONS` declares them): any family whose settings
+# hold them can build every built-in objective.
+OBJECTIVE_KEYS = ("gan_loss", "real_label_smoothing", "gp_weight",
+                  "clip_value", "r1_gamma")
+
 
 @dataclasses.dataclass(frozen=True)
 class GANObjective:
   """One GAN loss; see the module docstring.
 
   discriminator_loss(real, fake) and generator_loss(real, fake) return one
-  value per example. `generator_needs_real`: whether generator_loss reads
+  value per logit: an array of the logits' shape, `[B]` or `[B, ...]` for
+  a patch discriminator. `generator_needs_real`: whether generator_loss reads
   `real` (the step then runs D on the real batch in the generator update;
   otherwise `real` is None there). `regularizer(critic, x_real, x_fake,
-  key) -> [B]` is added to D's loss with `regularizer_weight`.
+  key) -> [B]` is added to D's loss with `regularizer_weight`; `critic`
+  maps a batch like x_real to `[B]`.
   `d_transform`: an optax transform chained after D's optimiser.
   `metrics(real_logits, fake_logits) -> dict` of extra scalars.
   """
@@ -159,9 +180,10 @@ BUILTINS = {
 
 def get_objective(s) -> GANObjective:
   """The objective `s.gan_loss` names: a key of `BUILTINS` or
-  'package.module:attribute' (a GANObjective or a function of the GAN
-  settings returning one). `s`: the GAN keys' values,
-  `families.gan.settings(config)`. ValueError names a bad name."""
+  'package.module:attribute' (a GANObjective or a function of `s`
+  returning one). `s`: a family's settings holding `OBJECTIVE_KEYS`
+  (`families.gan.settings(config)`, `families.pix2pix.settings(config)`).
+  ValueError names a bad name."""
   name = s.gan_loss
   if name in BUILTINS:
     return BUILTINS[name](s)
@@ -188,8 +210,9 @@ def get_objective(s) -> GANObjective:
 @dataclasses.dataclass(frozen=True)
 class Context:
   """What a term may read: both D outputs (`real` is None in the G update
-  when nothing there needs it), the real batch's labels, the critic x ->
-  logits (for penalties), both batches, a key, and what G was given: its
+  when nothing there needs it), the real batch's labels (None where no
+  term reads them), the critic x -> `[B]` and the real and generated
+  batches it reads (for penalties), a key, and what G was given: its
   class or categorical code `fake_labels` (the real labels unless
   `code_prior='uniform'`; None = `labels`) and its continuous `codes`."""
   real: Any
@@ -209,18 +232,21 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """A named per-example term; the loss adds weight * mean(fn(context)).
-  With weight None it is reported as a metric but not minimised."""
+  """A named term, one value per example (or per patch); the loss adds
+  weight * mean(fn(context)), the mean over every axis. With weight None
+  it is reported as a metric but not minimised."""
   name: str
   fn: Callable[[Context], jax.Array]
   weight: float | None = 1.0
 
 
-def discriminator_terms(s, objective: GANObjective) -> list[Term]:
-  """D's loss: the adversarial loss, the objective's regulariser, the R1
-  penalty and, with a class head, the AC-GAN class terms; with a twin head,
-  TAC-GAN's twin term -log q_mi(c|G(z,c)) (Gong et al. 2019); with
-  continuous codes, InfoGAN's code term."""
+def adversarial_discriminator_terms(s, objective: GANObjective
+                                    ) -> list[Term]:
+  """The terms of D's loss that any discriminator has: the objective's
+  loss (d_adv_loss), its regulariser (weight `regularizer_weight`) and the
+  R1 penalty (weight r1_gamma / 2, absent when `s.r1_gamma` is 0). Reads
+  `s.r1_gamma` only; the penalties read `Context.critic`, `x_real`,
+  `x_fake` and `key`."""
   terms = [Term("d_adv_loss",
                 lambda c: objective.discriminator_loss(c.real, c.fake))]
   if objective.regularizer is not None:
@@ -232,6 +258,22 @@ def discriminator_terms(s, objective: GANObjective) -> list[Term]:
     terms.append(Term("r1_penalty",
                       lambda c: losses.r1_penalty(c.critic, c.x_real),
                       r1_gamma / 2))
+  return terms
+
+
+def adversarial_generator_term(objective: GANObjective,
+                               weight: float = 1.0) -> Term:
+  """G's adversarial term g_adv_loss, `objective.generator_loss`."""
+  return Term("g_adv_loss",
+              lambda c: objective.generator_loss(c.real, c.fake), weight)
+
+
+def discriminator_terms(s, objective: GANObjective) -> list[Term]:
+  """The GAN family's D loss: `adversarial_discriminator_terms` and, with
+  a class head, the AC-GAN class terms; with a twin head, TAC-GAN's twin
+  term -log q_mi(c|G(z,c)) (Gong et al. 2019); with continuous codes,
+  InfoGAN's code term."""
+  terms = adversarial_discriminator_terms(s, objective)
   if s.class_head:
     terms += acgan_discriminator_terms(s)
   if s.twin_class_head:
@@ -245,13 +287,12 @@ def discriminator_terms(s, objective: GANObjective) -> list[Term]:
 
 
 def generator_terms(s, objective: GANObjective) -> list[Term]:
-  """G's loss: the adversarial loss (weight g_adv_weight), feature matching
+  """The GAN family's G loss: the adversarial term
+  (`adversarial_generator_term`, weight g_adv_weight), feature matching
   (Salimans et al. 2016) and, with a class head, the AC-GAN class term; with
   a twin head, TAC-GAN's +log q_mi(c|G(z,c)) (G maximises the twin's
   loss); with continuous codes, InfoGAN's code term."""
-  terms = [Term("g_adv_loss",
-                lambda c: objective.generator_loss(c.real, c.fake),
-                float(s.g_adv_weight))]
+  terms = [adversarial_generator_term(objective, float(s.g_adv_weight))]
   if float(s.feature_matching) > 0:
     terms.append(Term("feature_matching", lambda c: (
         losses.feature_matching_loss(c.real["features"],
@@ -302,8 +343,9 @@ def code_term(name: str, s) -> Term:
 
 
 def total(terms: list[Term], context: Context):
-  """(sum of weight * mean(term), {name: mean(term)}), in the terms' order;
-  the first term enters unscaled when its weight is 1."""
+  """(sum of weight * mean(term), {name: mean(term)}), in the terms' order,
+  each mean over all of a term's axes (examples, and patches); the first
+  term enters unscaled when its weight is 1."""
   loss, metrics = None, {}
   for term in terms:
     value = jnp.mean(term.fn(context))
