@@ -61,7 +61,7 @@ def mnist_dir():
 
 
 def tiny_cvae_config(**overrides):
-  from experiments.configs import cvae
+  from condgen_jax.configs import cvae
   c = cvae.get_config()
   c.dataset = "digits"
   c.batch_size = 32

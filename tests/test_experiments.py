@@ -466,3 +466,16 @@ def test_an_attribute_run_samples_a_combination_it_never_saw(tmp_path, model):
       assert 0.0 <= results[f"{name}_accuracy_{part}"] <= 1.0
   assert results["held_out"] == [[d, (d - 1) % 6] for d in range(10)]
   assert np.isfinite(results[family_metric])
+
+
+def test_every_config_file_is_the_packaged_config():
+  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  files = sorted((ROOT / "experiments" / "configs").glob("*.py"))
+  assert len(files) == 11
+  for path in files:
+    spec = importlib.util.spec_from_file_location(f"_cfg_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    packaged = importlib.import_module(f"condgen_jax.configs.{path.stem}")
+    assert module.get_config is packaged.get_config, path

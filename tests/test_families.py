@@ -85,7 +85,7 @@ def evaluate(config, state, dataset, rng):
 
 
 CONFIG = f'''
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

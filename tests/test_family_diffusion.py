@@ -19,7 +19,7 @@ from condgen_jax.models import unet
 
 
 def tiny_config(**overrides):
-  from experiments.configs import diffusion
+  from condgen_jax.configs import diffusion
   c = diffusion.get_config()
   c.dataset = "digits"
   c.batch_size = 32
@@ -69,7 +69,7 @@ def test_unet_runs_and_mnist_default_has_about_a_million_params():
   y = jax.jit(model.apply)({"params": params}, x, jnp.array([0.1, 0.5, 1.0]),
                            jnp.array([0, 3, 10]))
   assert y.shape == x.shape and np.isfinite(y).all()
-  from experiments.configs import diffusion
+  from condgen_jax.configs import diffusion
   default = dt.make_model(dt.settings(diffusion.get_config()), 10)
   assert _param_count(default, (28, 28, 1)) == 1_193_156
 

@@ -185,7 +185,7 @@ def test_sample_latents():
 
 
 def test_infogan_training_reads_no_labels():
-  from experiments.configs import infogan  # pylint: disable=g-import-not-at-top
+  from condgen_jax.configs import infogan  # pylint: disable=g-import-not-at-top
   config = infogan.get_config()
   # the config weighs both terms 1 (the authors'); 0.1 tells them apart
   assert config.continuous_code_weight == 1.0
@@ -272,7 +272,7 @@ def test_condition_batch_cycles_through_classes_or_combinations():
 
 
 def test_infogan_codes_are_refused_with_attributes():
-  from experiments.configs import infogan  # pylint: disable=g-import-not-at-top
+  from condgen_jax.configs import infogan  # pylint: disable=g-import-not-at-top
   config = infogan.get_config()
   config.condition_kind = "attributes"
   with pytest.raises(ValueError, match=r"condition_kind='attributes' does "

@@ -18,7 +18,7 @@ from condgen_jax.evaluation import sampling
 from condgen_jax.models import sop
 from condgen_jax.families import sop as sop_training
 from condgen_jax.runner import train
-from experiments.configs import cvae_sop
+from condgen_jax.configs import cvae_sop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "batch_size": 32, "hidden": (32,),

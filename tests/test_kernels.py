@@ -386,7 +386,7 @@ def test_a_checkpoint_trained_with_cpu_kernels_restores_with_stock_ones(
   import json  # pylint: disable=g-import-not-at-top
   from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
   from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
-  from experiments.configs import acgan  # pylint: disable=g-import-not-at-top
+  from condgen_jax.configs import acgan  # pylint: disable=g-import-not-at-top
   config = acgan.get_config()
   config.update(dataset="digits", batch_size=32, num_steps=4, g_width=8,
                 d_width=8, log_every=2, checkpoint_every=4, sample_every=0,

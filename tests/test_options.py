@@ -86,7 +86,7 @@ CONFIGS = ("cvae", "cgan_mlp", "cgan_conv", "acgan", "infogan_style",
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_files_start_from_the_declarations(name):
-  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  config = importlib.import_module(f"condgen_jax.configs.{name}").get_config()
   family = families.get_family(config.model)
   declared = {**train.OPTIONS, **family.OPTIONS}
   # Every declared key is in the file, and every key of the file is declared.
@@ -101,7 +101,7 @@ def test_config_files_start_from_the_declarations(name):
 
 
 def test_the_gan_defaults_agree_everywhere():
-  from experiments.configs import acgan, cgan_conv, cgan_mlp  # pylint: disable=g-import-not-at-top
+  from condgen_jax.configs import acgan, cgan_conv, cgan_mlp  # pylint: disable=g-import-not-at-top
   from condgen_jax.families import gan as gan_training  # pylint: disable=g-import-not-at-top
   from condgen_jax.models import gans  # pylint: disable=g-import-not-at-top
   bare = gan_training.settings(_config(model="cgan_conv"))

@@ -126,7 +126,7 @@ def test_keep_freed_memory_reuses_large_blocks_without_page_faults():
 def test_synchronous_cpu_dispatch_only_for_models_with_convolutions(
     monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
-  from experiments.configs import acgan, cgan_mlp, cvae  # pylint: disable=g-import-not-at-top
+  from condgen_jax.configs import acgan, cgan_mlp, cvae  # pylint: disable=g-import-not-at-top
   monkeypatch.delenv("CONDGEN_KEEP_XLA_FLAGS", raising=False)
   conv_cvae = cvae.get_config()
   conv_cvae.architecture = "conv"

@@ -8,7 +8,7 @@ import pytest
 from condgen_jax.core import checkpointing
 from condgen_jax.runner import train
 from conftest import tiny_cvae_config
-from experiments.configs import cvae_sop
+from condgen_jax.configs import cvae_sop
 from test_diffusion import tiny_config as tiny_diffusion_config
 
 
@@ -390,7 +390,7 @@ def tiny_attribute_config(model, **overrides):
   """A few steps of `model` at tiny widths on colored_digits, conditioned
   on (digit, color) with the default combinations held out."""
   if model == "acgan":
-    from experiments.configs import acgan  # pylint: disable=g-import-not-at-top
+    from condgen_jax.configs import acgan  # pylint: disable=g-import-not-at-top
     c = acgan.get_config()
     c.update(g_width=8, d_width=8, z_dim=8, batch_size=32)
   else:

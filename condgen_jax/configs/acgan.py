@@ -10,7 +10,7 @@ classifier is trained on real data only; see infogan_style.py for the
 term-on-generated-samples-only variant.
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

@@ -8,7 +8,7 @@ Generator conditioning: concat | film; discriminator conditioning:
 vectorize | embed_channel | film | projection.
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

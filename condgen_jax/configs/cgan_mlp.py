@@ -10,7 +10,7 @@ b1 0.5) here. See `get_config` for the generator's departures from it.
 Every GAN key, its default and allowed values: `condgen_jax.families.gan.OPTIONS`.
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

@@ -9,7 +9,7 @@
 the conv variant.
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

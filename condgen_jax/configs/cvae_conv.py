@@ -12,7 +12,7 @@ accuracy 0.958 with 16 latents, 0.981 with 8, 0.986 with 4, at FID 21.5,
 23.3 and 52; `docs/cvae_quality.md`).
 """
 
-from experiments.configs import cvae
+from condgen_jax.configs import cvae
 
 
 def get_config():

@@ -15,7 +15,7 @@ k = 100 for the CVAE. Widths as in Pyro's reproduction of the experiment
 (two hidden layers of 500 per network, z of 200).
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

@@ -25,7 +25,7 @@ reached a test loss of 7.8 at 1e-3 against 8.7 at 2e-4, and with guidance
 w = 1 a class accuracy of 1.00 against 0.84.
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

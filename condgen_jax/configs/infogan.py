@@ -30,7 +30,7 @@ the run is 2,500 steps, half the authors' 5,000 (50 epochs of 100
 updates).
 """
 
-from experiments.configs import acgan
+from condgen_jax.configs import acgan
 
 
 def get_config():

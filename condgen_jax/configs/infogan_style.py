@@ -8,7 +8,7 @@ used by D (real_class_weight=0): the mutual-information reading of AC-GAN by
 Shu et al. 2017, with the code c being the class label.
 """
 
-from experiments.configs import acgan
+from condgen_jax.configs import acgan
 
 
 def get_config():

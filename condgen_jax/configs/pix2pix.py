@@ -12,7 +12,7 @@ paper. `experiments.evaluate` reports `test_l1` (mean |y - G(x)| over the
 pixels to predict, [0, 1] units) and D's patch outputs and accuracy.
 """
 
-from experiments.configs import common
+from condgen_jax.configs import common
 
 
 def get_config():

@@ -10,7 +10,7 @@ samples; G minimises -log q(c|G(z,c)) - twin_class_weight *
 classified samples (notebooks/03_acgan_bias.ipynb).
 """
 
-from experiments.configs import acgan
+from condgen_jax.configs import acgan
 
 
 def get_config():

@@ -11,7 +11,7 @@ and everything else reads that declaration: `resolve` fills a config's
 missing keys with the defaults (or with the presets of a model name, see
 `condgen_jax.families`) and checks every value, raising one ValueError that
 names the key, the bad value and what is allowed; `defaults` gives the
-config files their keys (`experiments/configs/common.py`); `describe` prints
+config files their keys (`condgen_jax/configs/common.py`); `describe` prints
 the declaration. A new setting is one declaration plus the line that reads
 it.
 """

@@ -46,7 +46,7 @@ SESSIONS_FILE = "sessions.jsonl"
 CONDITION_KINDS = ("label", "attributes", "image")
 
 # The runner's config keys, shared by every model's config
-# (`experiments/configs/common.py`); `config.model` names the family.
+# (`condgen_jax/configs/common.py`); `config.model` names the family.
 OPTIONS = {
     "dataset": options.choice("mnist", data_lib.DATASETS, "the data"),
     "data_dir": options.text(
