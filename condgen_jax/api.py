@@ -7,6 +7,8 @@ family's initial state and train step from a config.
   sevens, _ = model.sample(["7", "7"], seed=1)       # given conditions
   results = model.evaluate(num_per_class=100)        # eval.json's metrics
 
+`train(config, workdir)` is `experiments.train` as a function.
+
 `load` restores a workdir's checkpoint without the training loop's data on
 the device; `Trained` holds what sampling and evaluation read. The entry
 points `experiments.sample` and `experiments.evaluate` are this module
@@ -28,7 +30,7 @@ from condgen_jax.core import parallel
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.evaluation import evaluate as evaluation
 from condgen_jax.evaluation import sampling
-from condgen_jax.runner import train
+from condgen_jax.runner import train as train_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,13 @@ class Trained:
                                      seed)
 
 
+def train(config, workdir, dataset: data_lib.Dataset | None = None):
+  """Trains `config` into `workdir` (resuming from its newest checkpoint) as
+  `experiments.train` does; returns the final state. `dataset` overrides
+  the config's (e.g. one already loaded)."""
+  return train_lib.train_and_evaluate(config, workdir, dataset)
+
+
 def load(workdir, *, step: int | None = None, best: bool = False,
          dataset: data_lib.Dataset | None = None) -> Trained:
   """The trained run in `workdir`: its config.json and its newest
@@ -94,12 +103,12 @@ def load(workdir, *, step: int | None = None, best: bool = False,
   periodic evaluation). `dataset` overrides the config's (e.g. one already
   loaded). ValueError / FileNotFoundError say what is wrong."""
   config = checkpointing.read_config(workdir)
-  train.validate_config(config)
-  dataset = train.run_dataset(config, dataset)
+  train_lib.validate_config(config)
+  dataset = train_lib.run_dataset(config, dataset)
   family = families.get_family(config.model)
   mesh = parallel.make_mesh()
   target = abstract_state(config, dataset, mesh)
-  state, step = train.restore_state(workdir, target, step=step, best=best)
+  state, step = train_lib.restore_state(workdir, target, step=step, best=best)
   return Trained(config, family, dataset, mesh, state, int(step))
 
 
@@ -107,7 +116,7 @@ def abstract_state(config, dataset: data_lib.Dataset, mesh):
   """The shapes, dtypes and (replicated) shardings of a run's state."""
   family = families.get_family(config.model)
   replicated = parallel.replicated(mesh)
-  key = jax.random.key(0, impl=train.option(config, "prng_impl"))
+  key = jax.random.key(0, impl=train_lib.option(config, "prng_impl"))
   shapes = jax.eval_shape(lambda k: family.create_state(
       config, dataset.image_shape, dataset.num_classes, k), key)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
@@ -116,7 +125,7 @@ def abstract_state(config, dataset: data_lib.Dataset, mesh):
 
 def init_state(config, image_shape: Sequence[int], num_classes, rng):
   """The initial state of `config.model`'s family (validated first)."""
-  train.validate_config(config)
+  train_lib.validate_config(config)
   return families.get_family(config.model).create_state(
       config, tuple(image_shape), num_classes, rng)
 
@@ -125,6 +134,6 @@ def train_step(config, image_shape: Sequence[int], num_classes):
   """`config.model`'s `train_step(state, batch, rng) -> (state, metrics)`,
   uncompiled: `batch` is {'image': float [B, H, W, C] in [0, 1], 'label':
   int [B] (or [B, A])}; wrap it in `jax.jit(..., donate_argnums=0)`."""
-  train.validate_config(config)
+  train_lib.validate_config(config)
   return families.get_family(config.model).make_train_step(
       config, tuple(image_shape), num_classes)
