@@ -35,10 +35,11 @@ from condgen_jax.runner import train as train_lib
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
-  """A trained run: its config, family, dataset, device mesh, restored
-  state and step. Sampling options (diffusion: `sampler`, `nfe`,
-  `guidance_scale`, `clip_x0`) are set with `with_options`."""
-  config: ml_collections.ConfigDict
+  """A trained run: its settings (`runner.train.resolve` of its
+  config.json), family, dataset, device mesh, restored state and step.
+  Sampling options (diffusion: `sampler`, `nfe`, `guidance_scale`,
+  `clip_x0`) are set with `with_options`."""
+  settings: ml_collections.FrozenConfigDict
   family: Any
   dataset: data_lib.Dataset
   mesh: jax.sharding.Mesh
@@ -48,7 +49,7 @@ class Trained:
   def with_options(self, **sampling_options) -> Trained:
     """The same run sampled with other sampling options (None: as trained);
     ValueError names an option the model lacks or a bad value."""
-    return sampling.with_sampling_options(self, **sampling_options)
+    return train_lib.with_sampling_options(self, **sampling_options)
 
   def sample(self, conditions=None, *, num_per_class: int = 10,
              seed: int = 0):
@@ -75,13 +76,16 @@ class Trained:
     return sampling.sample_labels(self, self.state, labels, seed), labels
 
   def evaluate(self, *, num_per_class: int = 1000, seed: int = 0,
-               cas: bool = True, parzen: bool = False) -> dict:
+               cas: bool = True, parzen: bool = False,
+               family_metrics: bool = True, classifier=None) -> dict:
     """The metrics `experiments.evaluate` writes to eval.json
-    (`evaluation.evaluate.evaluate_state`): the family's own, class
-    accuracy, FID, precision / recall, KID, density / coverage, CAS."""
-    return evaluation.evaluate_state(self, self.state,
-                                     num_per_class=num_per_class, seed=seed,
-                                     cas=cas, parzen=parzen)
+    (`evaluation.evaluate.evaluate_state`): the family's own (unless
+    `family_metrics=False`), class accuracy, FID, precision / recall, KID,
+    density / coverage and CAS, under the dataset's reference classifier
+    or `classifier` (`evaluation.classifier`)."""
+    return evaluation.evaluate_state(
+        self, self.state, num_per_class=num_per_class, seed=seed, cas=cas,
+        parzen=parzen, family_metrics=family_metrics, classifier=classifier)
 
   def latent_traversal(self, code: int, num_values: int = 9, seed: int = 0):
     """(images, labels, values) along continuous code `code` (InfoGAN)."""
@@ -102,38 +106,39 @@ def load(workdir, *, step: int | None = None, best: bool = False,
   checkpoint that restores (or `step`; or with `best`, the best one kept by
   periodic evaluation). `dataset` overrides the config's (e.g. one already
   loaded). ValueError / FileNotFoundError say what is wrong."""
-  config = checkpointing.read_config(workdir)
-  train_lib.validate_config(config)
-  dataset = train_lib.run_dataset(config, dataset)
-  family = families.get_family(config.model)
+  s = train_lib.resolve(checkpointing.read_config(workdir))
+  dataset = train_lib.run_dataset(s, dataset)
   mesh = parallel.make_mesh()
-  target = abstract_state(config, dataset, mesh)
+  target = abstract_state(s, dataset, mesh)
   state, step = train_lib.restore_state(workdir, target, step=step, best=best)
-  return Trained(config, family, dataset, mesh, state, int(step))
+  return Trained(s, families.get_family(s.model), dataset, mesh, state,
+                 int(step))
 
 
-def abstract_state(config, dataset: data_lib.Dataset, mesh):
-  """The shapes, dtypes and (replicated) shardings of a run's state."""
-  family = families.get_family(config.model)
+def abstract_state(s, dataset: data_lib.Dataset, mesh):
+  """The shapes, dtypes and (replicated) shardings of the state of a run
+  of settings `s`."""
+  family = families.get_family(s.model)
   replicated = parallel.replicated(mesh)
-  key = jax.random.key(0, impl=train_lib.option(config, "prng_impl"))
+  key = jax.random.key(0, impl=s.prng_impl)
   shapes = jax.eval_shape(lambda k: family.create_state(
-      config, dataset.image_shape, dataset.num_classes, k), key)
+      s, dataset.image_shape, dataset.num_classes, k), key)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
       x.shape, x.dtype, sharding=replicated), shapes)
 
 
 def init_state(config, image_shape: Sequence[int], num_classes, rng):
-  """The initial state of `config.model`'s family (validated first)."""
-  train_lib.validate_config(config)
-  return families.get_family(config.model).create_state(
-      config, tuple(image_shape), num_classes, rng)
+  """The initial state of `config.model`'s family (`config`, or settings
+  already resolved, is resolved and checked first)."""
+  s = train_lib.resolve(config)
+  return families.get_family(s.model).create_state(
+      s, tuple(image_shape), num_classes, rng)
 
 
 def train_step(config, image_shape: Sequence[int], num_classes):
   """`config.model`'s `train_step(state, batch, rng) -> (state, metrics)`,
   uncompiled: `batch` is {'image': float [B, H, W, C] in [0, 1], 'label':
   int [B] (or [B, A])}; wrap it in `jax.jit(..., donate_argnums=0)`."""
-  train_lib.validate_config(config)
-  return families.get_family(config.model).make_train_step(
-      config, tuple(image_shape), num_classes)
+  s = train_lib.resolve(config)
+  return families.get_family(s.model).make_train_step(
+      s, tuple(image_shape), num_classes)

@@ -51,10 +51,11 @@ def main(argv):
     overrides = sampling_flags.values()
     run = api.load(_WORKDIR.value, best=_BEST.value).with_options(**overrides)
     state, step = run.state, run.step
-    results = {"step": int(step), "model": run.config.model,
-               "dataset": run.config.dataset, "seed": _SEED.value,
+    results = {"step": int(step), "model": run.settings.model,
+               "dataset": run.settings.dataset, "seed": _SEED.value,
                "checkpoint": "best" if _BEST.value else "latest"}
-    results.update({k: run.config[k] for k in overrides if k in run.config})
+    results.update({k: run.settings[k] for k in overrides
+                    if k in run.settings})
     results.update(evaluation.evaluate_state(
         run, state, num_per_class=_NUM.value, seed=_SEED.value,
         parzen=_PARZEN.value))

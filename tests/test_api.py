@@ -20,7 +20,7 @@ def cvae():
 
 
 def test_load_restores_the_newest_checkpoint(cvae):
-  assert cvae.step == 3 and cvae.config.model == "cvae"
+  assert cvae.step == 3 and cvae.settings.model == "cvae"
   assert cvae.dataset.name == "digits"
   with pytest.raises(FileNotFoundError, match="nothing to restore"):
     cg.load(FIXTURE / "cvae", best=True)
@@ -45,7 +45,7 @@ def test_sample_per_class_and_given_conditions(cvae):
 def test_sampling_options_are_checked():
   model = cg.load(FIXTURE / "diffusion")
   faster = model.with_options(nfe=2)
-  assert faster.config.nfe == 2 and model.config.nfe == 4
+  assert faster.settings.nfe == 2 and model.settings.nfe == 4
   a, _ = model.sample(["1"])
   b, _ = faster.sample(["1"])
   assert np.abs(a - b).max() > 1e-4  # the option reaches the sampler

@@ -67,7 +67,7 @@ def test_bad_flags_are_one_error_line(flag, message):
 
 def test_sampling_speed_sets_the_nfe_of_families_that_have_one(digits):
   from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
-  from test_diffusion import tiny_config  # pylint: disable=g-import-not-at-top
+  from test_family_diffusion import tiny_config  # pylint: disable=g-import-not-at-top
   run = train.setup(tiny_config(nfe=7), digits)
   calls = []
   make = run.family.make_sample_fn
@@ -86,7 +86,7 @@ def test_sampling_speed_sets_the_nfe_of_families_that_have_one(digits):
   spied = dataclasses.replace(run, family=Spy())
   out = benchmark.sampling_speed(spied, run.state, batch_size=8, nfe=2,
                                  min_seconds=0.05)
-  assert calls == [2] and run.config.nfe == 7
+  assert calls == [2] and run.settings.nfe == 7
   assert out["sample_nfe"] == 2 and out["sample_batch_size"] == 8
   assert out["sample_images_per_s"] > 0
   cvae = train.setup(tiny_cvae_config(), digits)

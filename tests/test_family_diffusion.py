@@ -367,7 +367,7 @@ def test_heun_with_odd_nfe_reaches_t0_with_a_final_euler_step():
 ])
 def test_bad_config_values_are_one_clear_error(overrides, match):
   with pytest.raises(ValueError, match=match):
-    train.validate_config(tiny_config(**overrides))
+    train.resolve(tiny_config(**overrides))
 
 
 def test_flags_must_be_booleans():

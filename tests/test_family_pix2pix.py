@@ -113,11 +113,11 @@ def test_gan_loss_sets_the_patch_losses_hinge_and_minimax(digits):
 def test_every_objective_the_gan_family_takes_validates():
   for name in (*gan_objectives.BUILTINS,
                "tests.test_gan_objectives:relativistic_average_hinge"):
-    train.validate_config(_config(gan_loss=name))
+    train.resolve(_config(gan_loss=name))
   with pytest.raises(ValueError, match="Unknown gan_loss 'vanilla'"):
-    train.validate_config(_config(gan_loss="vanilla"))
+    train.resolve(_config(gan_loss="vanilla"))
   with pytest.raises(ValueError, match="real_label_smoothing=0.1 applies"):
-    train.validate_config(_config(gan_loss="hinge", real_label_smoothing=0.1))
+    train.resolve(_config(gan_loss="hinge", real_label_smoothing=0.1))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -190,7 +190,7 @@ def test_evaluate_reports_l1_of_the_missing_pixels_and_patch_metrics(digits):
 
 def test_colorization_maps_gray_to_color():
   config = _config(dataset="colored_digits", image_task="colorize")
-  train.validate_config(config)
+  train.resolve(config)
   state = _state(config, (8, 8, 3))
   assert state.g_params["down0"]["kernel"].shape == (4, 4, 1, 8)  # gray in
   assert state.g_params["up0"]["kernel"].shape[-1] == 3  # color out

@@ -127,7 +127,7 @@ def test_samples_keep_the_given_quadrants(digits):
 ])
 def test_bad_configs_are_one_value_error(overrides, fragment):
   with pytest.raises(ValueError, match=fragment):
-    train.validate_config(_config(**overrides))
+    train.resolve(_config(**overrides))
 
 
 def _cli(module, *args, ok=True):

@@ -398,7 +398,7 @@ def test_a_checkpoint_trained_with_cpu_kernels_restores_with_stock_ones(
   (tmp_path / "config.json").write_text(json.dumps({**saved,
                                                     "kernels": "stock"}))
   run, state, _ = train.restore_run(tmp_path, dataset=digits)
-  g, _ = run.family.gans.make_models(run.config, (8, 8, 1), 10)
+  g, _ = run.family.gans.make_models(run.settings, (8, 8, 1), 10)
   assert g.kernels is kernels.STOCK
   stock_samples = sampling.sample_labels(run, state, np.arange(20) % 10,
                                          seed=3)

@@ -113,7 +113,7 @@ def test_four_devices_match_one_for_the_diffusion_family(tmp_path, digits):
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
   labels = np.arange(10, dtype=np.int32)
   samples = [np.asarray(diffusion_training.sample_with(
-      run.config, state, labels, jax.random.key(3), digits.image_shape,
+      run.settings, state, labels, jax.random.key(3), digits.image_shape,
       nfe=4)) for state in (a, b)]
   assert samples[0].std() > 0.05
   np.testing.assert_allclose(samples[0], samples[1], atol=2e-4)

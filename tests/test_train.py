@@ -9,7 +9,7 @@ from condgen_jax.core import checkpointing
 from condgen_jax.runner import train
 from conftest import tiny_cvae_config
 from condgen_jax.configs import cvae_sop
-from test_diffusion import tiny_config as tiny_diffusion_config
+from test_family_diffusion import tiny_config as tiny_diffusion_config
 
 
 def _params(state):
@@ -197,7 +197,7 @@ def test_validate_config(key, value, match):
   config = tiny_cvae_config()
   config[key] = value
   with pytest.raises(ValueError, match=match):
-    train.validate_config(config)
+    train.resolve(config)
 
 
 def test_prng_impl_keys_a_run_whose_fused_steps_match_single_steps(
@@ -356,7 +356,7 @@ def test_values_are_checked_before_anything_is_written(tmp_path, key, value,
 
 
 def test_iw_nll_is_a_valid_best_metric_with_iw_samples():
-  train.validate_config(tiny_cvae_config(best_metric="test_iw_nll",
+  train.resolve(tiny_cvae_config(best_metric="test_iw_nll",
                                          iw_samples=5))
 
 
@@ -423,7 +423,7 @@ def test_attributes_need_a_family_and_a_dataset_that_have_them(tmp_path):
   c.condition_kind = "attributes"
   with pytest.raises(ValueError, match="not supported by model 'cvae_sop'; "
                      r"it takes \('image',\)"):
-    train.validate_config(c)
+    train.resolve(c)
   with pytest.raises(ValueError, match="no attributes to condition on"):
     train.setup(tiny_cvae_config(condition_kind="attributes"))
 

@@ -136,9 +136,9 @@ def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
   ds = run.dataset
   results = {}
   if family_metrics:
-    results.update(run.family.evaluate(run.config, state, ds,
+    results.update(run.family.evaluate(run.settings, state, ds,
                                        jax.random.key(seed)))
-  data_dir = run.config.get("data_dir")
+  data_dir = run.settings.data_dir
   classifier = classifier or reference_classifier(ds, data_dir=data_dir)
   fake, fake_labels = sampling.sample_per_class(run, state, num_per_class,
                                                 seed)

@@ -4,41 +4,15 @@ conditions of test images, or images given)."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import jax
 import numpy as np
 from etils import epath
 
-from condgen_jax.core import checkpointing
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.data import images as images_lib
 from condgen_jax.core import parallel
-
-
-def with_sampling_options(run, **values):
-  """`run` with sampling-only config keys replaced (for the diffusion
-  family: sampler, nfe, guidance_scale, clip_x0); None values are left as
-  trained. ValueError when the model has no such key, or a value is not
-  allowed (checked like the config)."""
-  values = {k: v for k, v in values.items() if v is not None}
-  if not values:
-    return run
-  declared = getattr(run.family, "OPTIONS", {})
-  for key in values:
-    if key not in declared or key not in checkpointing.OBSERVER_KEYS:
-      raise ValueError(f"--{key} does not apply to model "
-                       f"{run.config.model!r}: it has no sampling option "
-                       f"{key!r}.")
-  config = run.config.copy_and_resolve_references()
-  with config.unlocked():
-    config.update(values)
-  run.family.validate_config(config)
-  changes = {"config": config}
-  if hasattr(run, "sample_fn"):  # a training Run's compiled sampler
-    changes["sample_fn"] = None
-  return dataclasses.replace(run, **changes)
 
 
 def sample_per_class(run, state, num_per_class: int, seed: int = 0,
@@ -66,9 +40,9 @@ def sample_per_class(run, state, num_per_class: int, seed: int = 0,
 def image_condition(run):
   """The run's `image_conditions.ImageCondition`, or None for a run not
   conditioned on images."""
-  if run.config.get("condition_kind") != "image":
+  if run.settings.condition_kind != "image":
     return None
-  return run.family.image_condition(run.config)
+  return run.family.image_condition(run.settings)
 
 
 def test_targets(ds, per_class: int):
@@ -91,7 +65,7 @@ def sample_conditions(run, state, conditions, seed: int = 0,
   a pure function of (state, conditions, seed)."""
   spec = image_condition(run)
   if spec is None:
-    raise ValueError(f"the run of model {run.config.model!r} is not "
+    raise ValueError(f"the run of model {run.settings.model!r} is not "
                      "conditioned on images (condition_kind='image').")
   conditions = spec.check(conditions, run.dataset.image_shape)
   return _sample_batches(run, state, conditions, seed, batch_size)
@@ -149,7 +123,7 @@ def _sample_batches(run, state, conditions, seed: int, batch_size: int):
   """The family's samples of `conditions` (labels, attribute rows or
   condition images), in chunks of one compiled shape."""
   ds = run.dataset
-  fn = jax.jit(run.family.make_sample_fn(run.config, ds.image_shape,
+  fn = jax.jit(run.family.make_sample_fn(run.settings, ds.image_shape,
                                          ds.num_classes),
                out_shardings=parallel.replicated(run.mesh))
   key = jax.random.key(seed)
@@ -175,13 +149,13 @@ def latent_traversal(run, state, code: int, num_values: int,
   family or the run has no continuous codes."""
   fn = getattr(run.family, "latent_traversal", None)
   if fn is None:
-    raise ValueError(f"model {run.config.model!r} has no latent codes to "
+    raise ValueError(f"model {run.settings.model!r} has no latent codes to "
                      "traverse (InfoGAN runs do).")
   if num_values < 2:
     raise ValueError(f"a traversal needs at least 2 values; got {num_values}.")
   ds = run.dataset
   values = np.linspace(-2.0, 2.0, num_values).astype(np.float32)
-  images = fn(run.config, state, ds.image_shape, ds.num_classes, code=code,
+  images = fn(run.settings, state, ds.image_shape, ds.num_classes, code=code,
               values=values, seed=seed)
   labels = images_lib.class_rows(ds.num_classes, num_values)
   return parallel.to_host(images).astype(np.float32), labels, values

@@ -76,9 +76,12 @@ def missing_members(family) -> list[str]:
       continue
     want = list(inspect.signature(member).parameters)[1:]  # without self
     try:
-      have = list(inspect.signature(impl).parameters)[:len(want)]
+      params = inspect.signature(impl).parameters
     except (TypeError, ValueError):  # a builtin without a signature
       continue
+    if any(p.kind == p.VAR_POSITIONAL for p in params.values()):
+      continue  # a wrapper passing its arguments on
+    have = list(params)[:len(want)]
     if have != want:
       problems.append(f"{name}({', '.join(want)}) (has "
                       f"{name}({', '.join(have)}))")

@@ -42,6 +42,8 @@ from condgen_jax.core import parallel
 from condgen_jax.evaluation import sampling
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
+# Marks settings that `resolve` made, so resolving them again is a no-op.
+_RESOLVED = "_resolved"
 SESSIONS_FILE = "sessions.jsonl"
 CONDITION_KINDS = ("label", "attributes", "image")
 
@@ -101,67 +103,102 @@ OPTIONS = {
 }
 
 
-def option(config, key: str):
-  """The runner key's value: the config's, else its declared default."""
-  value = config.get(key)
-  return OPTIONS[key].default if value is None else value
-
-
 def config_defaults(model: str) -> dict:
   """Every key a config for `model` has, at its declared default: the
   runner's `OPTIONS`, then the family's with the name's presets."""
   return {**options.defaults(OPTIONS), **families.config_defaults(model)}
 
 
-def validate_config(config) -> None:
-  """Raises ValueError naming the first bad value and what is allowed: the
-  runner's keys here, the model's keys by its family."""
+def resolve(config) -> ml_collections.FrozenConfigDict:
+  """A run's settings, resolved once from its config: `model` and every key
+  of the runner (`OPTIONS`) and of the model's family (its `OPTIONS`, with
+  the model name's presets) at its value (the config's, else the preset,
+  else the default), each checked, then the checks across keys. Raises
+  ValueError naming the first bad value and what is allowed. Everything
+  downstream of the entry points reads these frozen settings."""
+  if isinstance(config, ml_collections.FrozenConfigDict) and (
+      config.get(_RESOLVED)):
+    return config
   family = families.get_family(config.model)
-  options.resolve(config, OPTIONS)
+  s = ml_collections.FrozenConfigDict({
+      # a key no one declares (a family without OPTIONS) is kept as given
+      **{k: (tuple(v) if isinstance(v, list) else v)
+         for k, v in config.items()}, _RESOLVED: True,
+      **options.resolve(config, OPTIONS).to_dict(),
+      **options.resolve(config, getattr(family, "OPTIONS", {}),
+                        families.presets(config.model)).to_dict()})
   try:
-    jax.random.key(0, impl=option(config, "prng_impl"))
+    jax.random.key(0, impl=s.prng_impl)
   except ValueError as e:
-    raise ValueError(f"config.prng_impl={config.prng_impl!r} is not a "
+    raise ValueError(f"config.prng_impl={s.prng_impl!r} is not a "
                      f"jax.random implementation: {e}") from None
-  colored.parse_combinations(option(config, "held_out"))
+  colored.parse_combinations(s.held_out)
   kinds = getattr(family, "CONDITION_KINDS", ("label",))
-  if option(config, "condition_kind") not in kinds:
-    raise ValueError(f"config.condition_kind={config.condition_kind!r} is "
-                     f"not supported by model {config.model!r}; it takes "
+  if s.condition_kind not in kinds:
+    raise ValueError(f"config.condition_kind={s.condition_kind!r} is "
+                     f"not supported by model {s.model!r}; it takes "
                      f"{kinds}.")
-  family.validate_config(config)
-  best_metric = option(config, "best_metric")
-  if best_metric:
-    allowed = evaluation.metric_modes(family.metric_modes(config))
-    if best_metric not in allowed:
-      raise ValueError(f"Unknown best_metric {best_metric!r} for "
-                       f"model {config.model!r}; expected one of "
+  family.validate_config(s)
+  if s.best_metric:
+    allowed = evaluation.metric_modes(family.metric_modes(s))
+    if s.best_metric not in allowed:
+      raise ValueError(f"Unknown best_metric {s.best_metric!r} for "
+                       f"model {s.model!r}; expected one of "
                        f"{tuple(allowed)}.")
+  return s
 
 
-def run_dataset(config, dataset: data_lib.Dataset | None = None
+def replace(s, **changes) -> ml_collections.FrozenConfigDict:
+  """Settings `s` with some keys changed, resolved and checked again."""
+  unknown = [k for k in changes if k not in s]
+  if unknown:
+    raise ValueError(f"{unknown[0]!r} is not a key of model {s.model!r}.")
+  values = {**s.to_dict(), **changes}
+  del values[_RESOLVED]
+  return resolve(ml_collections.ConfigDict(values))
+
+
+def with_sampling_options(run, **values):
+  """`run` with sampling-only settings replaced (for the diffusion family:
+  sampler, nfe, guidance_scale, clip_x0); None values are left as trained.
+  ValueError when the model has no such key, or a value is not allowed
+  (checked as `resolve` checks the config)."""
+  values = {k: v for k, v in values.items() if v is not None}
+  if not values:
+    return run
+  declared = getattr(run.family, "OPTIONS", {})
+  for key in values:
+    if key not in declared or key not in checkpointing.OBSERVER_KEYS:
+      raise ValueError(f"--{key} does not apply to model "
+                       f"{run.settings.model!r}: it has no sampling option "
+                       f"{key!r}.")
+  changes = {"settings": replace(run.settings, **values)}
+  if hasattr(run, "sample_fn"):  # a training Run's compiled sampler
+    changes["sample_fn"] = None
+  return dataclasses.replace(run, **changes)
+
+
+def run_dataset(s, dataset: data_lib.Dataset | None = None
                 ) -> data_lib.Dataset:
-  """The dataset a run of `config` trains on: `dataset` or the config's,
-  labelled by its attributes when `condition_kind='attributes'`."""
-  dataset = dataset or load_data(config)
-  if option(config, "condition_kind") == "attributes" and (
+  """The dataset a run of settings `s` trains on: `dataset` or the
+  settings', labelled by its attributes when `condition_kind='attributes'`."""
+  dataset = dataset or load_data(s)
+  if s.condition_kind == "attributes" and (
       dataset.attribute_names is None):
     dataset = data_lib.conditioned_on_attributes(dataset)
   return dataset
 
 
-def load_data(config) -> data_lib.Dataset:
-  ds = data_lib.load_dataset(
-      config.dataset, option(config, "data_dir"),
-      tfds_dir=option(config, "tfds_dir"), download=option(config, "download"),
-      held_out=colored.parse_combinations(option(config, "held_out")))
-  return ds
+def load_data(s) -> data_lib.Dataset:
+  return data_lib.load_dataset(
+      s.dataset, s.data_dir, tfds_dir=s.tfds_dir, download=s.download,
+      held_out=colored.parse_combinations(s.held_out))
 
 
 @dataclasses.dataclass
 class Run:
   """Everything compiled for one run: built by `setup`, used by the loop."""
-  config: ml_collections.ConfigDict
+  settings: ml_collections.FrozenConfigDict
   dataset: data_lib.Dataset
   family: Any
   mesh: jax.sharding.Mesh
@@ -195,71 +232,70 @@ def run_keys(seed: int, impl: str | None = None) -> dict:
 
 
 def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
-  """Builds the data, mesh and initial (replicated) state of a run."""
-  validate_config(config)
-  dataset = run_dataset(config, dataset)
-  family = families.get_family(config.model)
+  """Builds the data, mesh and initial (replicated) state of a run of
+  `config` (or of settings already resolved)."""
+  s = resolve(config)
+  dataset = run_dataset(s, dataset)
+  family = families.get_family(s.model)
   mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.batch_size, mesh)
-  parallel.check_prng_impl(option(config, "prng_impl"), mesh)
+  parallel.check_batch_size(s.batch_size, mesh)
+  parallel.check_prng_impl(s.prng_impl, mesh)
   replicated = parallel.replicated(mesh)
-  rngs = jax.jit(lambda: run_keys(config.seed, option(config, "prng_impl")),
+  rngs = jax.jit(lambda: run_keys(s.seed, s.prng_impl),
                  out_shardings=replicated)()
 
   def init(rng):
-    return family.create_state(config, dataset.image_shape,
-                               dataset.num_classes, rng)
+    return family.create_state(s, dataset.image_shape, dataset.num_classes,
+                               rng)
 
   abstract = jax.eval_shape(init, rngs["init"])
   state = jax.jit(init, out_shardings=jax.tree.map(lambda _: replicated,
                                                    abstract))(rngs["init"])
-  return Run(config, dataset, family, mesh, state, rngs,
+  return Run(s, dataset, family, mesh, state, rngs,
              parallel.replicate_host_array(dataset.train_images, mesh),
              parallel.replicate_host_array(dataset.train_labels, mesh),
              data_lib.steps_per_epoch(len(dataset.train_labels),
-                                      config.batch_size),
+                                      s.batch_size),
              abstract_state=jax.tree.map(
                  lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                 sharding=x.sharding), state))
 
 
-def resolve_steps_per_call(config, platform: str | None = None) -> int:
-  """`config.steps_per_call`, or with 0 (auto) what measured fastest here.
+def resolve_steps_per_call(s, platform: str | None = None) -> int:
+  """`s.steps_per_call`, or with 0 (auto) what measured fastest here.
 
   On CPU, conv models run one step per call (a step is ~100 ms and fusing
   gains nothing); MLP models fuse 16 steps, since their steps are short
   enough for the per-call overhead to matter. On GPU/TPU every model fuses 8.
   """
-  k = option(config, "steps_per_call")
-  if k > 0:
-    return k
+  if s.steps_per_call > 0:
+    return s.steps_per_call
   platform = platform or jax.default_backend()
   if platform == "cpu":
-    return 1 if families.has_convolutions(config) else 16
+    return 1 if families.has_convolutions(s) else 16
   return 8
 
 
-def loop_unroll(config, k: int, platform: str | None = None) -> int:
+def loop_unroll(s, k: int, platform: str | None = None) -> int:
   """How many of the k fused steps to unroll: all of them for conv models on
   CPU (XLA:CPU runs convolutions inside a while loop ~100x slower), else none
   (a `lax.scan` loop: compile time independent of k)."""
   platform = platform or jax.default_backend()
-  return k if platform == "cpu" and families.has_convolutions(config) else 1
+  return k if platform == "cpu" and families.has_convolutions(s) else 1
 
 
 def make_multi_step(run: Run, k: int) -> Callable:
   """jit of k training steps in one call; each draws its batch on the device
   from the epoch's permutation, then calls the family's train_step. The
   metrics returned are the last step's."""
-  config, ds = run.config, run.dataset
-  train_step = run.family.make_train_step(config, ds.image_shape,
-                                          ds.num_classes)
+  s, ds = run.settings, run.dataset
+  train_step = run.family.make_train_step(s, ds.image_shape, ds.num_classes)
   replicated = parallel.replicated(run.mesh)
   batch_sharding = parallel.batch_sharded(run.mesh)
 
   def one_step(state, images, labels, permutation, rng):
     batch = data_lib.get_batch(images, labels, permutation, state.step,
-                               config.batch_size, ds.max_value)
+                               s.batch_size, ds.max_value)
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     return train_step(state, batch, rng)
 
@@ -268,7 +304,7 @@ def make_multi_step(run: Run, k: int) -> Callable:
       return one_step(state, images, labels, permutation, rng)
     state, metrics = jax.lax.scan(
         lambda s, _: one_step(s, images, labels, permutation, rng), state,
-        None, length=k, unroll=loop_unroll(config, k))
+        None, length=k, unroll=loop_unroll(s, k))
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
   state_sharding = jax.tree.map(lambda _: replicated, run.state)
@@ -278,13 +314,13 @@ def make_multi_step(run: Run, k: int) -> Callable:
                  out_shardings=(state_sharding, replicated))
 
 
-def next_boundary(step: int, config, steps_per_epoch: int) -> int:
+def next_boundary(step: int, s, steps_per_epoch: int) -> int:
   """The next step at which the host must act (log, save, sample, evaluate,
   new epoch or the end): training calls never cross one."""
-  candidates = [int(config.num_steps),
+  candidates = [int(s.num_steps),
                 (step // steps_per_epoch + 1) * steps_per_epoch]
   for key in INTERVAL_KEYS + ("eval_every",):
-    every = option(config, key)
+    every = s[key]
     if every > 0:
       candidates.append((step // every + 1) * every)
   return min(candidates)
@@ -296,7 +332,7 @@ def _due(step: int, every: int) -> bool:
 
 def train_steps(run: Run, state, start: int, stop: int, permutation):
   """Runs steps [start, stop) in calls of `steps_per_call`, remainder 1 by 1."""
-  k = resolve_steps_per_call(run.config)
+  k = resolve_steps_per_call(run.settings)
   n = stop - start
   metrics = None
   for size in [k] * (n // k) + [1] * (n % k):
@@ -331,9 +367,10 @@ def sample_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
   input | output | target triplets of each class's first test images."""
   if run.sample_fn is None:
     ds = run.dataset
-    fn = run.family.make_sample_fn(run.config, ds.image_shape, ds.num_classes)
+    fn = run.family.make_sample_fn(run.settings, ds.image_shape,
+                                   ds.num_classes)
     run.sample_fn = jax.jit(fn, out_shardings=parallel.replicated(run.mesh))
-  if option(run.config, "condition_kind") == "image":
+  if run.settings.condition_kind == "image":
     return _image_grid(run, state, per_class, rng)
   k = run.dataset.num_classes
   labels = images_lib.class_rows(k, images_lib.per_combination(k, per_class))
@@ -345,7 +382,7 @@ def _image_grid(run: Run, state, per_class: int, rng) -> np.ndarray:
   ds = run.dataset
   counts = np.bincount(ds.test_labels, minlength=ds.num_classes)
   targets, _ = sampling.test_targets(ds, min(per_class, int(counts.min())))
-  spec = run.family.image_condition(run.config)
+  spec = run.family.image_condition(run.settings)
   conditions = np.asarray(spec.from_images(targets))
   outputs = run.sample_fn(
       state, parallel.replicate_host_array(conditions, run.mesh), rng)
@@ -472,10 +509,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   """
   start_time = time.perf_counter()
   workdir = checkpointing.as_path(workdir)
-  validate_config(config)
+  s = resolve(config)
   changes = checkpointing.check_workdir(workdir, config,
-                                       config_defaults(config.model))
-  run = setup(config, dataset)
+                                       config_defaults(s.model))
+  run = setup(s, dataset)
   ckpt_dir = workdir / "checkpoints"
   state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)
   if jax.process_count() > 1:
@@ -492,14 +529,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
     record_session(workdir, restored or 0)
   if restored is not None:
     logging.info("Resumed from checkpoint %d in %s", restored, workdir)
-  mngr = checkpointing.manager(ckpt_dir,
-                               max_to_keep=option(config, "max_to_keep"))
+  mngr = checkpointing.manager(ckpt_dir, max_to_keep=s.max_to_keep)
   best_mngr = None
-  if option(config, "eval_every") and option(config, "best_metric"):
+  if s.eval_every and s.best_metric:
     best_mngr = checkpointing.manager(
-        workdir / "best", max_to_keep=1, best_metric=config.best_metric,
-        best_mode=evaluation.metric_mode(
-            config.best_metric, run.family.metric_modes(config)))
+        workdir / "best", max_to_keep=1, best_metric=s.best_metric,
+        best_mode=evaluation.metric_mode(s.best_metric,
+                                         run.family.metric_modes(s)))
   progress = _Progress(step=int(parallel.to_host(state.step)), saved=restored,
                        start_time=start_time,
                        # only process 0 writes (and has truncated) the log
@@ -520,23 +556,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
 
 def _train_loop(run: Run, state, workdir, mngr, best_mngr,
                 progress: _Progress):
-  config = run.config
+  s = run.settings
   is_main = jax.process_index() == 0
   writer = MetricWriter(workdir)
   perm_fn = jax.jit(data_lib.epoch_permutation, static_argnums=2,
                     out_shardings=parallel.replicated(run.mesh))
   num_train = len(run.dataset.train_labels)
   perm, perm_epoch = None, None
-  bar = tqdm.tqdm(total=config.num_steps, initial=progress.step,
-                  disable=not is_main, dynamic_ncols=True, desc=config.model)
-  k = resolve_steps_per_call(config)
+  bar = tqdm.tqdm(total=s.num_steps, initial=progress.step,
+                  disable=not is_main, dynamic_ncols=True, desc=s.model)
+  k = resolve_steps_per_call(s)
   for size in {k, 1}:
     run.steps(size)  # compile now, so images_per_s measures training alone
   progress.log_time, progress.log_step = time.perf_counter(), progress.step
   try:
-    while progress.step < config.num_steps:
+    while progress.step < s.num_steps:
       step = progress.step
-      stop = next_boundary(step, config, run.steps_per_epoch)
+      stop = next_boundary(step, s, run.steps_per_epoch)
       epoch = step // run.steps_per_epoch
       if epoch != perm_epoch:
         perm, perm_epoch = perm_fn(run.rngs["data"], epoch, num_train), epoch
@@ -557,26 +593,25 @@ def _train_loop(run: Run, state, workdir, mngr, best_mngr,
 def _at_boundary(run: Run, state, workdir, host_metrics, writer, bar, mngr,
                  best_mngr, progress: _Progress) -> None:
   """Logs, samples, evaluates and saves as due at `progress.step`."""
-  config, step = run.config, progress.step
-  last = step == config.num_steps
-  if _due(step, config.log_every) or last:
+  s, step = run.settings, progress.step
+  last = step == s.num_steps
+  if _due(step, s.log_every) or last:
     now = time.perf_counter()
-    rate = ((step - progress.log_step) * config.batch_size
+    rate = ((step - progress.log_step) * s.batch_size
             / max(now - progress.log_time, 1e-9))
     progress.log_time, progress.log_step = now, step
     writer.write(step, {**host_metrics, "images_per_s": rate,
                         "wall_s": progress.wall_s(now)})
     bar.set_postfix(loss=f"{float(host_metrics['loss']):.4g}",
                     img_s=f"{rate:.0f}")
-  if _due(step, config.sample_every) or last:
-    grid = sample_grid(run, state, option(config, "samples_per_class"),
-                       run.rngs["sample"])
+  if _due(step, s.sample_every) or last:
+    grid = sample_grid(run, state, s.samples_per_class, run.rngs["sample"])
     if jax.process_index() == 0:
       images_lib.save_grid(grid, workdir / "samples" / f"step_{step:08d}.png",
                            images_lib.grid_rows(run.dataset.num_classes))
-  if _due(step, option(config, "eval_every")):
+  if _due(step, s.eval_every):
     periodic_evaluation(run, state, step, writer, best_mngr)
-  if _due(step, config.checkpoint_every) or last:
+  if _due(step, s.checkpoint_every) or last:
     checkpointing.save(mngr, step, state)
     progress.saved = step
 
@@ -585,15 +620,15 @@ def periodic_evaluation(run: Run, state, step: int, writer, best_mngr) -> dict:
   """Evaluates during training (`eval_every`): logs `eval/*` scalars to
   eval_metrics.jsonl and TensorBoard, and keeps the best checkpoint by
   `best_metric` under workdir/best/ (GANs often peak, then collapse)."""
-  config = run.config
+  s = run.settings
   if run.classifier is None:
-    run.classifier = evaluation.reference_classifier(
-        run.dataset, data_dir=option(config, "data_dir"))
+    run.classifier = evaluation.reference_classifier(run.dataset,
+                                                     data_dir=s.data_dir)
   results = evaluation.evaluate_state(
-      run, state, num_per_class=option(config, "eval_num_per_class"),
-      seed=0, classifier=run.classifier,
+      run, state, num_per_class=s.eval_num_per_class, seed=0,
+      classifier=run.classifier,
       # CAS trains a classifier: only when it picks the best checkpoint.
-      cas=option(config, "best_metric") == "cas")
+      cas=s.best_metric == "cas")
   values = evaluation.scalars(results)
   writer.write(step, {f"eval/{k}": v for k, v in values.items()},
                filename="eval_metrics.jsonl")

@@ -59,9 +59,9 @@ def sampling_speed(run, state, *, batch_size: int = 256, nfe: int = 20,
   (compiled first); `nfe` applies to families with that option (the
   diffusion family; guidance as configured)."""
   has_nfe = "nfe" in getattr(run.family, "OPTIONS", {})
-  run = sampling.with_sampling_options(run, nfe=nfe if has_nfe else None)
+  run = train.with_sampling_options(run, nfe=nfe if has_nfe else None)
   ds = run.dataset
-  fn = jax.jit(run.family.make_sample_fn(run.config, ds.image_shape,
+  fn = jax.jit(run.family.make_sample_fn(run.settings, ds.image_shape,
                                          ds.num_classes))
   labels = jnp.arange(batch_size, dtype=jnp.int32) % ds.num_classes
   key = jax.random.key(0)
