@@ -13,13 +13,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax.training import train_state
 
 from condgen_jax.nn import conditioning as cond_lib
 from condgen_jax.models import cvae
 from condgen_jax.data import datasets as data_lib
+from condgen_jax.families import common
 from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax import losses
 from condgen_jax.core import options
@@ -189,22 +189,16 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
                                                   iw_key, k)
     return out
 
-  images, labels = dataset.split("test")
-  n = len(labels)
-  sums = {}
-  for i, start in enumerate(range(0, n, batch_size)):
-    out = batch_terms(state.params, images[start:start + batch_size],
-                      labels[start:start + batch_size],
-                      jax.random.fold_in(rng, i))
-    for key, value in out.items():
-      sums[key] = sums.get(key, 0.0) + float(np.sum(np.asarray(value,
-                                                               np.float64)))
-  result = {"test_neg_elbo": sums["neg_elbo"] / n,
-            "test_reconstruction": sums["reconstruction"] / n,
-            "test_kl": sums["kl"] / n,
+  means, n = common.test_split_mean(
+      lambda images, labels, key: batch_terms(state.params, images, labels,
+                                              key),
+      dataset, batch_size, rng)
+  result = {"test_neg_elbo": means["neg_elbo"],
+            "test_reconstruction": means["reconstruction"],
+            "test_kl": means["kl"],
             "num_test_examples": n}
   if k:
-    result["test_iw_nll"] = -sums["iw_bound"] / n
+    result["test_iw_nll"] = -means["iw_bound"]
     result["iw_samples"] = k
   return result
 

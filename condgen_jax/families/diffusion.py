@@ -35,6 +35,7 @@ from flax.training import train_state
 
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.diffusion import samplers
+from condgen_jax.families import common
 from condgen_jax.families import ema
 from condgen_jax.diffusion import schedules
 from condgen_jax import losses
@@ -177,7 +178,7 @@ def make_train_step(config, image_shape, num_classes):
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
     t_key, eps_key, drop_key = jax.random.split(rng, 3)
-    x0 = 2.0 * batch["image"] - 1.0
+    x0 = common.to_signed(batch["image"])
     b = x0.shape[0]
     labels = drop_labels(batch["label"], drop_key, s.p_uncond, num_classes)
     t = jax.random.uniform(t_key, (b,))
@@ -220,7 +221,7 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes):
     x = jax.random.normal(noise_key, (labels.shape[0],) + image_shape)
     x = samplers.run_steps(step, params, x, labels, step_key,
                            sampler=s.sampler, nfe=s.nfe)
-    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0).astype(jnp.float32)
+    return common.to_unit(x)
 
   return jax.jit(sample)
 
@@ -276,7 +277,7 @@ def _test_loss_fn(s, num_classes, max_value: float):
 
   @jax.jit
   def batch_loss(params, images, labels, key):
-    x0 = 2.0 * data_lib.to_float(images, max_value) - 1.0
+    x0 = common.to_signed(data_lib.to_float(images, max_value))
     t_key, eps_key = jax.random.split(key)
     t = jax.random.uniform(t_key, (x0.shape[0],))
     eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
@@ -292,11 +293,9 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
   drawn from `rng`, so a pure function of (params, rng)."""
   s = settings(config)
   batch_loss = _test_loss_fn(s, dataset.num_classes, float(dataset.max_value))
-  images, labels = dataset.split("test")
-  total = 0.0
-  for i, start in enumerate(range(0, len(labels), batch_size)):
-    total += float(batch_loss(sampling_params(s, state),
-                              images[start:start + batch_size],
-                              labels[start:start + batch_size],
-                              jax.random.fold_in(rng, i)))
-  return {"test_loss": total / len(labels), "num_test_examples": len(labels)}
+  params = sampling_params(s, state)
+  means, n = common.test_split_mean(
+      lambda images, labels, key: {"loss": batch_loss(params, images, labels,
+                                                      key)},
+      dataset, batch_size, rng)
+  return {"test_loss": means["loss"], "num_test_examples": n}

@@ -54,6 +54,7 @@ import optax
 
 from condgen_jax.nn import augmentation
 from condgen_jax.data import datasets as data_lib
+from condgen_jax.families import common
 from condgen_jax.families import ema as ema_lib
 from condgen_jax import families
 from condgen_jax.losses import gan_objectives
@@ -180,25 +181,19 @@ def metric_modes(config) -> dict:
 
 
 @struct.dataclass
-class GANState:
-  """Both players' parameters, norm statistics and optimiser states.
+class GANState(common.TwoPlayerState):
+  """Both players' parameters, norm statistics and optimiser states: those
+  of `common.TwoPlayerState` and
 
   `g_stats` / `d_stats`: the 'batch_stats' collections (batch-norm running
   averages, spectral-norm u and sigma), `{}` when a model has none.
   `ema_params`: EMA of `g_params` (None when ema_decay = 0). `vbn_ref`: the
   virtual-batch-norm reference batch {'z', 'label'} (None when unused).
   """
-  step: jax.Array
-  g_params: Any
-  d_params: Any
   g_stats: Any
   d_stats: Any
-  g_opt_state: Any
-  d_opt_state: Any
   ema_params: Any
   vbn_ref: Any
-  g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
-  d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
 def sample_z(key, shape, prior: str):
@@ -249,7 +244,7 @@ def _optimizer(s, lr: float,
     tx = optax.sgd(schedule, momentum=s.momentum)
   else:
     tx = optax.rmsprop(lr)
-  return optax.chain(tx, extra) if extra is not None else tx
+  return common.chain_transform(tx, extra)
 
 
 def condition_batch(num_classes, labels):
@@ -479,8 +474,9 @@ class _GANStep:
     grads, (d_stats, m) = jax.grad(self.d_loss, has_aux=True)(
         d_params, d_stats, x_real, jax.lax.stop_gradient(fake), labels,
         (fake_labels, codes), d_keys)
-    updates, d_opt_state = state.d_tx.update(grads, d_opt_state, d_params)
-    return optax.apply_updates(d_params, updates), d_stats, d_opt_state, m
+    d_params, d_opt_state = common.optimizer_step(state.d_tx, grads,
+                                                  d_opt_state, d_params)
+    return d_params, d_stats, d_opt_state, m
 
   def g_update(self, state, d_params, d_stats, x_real, labels, rng):
     z_key, real_key, *g_keys = jax.random.split(rng, 4)
@@ -496,17 +492,16 @@ class _GANStep:
     grads, (g_stats, m) = jax.grad(self.g_loss, has_aux=True)(
         state.g_params, state.g_stats, d_params, d_stats, z, labels,
         (fake_labels, codes), _ref(state.vbn_ref), real_out, g_keys)
-    updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state,
-                                             state.g_params)
-    return (optax.apply_updates(state.g_params, updates), g_stats,
-            g_opt_state, m)
+    g_params, g_opt_state = common.optimizer_step(
+        state.g_tx, grads, state.g_opt_state, state.g_params)
+    return g_params, g_stats, g_opt_state, m
 
   def step(self, state: GANState, batch, rng):
     s = self.s
     rng = jax.random.fold_in(rng, state.step)
     x_real, labels = batch["image"].astype(jnp.float32), batch["label"]
     if tanh_output(s):
-      x_real = 2.0 * x_real - 1.0
+      x_real = common.to_signed(x_real)
     d_params, d_stats, d_opt = state.d_params, state.d_stats, state.d_opt_state
     for i in range(s.n_critic):  # unrolled: n_critic is small and static
       d_params, d_stats, d_opt, d_m = self.d_update(
@@ -543,7 +538,7 @@ def make_generate_fn(config, image_shape, num_classes):
     x, _ = players.generate(params, state.g_stats, z, jnp.asarray(labels),
                             ref=_ref(state.vbn_ref), train=False)
     if tanh_output(s):
-      x = (x + 1.0) / 2.0
+      x = common.to_unit(x, clip=False)
     return jnp.clip(x, 0.0, 1.0).astype(jnp.float32)
 
   return generate
@@ -606,21 +601,19 @@ def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
   @jax.jit
   def correct(d_params, d_stats, images, labels):
     x = data_lib.to_float(images, dataset.max_value)
-    x = 2.0 * x - 1.0 if tanh_output(s) else x
+    x = common.to_signed(x) if tanh_output(s) else x
     out, _ = players.discriminate(d_params, d_stats, x, labels, train=False)
     logits = out["class_logits"]
-    return [jnp.sum(_correct(logits, labels))] + [
-        jnp.sum(_correct(logits[a], labels[:, a])) for a in range(len(names))]
+    return {"joint": jnp.sum(_correct(logits, labels)),
+            **{f"attribute_{a}": jnp.sum(_correct(logits[a], labels[:, a]))
+               for a in range(len(names))}}
 
-  images, labels = dataset.split("test")
-  totals = [0] * (1 + len(names))
-  for start in range(0, len(labels), batch_size):
-    counts = correct(state.d_params, state.d_stats,
-                     images[start:start + batch_size],
-                     labels[start:start + batch_size])
-    totals = [t + int(c) for t, c in zip(totals, counts)]
-  result = {"test_class_acc": totals[0] / len(labels),
-            "num_test_examples": len(labels)}
-  for name, total in zip(names, totals[1:]):
-    result[f"test_{name}_acc"] = total / len(labels)
+  # Counts of right predictions per batch; their float64 sums are exact.
+  means, n = common.test_split_mean(
+      lambda images, labels: correct(state.d_params, state.d_stats, images,
+                                     labels),
+      dataset, batch_size)
+  result = {"test_class_acc": means["joint"], "num_test_examples": n}
+  for a, name in enumerate(names):
+    result[f"test_{name}_acc"] = means[f"attribute_{a}"]
   return result

@@ -30,9 +30,6 @@ meaning.
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,6 +38,7 @@ import optax
 
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.data import image_conditions
+from condgen_jax.families import common
 from condgen_jax.families import gan as gan_family
 from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax.core import options
@@ -104,18 +102,11 @@ def metric_modes(config) -> dict:
   return {"test_l1": "min"}
 
 
-@struct.dataclass
-class Pix2PixState:
-  """Both players' parameters and Adam states. `d_tx` is `g_tx`, with the
-  objective's `d_transform` (wasserstein's weight clipping) chained after
-  it when there is one."""
-  step: jax.Array
-  g_params: Any
-  d_params: Any
-  g_opt_state: Any
-  d_opt_state: Any
-  g_tx: optax.GradientTransformation = struct.field(pytree_node=False)
-  d_tx: optax.GradientTransformation = struct.field(pytree_node=False)
+# Both players' parameters and Adam states (`common.TwoPlayerState`, whose
+# fields are the whole of pix2pix's checkpoints). `d_tx` is `g_tx`, with the
+# objective's `d_transform` (wasserstein's weight clipping) chained after it
+# when there is one.
+Pix2PixState = common.TwoPlayerState
 
 
 def make_models(config, image_shape):
@@ -138,8 +129,8 @@ def create_state(config, image_shape, num_classes, rng) -> Pix2PixState:
                             x)["params"]
   d_params = discriminator.init(d_key, x, y)["params"]
   g_tx = optax.adam(s.learning_rate, b1=s.adam_b1, b2=s.adam_b2)
-  d_transform = gan_objectives.get_objective(s).d_transform
-  d_tx = g_tx if d_transform is None else optax.chain(g_tx, d_transform)
+  d_tx = common.chain_transform(g_tx,
+                                gan_objectives.get_objective(s).d_transform)
   return Pix2PixState(step=jnp.zeros((), jnp.int32), g_params=g_params,
                       d_params=d_params, g_opt_state=g_tx.init(g_params),
                       d_opt_state=d_tx.init(d_params), g_tx=g_tx, d_tx=d_tx)
@@ -154,7 +145,7 @@ class _Networks:
 
   def inputs(self, images):
     """The condition of targets in [0, 1], mapped to [-1, 1]."""
-    return 2.0 * self.spec.from_images(images) - 1.0
+    return common.to_signed(self.spec.from_images(images))
 
   def generate(self, g_params, x, rng):
     return self.generator.apply({"params": g_params}, x,
@@ -208,7 +199,7 @@ def make_train_step(config, image_shape, num_classes):
 
   def train_step(state: Pix2PixState, batch, rng):
     rng = jax.random.fold_in(rng, state.step)
-    x, y = nets.inputs(batch["image"]), 2.0 * batch["image"] - 1.0
+    x, y = nets.inputs(batch["image"]), common.to_signed(batch["image"])
     # G(x) once: D's step uses it, G's step pulls its gradient back.
     fake, g_vjp = jax.vjp(lambda p: nets.generate(p, x, rng), state.g_params)
     # The regulariser's key (G's dropout has rng itself).
@@ -216,9 +207,8 @@ def make_train_step(config, image_shape, num_classes):
            else None)
     (d_loss, d_m), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
         state.d_params, x, y, jax.lax.stop_gradient(fake), key)
-    d_updates, d_opt = state.d_tx.update(d_grads, state.d_opt_state,
-                                         state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    d_params, d_opt = common.optimizer_step(state.d_tx, d_grads,
+                                            state.d_opt_state, state.d_params)
     real_out = None
     if objective.generator_needs_real:
       real_out = {"logit": jax.lax.stop_gradient(
@@ -226,12 +216,11 @@ def make_train_step(config, image_shape, num_classes):
     (g_loss, g_m), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(
         fake, d_params, x, y, real_out)
     g_grads, = g_vjp(fake_grad)
-    g_updates, g_opt = state.g_tx.update(g_grads, state.g_opt_state,
-                                         state.g_params)
+    g_params, g_opt = common.optimizer_step(state.g_tx, g_grads,
+                                            state.g_opt_state, state.g_params)
     new_state = state.replace(
         step=state.step + 1, d_params=d_params, d_opt_state=d_opt,
-        g_params=optax.apply_updates(state.g_params, g_updates),
-        g_opt_state=g_opt)
+        g_params=g_params, g_opt_state=g_opt)
     metrics = {**d_m, **g_m, "d_loss": d_loss, "g_loss": g_loss,
                "loss": d_loss + g_loss}
     return new_state, {k: jnp.asarray(v, jnp.float32)
@@ -246,15 +235,15 @@ def make_sample_fn(config, image_shape, num_classes):
   nets = _Networks(config, image_shape)
 
   def sample(state: Pix2PixState, conditions, rng):
-    out = nets.generate(state.g_params, 2.0 * conditions - 1.0, rng)
-    return jnp.clip((out + 1.0) / 2.0, 0.0, 1.0).astype(jnp.float32)
+    out = nets.generate(state.g_params, common.to_signed(conditions), rng)
+    return common.to_unit(out)
 
   return sample
 
 
 def _test_terms(nets, mask, state, images, rng) -> dict:
   """Per-example test metrics `[B]` (see `evaluate`)."""
-  x, y = nets.inputs(images), 2.0 * images - 1.0
+  x, y = nets.inputs(images), common.to_signed(images)
   fake = nets.generate(state.g_params, x, rng)
   real_logits = nets.discriminate(state.d_params, x, y)
   fake_logits = nets.discriminate(state.d_params, x, fake)
@@ -277,18 +266,13 @@ def evaluate(config, state: Pix2PixState, dataset: data_lib.Dataset, rng,
   nets = _Networks(config, dataset.image_shape)
   mask = nets.spec.target_mask(dataset.image_shape)
   terms = jax.jit(lambda st, im, k: _test_terms(nets, mask, st, im, k))
-  images, _ = dataset.split("test")
-  sums = {}
-  for i, start in enumerate(range(0, len(images), batch_size)):
-    batch = data_lib.to_float(images[start:start + batch_size],
-                              dataset.max_value)
-    out = terms(state, batch, jax.random.fold_in(rng, i))
-    for key, value in out.items():
-      sums[key] = sums.get(key, 0.0) + float(
-          np.sum(np.asarray(value, np.float64)))
-  n = len(images)
+  # uint8 -> float32 on the host, outside the jitted terms.
+  means, n = common.test_split_mean(
+      lambda images, key: terms(
+          state, data_lib.to_float(images, dataset.max_value), key),
+      dataset, batch_size, rng, with_labels=False)
   x = jnp.zeros((1,) + nets.spec.shape(dataset.image_shape))
   patches = jax.eval_shape(nets.discriminate, state.d_params, x,
                            jnp.zeros((1,) + dataset.image_shape)).shape
-  return {**{f"test_{k}": v / n for k, v in sums.items()},
+  return {**{f"test_{k}": v for k, v in means.items()},
           "num_test_examples": n, "num_patches": patches[1] * patches[2]}

@@ -27,11 +27,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax.training import train_state
 
 from condgen_jax.data import datasets as data_lib
+from condgen_jax.families import common
 from condgen_jax.losses import estimators
 from condgen_jax.data import image_conditions
 from condgen_jax import losses
@@ -204,18 +204,12 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
                                            s.iw_samples)
     return out
 
-  images, _ = dataset.split("test")
-  sums = {}
-  for i, start in enumerate(range(0, len(images), batch_size)):
-    out = batch_terms(state.params, images[start:start + batch_size],
-                      jax.random.fold_in(rng, i))
-    for key, value in out.items():
-      sums[key] = sums.get(key, 0.0) + float(
-          np.sum(np.asarray(value, np.float64)))
-  n = len(images)
-  result = {f"test_{k}": v / n for k, v in sums.items()
+  means, n = common.test_split_mean(
+      lambda images, key: batch_terms(state.params, images, key),
+      dataset, batch_size, rng, with_labels=False)
+  result = {f"test_{k}": v for k, v in means.items()
             if k not in ("loss", "log_likelihood")}
-  result.update(test_ncll=-sums["log_likelihood"] / n, num_test_examples=n)
+  result.update(test_ncll=-means["log_likelihood"], num_test_examples=n)
   if s.network == "cvae":
     result["iw_samples"] = int(s.iw_samples)
   return result
