@@ -26,31 +26,31 @@ MODEL = "tests.test_families"
 # scale, fitted by Adam on the squared error.
 
 
-def validate_config(config):
-  if not config.learning_rate > 0:
-    raise ValueError(f"learning_rate must be > 0; got {config.learning_rate}")
+def validate_config(s):
+  if not s.learning_rate > 0:
+    raise ValueError(f"learning_rate must be > 0; got {s.learning_rate}")
 
 
-def has_convolutions(config):
-  del config
+def has_convolutions(s):
+  del s
   return False
 
 
-def metric_modes(config):
-  del config
+def metric_modes(s):
+  del s
   return {"test_mse": "min"}
 
 
-def create_state(config, image_shape, num_classes, rng):
+def create_state(s, image_shape, num_classes, rng):
   params = {"means": 0.1 * jax.random.normal(rng, (num_classes,)
                                              + tuple(image_shape)),
             "log_scale": jnp.zeros(())}
   return train_state.TrainState.create(
-      apply_fn=None, params=params, tx=optax.adam(config.learning_rate))
+      apply_fn=None, params=params, tx=optax.adam(s.learning_rate))
 
 
-def make_train_step(config, image_shape, num_classes):
-  del config, image_shape, num_classes
+def make_train_step(s, image_shape, num_classes):
+  del s, image_shape, num_classes
 
   def train_step(state, batch, rng):
     noise = jax.random.normal(jax.random.fold_in(rng, state.step),
@@ -65,8 +65,8 @@ def make_train_step(config, image_shape, num_classes):
   return train_step
 
 
-def make_sample_fn(config, image_shape, num_classes):
-  del config, num_classes
+def make_sample_fn(s, image_shape, num_classes):
+  del s, num_classes
 
   def sample(state, labels, rng):
     noise = jax.random.normal(rng, (labels.shape[0],) + tuple(image_shape))
@@ -76,8 +76,8 @@ def make_sample_fn(config, image_shape, num_classes):
   return sample
 
 
-def evaluate(config, state, dataset, rng):
-  del config, rng
+def evaluate(s, state, dataset, rng):
+  del s, rng
   images, labels = dataset.split("test")
   x = images.astype(np.float32) / dataset.max_value
   mse = float(np.mean((np.asarray(state.params["means"])[labels] - x) ** 2))
@@ -110,7 +110,7 @@ def test_model_names_and_import_paths():
     families.get_family("vqvae")
   with pytest.raises(ValueError, match="does not import"):
     families.get_family("no_such_package.family")
-  acgan = ml_collections.ConfigDict({"model": "acgan"})
+  acgan = train.resolve(ml_collections.ConfigDict({"model": "acgan"}))
   assert families.presets("acgan")["class_head"] is True
   assert families.presets(MODEL) == {}
   assert families.config_defaults("acgan")["d_conditioning"] == "none"
@@ -119,7 +119,7 @@ def test_model_names_and_import_paths():
   assert families.config_defaults(MODEL) == {}
   assert families.has_convolutions(acgan)
   assert not families.has_convolutions(
-      ml_collections.ConfigDict({"model": "cgan_mlp"}))
+      train.resolve(ml_collections.ConfigDict({"model": "cgan_mlp"})))
 
 
 def _cli(module, *args):

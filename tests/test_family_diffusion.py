@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -70,7 +71,7 @@ def test_unet_runs_and_mnist_default_has_about_a_million_params():
                            jnp.array([0, 3, 10]))
   assert y.shape == x.shape and np.isfinite(y).all()
   from condgen_jax.configs import diffusion
-  default = dt.make_model(dt.settings(diffusion.get_config()), 10)
+  default = dt.make_model(train.resolve(diffusion.get_config()), 10)
   assert _param_count(default, (28, 28, 1)) == 1_193_156
 
 
@@ -374,11 +375,12 @@ def test_flags_must_be_booleans():
   for key in ("attention", "clip_x0"):
     with pytest.raises(ValueError, match=f"config.{key} must be True or "
                        "False; got 1"):
-      dt.validate_config({**tiny_config().to_dict(), key: 1})
+      train.resolve(ml_collections.ConfigDict(
+          {**tiny_config().to_dict(), key: 1}))
 
 
 def test_sample_with_checks_its_arguments():
-  config = tiny_config()
+  config = train.resolve(tiny_config())
   state = jax.eval_shape(lambda: dt.create_state(config, (8, 8, 1), 10,
                                                  jax.random.key(0)))
   labels, key = jnp.arange(3), jax.random.key(1)
@@ -400,6 +402,7 @@ def test_runner_trains_then_samples(tmp_path, digits, objective, sampler,
   state = train.train_and_evaluate(config, tmp_path, digits)
   assert int(state.step) == 6
   assert (tmp_path / "samples" / "step_00000006.png").exists()
+  config = train.resolve(config)
   sample = dt.make_sample_fn(config, (8, 8, 1), 10)
   x = sample(state, jnp.arange(20) % 10, jax.random.key(0))
   assert x.shape == (20, 8, 8, 1) and x.dtype == jnp.float32

@@ -16,6 +16,7 @@ import pytest
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.losses import gan_objectives
 from condgen_jax.families import gan as gan_training
+from condgen_jax.runner import train
 
 IMAGE_SHAPE = (8, 8, 1)
 NUM_CLASSES = 10
@@ -27,7 +28,7 @@ def make_config(model="cgan_conv", **kwargs):
       "d_width": 8, "mbd_kernels": 4, "mbd_kernel_dim": 3,
       "vbn_batch_size": 8})
   c.update(kwargs)
-  return c
+  return train.resolve(c)
 
 
 def fake_batch(key=jax.random.key(1), size=16):
@@ -165,13 +166,13 @@ def test_tacgan_step_trains_the_twin_head_and_sums_g_terms():
 def test_sample_latents():
   labels = jnp.zeros((64,), jnp.int32)
   key = jax.random.key(5)
-  plain = gan_training.settings(make_config("acgan"))
+  plain = train.resolve(make_config("acgan"))
   z, fake_labels, codes = gan_training.sample_latents(plain, key, labels, 10)
   # the AC-GAN default: exactly the old noise, the data's labels, no codes
   np.testing.assert_array_equal(z, gan_training.sample_z(key, (64, 8),
                                                          "uniform"))
   assert fake_labels is labels and codes is None
-  info = gan_training.settings(make_config(
+  info = train.resolve(make_config(
       "acgan", code_prior="uniform", continuous_codes=2))
   z, fake_labels, codes = gan_training.sample_latents(info, key, labels, 10)
   assert z.shape == (64, 10) and codes.shape == (64, 2)
@@ -191,6 +192,7 @@ def test_infogan_training_reads_no_labels():
   assert config.continuous_code_weight == 1.0
   config.update(z_dim=6, g_width=8, d_width=8, q_hidden=8, g_hidden=8,
                 d_hidden=8, continuous_code_weight=0.1)
+  config = train.resolve(config)
   state = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
                                     jax.random.key(0))
   step = jax.jit(gan_training.make_train_step(config, IMAGE_SHAPE,
@@ -215,7 +217,7 @@ def test_infogan_training_reads_no_labels():
   generate = gan_training.make_generate_fn(config, IMAGE_SHAPE, NUM_CLASSES)
   codes = jnp.full((4,), 7, jnp.int32)
   z, kept, _ = gan_training.sample_latents(
-      gan_training.settings(config), jax.random.key(9), codes, NUM_CLASSES,
+      train.resolve(config), jax.random.key(9), codes, NUM_CLASSES,
       keep_labels=True)
   np.testing.assert_array_equal(sample(s1, codes, jax.random.key(9)),
                                 generate(s1, z, kept))
@@ -278,12 +280,12 @@ def test_infogan_codes_are_refused_with_attributes():
   with pytest.raises(ValueError, match=r"condition_kind='attributes' does "
                      r"not take code_prior='uniform' or continuous_codes=2 "
                      r"\(InfoGAN's codes\)"):
-    gan_training.validate_config(config)
+    train.resolve(config)
   with pytest.raises(ValueError, match="code_prior='uniform'"):
     gan_training.create_state(make_config("acgan", code_prior="uniform"),
                               IMAGE_SHAPE, ATTRIBUTE_SIZES, jax.random.key(0))
   config.condition_kind = "label"
-  gan_training.validate_config(config)
+  train.resolve(config)
 
 
 def test_acgan_evaluate_reports_each_attribute_and_the_joint_accuracy():
@@ -311,9 +313,9 @@ def test_acgan_evaluate_reports_each_attribute_and_the_joint_accuracy():
 def test_cgan_mlp_real_images_follow_the_generator_range():
   # D must see real and generated images in the same range.
   for g_output, tanh in (("sigmoid", False), ("tanh", True)):
-    s = gan_training.settings(make_config("cgan_mlp", g_output=g_output))
+    s = train.resolve(make_config("cgan_mlp", g_output=g_output))
     assert gan_training.tanh_output(s) is tanh
-  assert gan_training.tanh_output(gan_training.settings(
+  assert gan_training.tanh_output(train.resolve(
       make_config("cgan_conv")))
 
 
@@ -398,7 +400,7 @@ def test_sgd_optimizer_follows_the_papers_decay():
                        d_learning_rate=0.1, momentum=0.5)
   state, metrics = run_steps(config, num_steps=2)
   assert_finite_metrics(metrics)
-  s = gan_training.settings(config)
+  s = train.resolve(config)
   tx = gan_training._optimizer(s, 0.1)
   params = {"w": jnp.ones(())}
   opt_state = tx.init(params)

@@ -46,8 +46,8 @@ def not_an_objective(s):
 
 def _config(**kw):
   """The GAN settings of a cgan_conv config with these keys."""
-  from condgen_jax.families import gan as gan_training  # pylint: disable=g-import-not-at-top
-  return gan_training.settings(ml_collections.ConfigDict(
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
+  return train.resolve(ml_collections.ConfigDict(
       {"model": "cgan_conv", **kw}))
 
 

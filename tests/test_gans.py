@@ -6,11 +6,19 @@ import ml_collections
 import numpy as np
 import pytest
 
+from condgen_jax.families import gan as gan_family
 from condgen_jax.models import gans
+from condgen_jax.runner import train
 
 
 def count_params(params):
   return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+
+
+def make_models(config, image_shape, num_classes):
+  """The GAN family's networks for `config`, resolved and checked first."""
+  return gan_family.make_models(train.resolve(config), image_shape,
+                                num_classes)
 
 
 def make_config(model, **kwargs):
@@ -49,7 +57,7 @@ def init_and_apply(generator, discriminator, image_shape, num_classes=10,
 ])
 def test_conv_shapes_and_ranges(image_shape, model, g_cond, d_cond):
   config = make_config(model, g_conditioning=g_cond, d_conditioning=d_cond)
-  g, d = gans.make_models(config, image_shape, 10)
+  g, d = make_models(config, image_shape, 10)
   _, x, _, out = init_and_apply(g, d, image_shape)
   assert x.shape == (3,) + image_shape
   assert np.all(np.abs(np.asarray(x)) <= 1.0)
@@ -68,7 +76,7 @@ ATTRIBUTES = jnp.array([[7, 0], [3, 5], [0, 2]], jnp.int32)  # [B, A]
 
 def test_acgan_has_one_class_head_per_attribute():
   config = make_config("acgan", twin_class_head=True)
-  g, d = gans.make_models(config, (8, 8, 3), (10, 6))
+  g, d = make_models(config, (8, 8, 3), (10, 6))
   g_vars, x, d_vars, out = init_and_apply(g, d, (8, 8, 3),
                                           labels=ATTRIBUTES)
   assert x.shape == (3, 8, 8, 3)
@@ -91,7 +99,7 @@ def test_acgan_has_one_class_head_per_attribute():
 def test_conditional_gans_take_attributes(model, d_cond):
   config = make_config(model, **({"d_conditioning": d_cond} if d_cond
                                  else {}))
-  g, d = gans.make_models(config, (8, 8, 3), (10, 6))
+  g, d = make_models(config, (8, 8, 3), (10, 6))
   z_dim = 100 if model == "cgan_mlp" else 16
   _, x, d_vars, out = init_and_apply(g, d, (8, 8, 3), labels=ATTRIBUTES,
                                      z_dim=z_dim)
@@ -106,7 +114,7 @@ def test_conditional_gans_take_attributes(model, d_cond):
 def test_float_condition_vectors_work():
   config = make_config("cgan_conv", g_conditioning="film",
                        d_conditioning="embed_channel")
-  g, d = gans.make_models(config, (8, 8, 1), 4)
+  g, d = make_models(config, (8, 8, 1), 4)
   c = jax.nn.softmax(jax.random.normal(jax.random.key(3), (3, 4)))
   _, x, _, out = init_and_apply(g, d, (8, 8, 1), num_classes=4, labels=c)
   assert x.shape == (3, 8, 8, 1) and out["logit"].shape == (3,)
@@ -114,7 +122,7 @@ def test_float_condition_vectors_work():
 
 @pytest.mark.parametrize("image_shape", [(8, 8, 1), (28, 28, 1)])
 def test_cgan_mlp_shapes_and_range(image_shape):
-  g, d = gans.make_models(make_config("cgan_mlp"), image_shape, 10)
+  g, d = make_models(make_config("cgan_mlp"), image_shape, 10)
   _, x, _, out = init_and_apply(g, d, image_shape, z_dim=100)
   assert x.shape == (3,) + image_shape
   assert np.all((np.asarray(x) >= 0) & (np.asarray(x) <= 1))
@@ -149,7 +157,7 @@ def test_cgan_mlp_generator_activation_and_output_options():
 
 
 def test_cgan_mlp_parameter_counts_mnist():
-  g, d = gans.make_models(make_config("cgan_mlp"), (28, 28, 1), 10)
+  g, d = make_models(make_config("cgan_mlp"), (28, 28, 1), 10)
   g_vars, _, d_vars, _ = init_and_apply(g, d, (28, 28, 1), z_dim=100)
   # Generator: z 100 -> 200, y 10 -> 1000, 1200 -> 1200, 1200 -> 784.
   g_want = (100 * 200 + 200) + (10 * 1000 + 1000) + (1200 * 1200 + 1200) + (
@@ -162,7 +170,7 @@ def test_cgan_mlp_parameter_counts_mnist():
 
 
 def test_cgan_mlp_dropout_only_in_training():
-  g, d = gans.make_models(make_config("cgan_mlp"), (8, 8, 1), 10)
+  g, d = make_models(make_config("cgan_mlp"), (8, 8, 1), 10)
   _, x, d_vars, _ = init_and_apply(g, d, (8, 8, 1), z_dim=100)
   c = jnp.arange(3)
   a = d.apply(d_vars, x, c)["logit"]
@@ -177,13 +185,13 @@ def test_options_spectral_norm_minibatch_discrimination_norms():
   config = make_config("acgan", spectral_norm=True,
                        minibatch_discrimination=True, mbd_kernels=6,
                        mbd_kernel_dim=3, d_norm="layer", g_norm="layer")
-  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g, d = make_models(config, (8, 8, 1), 10)
   g_vars, _, d_vars, out = init_and_apply(g, d, (8, 8, 1))
   assert "batch_stats" in d_vars  # spectral norm's u and sigma
   assert "mbd" in d_vars["params"]
   assert "batch_stats" not in g_vars  # layer norm is stateless
   assert out["logit"].shape == (3,) and out["class_logits"].shape == (3, 10)
-  g, d = gans.make_models(make_config("cgan_mlp", spectral_norm=True,
+  g, d = make_models(make_config("cgan_mlp", spectral_norm=True,
                                       minibatch_discrimination=True),
                           (8, 8, 1), 10)
   _, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), z_dim=100)
@@ -192,7 +200,7 @@ def test_options_spectral_norm_minibatch_discrimination_norms():
 
 def test_virtual_batch_norm_generator_uses_reference_batch():
   config = make_config("cgan_conv", virtual_batch_norm=True)
-  g, _ = gans.make_models(config, (8, 8, 1), 10)
+  g, _ = make_models(config, (8, 8, 1), 10)
   z = jax.random.normal(jax.random.key(0), (4, 16))
   ref = (jax.random.normal(jax.random.key(1), (6, 16)), jnp.arange(6))
   variables = g.init(jax.random.key(2), z, jnp.arange(4), ref=ref)
@@ -217,11 +225,11 @@ def test_make_models_errors(kwargs, message):
   config = make_config("cgan_conv")
   config.update(kwargs)
   with pytest.raises(ValueError, match=message):
-    gans.make_models(config, (8, 8, 1), 10)
+    make_models(config, (8, 8, 1), 10)
 
 
 def test_tacgan_twin_head_beside_the_class_head():
-  g, d = gans.make_models(make_config("acgan", twin_class_head=True),
+  g, d = make_models(make_config("acgan", twin_class_head=True),
                           (8, 8, 1), 10)
   _, _, d_vars, out = init_and_apply(g, d, (8, 8, 1))
   assert out["class_logits"].shape == out["twin_class_logits"].shape == (3, 10)
@@ -231,13 +239,13 @@ def test_tacgan_twin_head_beside_the_class_head():
   assert not np.allclose(out["class_logits"], out["twin_class_logits"])
   with pytest.raises(ValueError, match="twin_class_head=True .* needs "
                      "class_head=True"):
-    gans.make_models(make_config("cgan_conv", twin_class_head=True),
+    make_models(make_config("cgan_conv", twin_class_head=True),
                      (8, 8, 1), 10)
 
 
 def test_infogan_q_network_heads():
   config = make_config("acgan", continuous_codes=2, q_hidden=12)
-  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g, d = make_models(config, (8, 8, 1), 10)
   _, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), z_dim=18)
   assert out["class_logits"].shape == (3, 10)
   assert out["code_means"].shape == (3, 2)
@@ -247,14 +255,14 @@ def test_infogan_q_network_heads():
   assert params["class_head"]["kernel"].shape == (12, 10)
   assert params["code_head"]["kernel"].shape == (12, 2)
   with pytest.raises(ValueError, match="continuous_codes=2 needs the conv"):
-    gans.make_models(make_config("cgan_mlp", continuous_codes=2), (8, 8, 1),
+    make_models(make_config("cgan_mlp", continuous_codes=2), (8, 8, 1),
                      10)
 
 
 def test_infogan_dense_hidden_layers():
   config = make_config("acgan", g_hidden=20, d_hidden=24, d_norm="batch",
                        continuous_codes=2, q_hidden=12, q_norm="layer")
-  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g, d = make_models(config, (8, 8, 1), 10)
   g_vars, _, d_vars, out = init_and_apply(g, d, (8, 8, 1), batch=6,
                                           z_dim=18)
   # G: [z, one-hot c] -> Dense(20) -> batch norm -> Dense(2 x 2 x 16); the
@@ -288,27 +296,27 @@ def test_infogan_dense_hidden_layers():
       + np.asarray(params["code_head"]["bias"]), rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="g_hidden=8, d_hidden=0 need the "
                      "conv models"):
-    gans.make_models(make_config("cgan_mlp", g_hidden=8), (8, 8, 1), 10)
+    make_models(make_config("cgan_mlp", g_hidden=8), (8, 8, 1), 10)
   with pytest.raises(ValueError, match="q_norm='batch' needs q_hidden > 0"):
-    gans.make_models(make_config("acgan", q_norm="batch"), (8, 8, 1), 10)
+    make_models(make_config("acgan", q_norm="batch"), (8, 8, 1), 10)
 
 
 def test_make_models_shape_and_vbn_errors():
   with pytest.raises(ValueError, match="divisible by 4"):
-    gans.make_models(make_config("acgan"), (10, 10, 1), 10)
+    make_models(make_config("acgan"), (10, 10, 1), 10)
   with pytest.raises(ValueError, match="cgan_mlp has none"):
-    gans.make_models(make_config("cgan_mlp", virtual_batch_norm=True),
+    make_models(make_config("cgan_mlp", virtual_batch_norm=True),
                      (8, 8, 1), 10)
 
 
 def test_cgan_mlp_generator_norm_option():
-  g, _ = gans.make_models(make_config("cgan_mlp", g_norm="batch"), (8, 8, 1),
+  g, _ = make_models(make_config("cgan_mlp", g_norm="batch"), (8, 8, 1),
                           10)
   variables = g.init(jax.random.key(0), jnp.zeros((2, 100)), jnp.arange(2))
   assert set(variables["batch_stats"]) == {"z_dense_norm", "c_dense_norm",
                                            "joint_dense_norm"}
   with pytest.raises(ValueError, match="'group'"):
-    bad, _ = gans.make_models(make_config("cgan_mlp", g_norm="group"),
+    bad, _ = make_models(make_config("cgan_mlp", g_norm="group"),
                               (8, 8, 1), 10)
     bad.init(jax.random.key(0), jnp.zeros((2, 100)), jnp.arange(2))
 
@@ -316,7 +324,7 @@ def test_cgan_mlp_generator_norm_option():
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 1)])
 def test_generator_upsampling_options(shape):
   for upsample in gans.UPSAMPLES:
-    g, _ = gans.make_models(make_config("acgan", g_upsample=upsample), shape,
+    g, _ = make_models(make_config("acgan", g_upsample=upsample), shape,
                             10)
     z = jnp.zeros((2, 8))
     variables = g.init(jax.random.key(0), z, jnp.arange(2))
@@ -324,7 +332,7 @@ def test_generator_upsampling_options(shape):
     assert x.shape == (2,) + shape
     assert float(jnp.abs(x).max()) <= 1.0
   with pytest.raises(ValueError, match="'bilinear'"):
-    g, _ = gans.make_models(make_config("acgan", g_upsample="bilinear"),
+    g, _ = make_models(make_config("acgan", g_upsample="bilinear"),
                             shape, 10)
     g.init(jax.random.key(0), z, jnp.arange(2))
 
@@ -332,7 +340,7 @@ def test_generator_upsampling_options(shape):
 def test_d_leaky_slope_sets_the_discriminators_negative_slope():
   config = make_config("acgan", d_hidden=24, d_norm="batch",
                        d_leaky_slope=0.01)
-  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g, d = make_models(config, (8, 8, 1), 10)
   _, _, _, out = init_and_apply(g, d, (8, 8, 1), batch=6)
   # the features are LeakyReLU(0.01) of a train-mode batch norm
   f = np.asarray(out["features"])
@@ -341,7 +349,7 @@ def test_d_leaky_slope_sets_the_discriminators_negative_slope():
   np.testing.assert_allclose(pre.mean(0), 0.0, atol=1e-4)
   np.testing.assert_allclose(pre.var(0), 1.0, atol=1e-3)
   with pytest.raises(ValueError, match="d_leaky_slope must be"):
-    gans.model_settings(make_config("acgan", d_leaky_slope=1.5))
+    train.resolve(make_config("acgan", d_leaky_slope=1.5))
 
 
 def test_initialize_dcgan_draws_kernels_and_scales_from_normals():

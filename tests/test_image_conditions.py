@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from condgen_jax.data import datasets as data
+from condgen_jax.core import options
 from condgen_jax.data import image_conditions
 from condgen_jax.evaluation import sampling
 
@@ -103,7 +104,11 @@ def test_bad_conditions_are_one_clear_error(conditions, fragment):
 def test_bad_settings(values, fragment):
   config = ml_collections.ConfigDict({"dataset": "digits", **values})
   with pytest.raises(ValueError, match=fragment):
-    image_conditions.settings(config)
+    s = options.resolve(config, image_conditions.OPTIONS)
+    image_conditions.check(ml_collections.ConfigDict(
+        {**s.to_dict(), "dataset": config.dataset}))
   ok = ml_collections.ConfigDict({"dataset": "colored_mnist",
-                                  "image_task": "colorize"})
-  assert image_conditions.from_config(ok).task == "colorize"
+                                  "image_task": "colorize",
+                                  "quadrants_given": 1})
+  image_conditions.check(ok)
+  assert image_conditions.from_settings(ok).task == "colorize"

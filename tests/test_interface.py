@@ -20,13 +20,13 @@ def test_every_family_implements_the_interface(model):
 
 def _conforming(**changes):
   members = dict(
-      validate_config=lambda config: None,
-      create_state=lambda config, image_shape, num_classes, rng: None,
-      make_train_step=lambda config, image_shape, num_classes: None,
-      make_sample_fn=lambda config, image_shape, num_classes: None,
-      evaluate=lambda config, state, dataset, rng: {},
-      metric_modes=lambda config: {},
-      has_convolutions=lambda config: False)
+      validate_config=lambda s: None,
+      create_state=lambda s, image_shape, num_classes, rng: None,
+      make_train_step=lambda s, image_shape, num_classes: None,
+      make_sample_fn=lambda s, image_shape, num_classes: None,
+      evaluate=lambda s, state, dataset, rng: {},
+      metric_modes=lambda s: {},
+      has_convolutions=lambda s: False)
   members.update(changes)
   return types.SimpleNamespace(**{k: v for k, v in members.items()
                                   if v is not None})
@@ -37,10 +37,10 @@ def test_a_missing_member_or_a_wrong_signature_is_named():
   assert interface.missing_members(_conforming(evaluate=None)) == [
       "evaluate()"]
   swapped = _conforming(
-      create_state=lambda config, num_classes, image_shape, rng: None)
+      create_state=lambda s, num_classes, image_shape, rng: None)
   assert interface.missing_members(swapped) == [
-      "create_state(config, image_shape, num_classes, rng) (has "
-      "create_state(config, num_classes, image_shape, rng))"]
+      "create_state(s, image_shape, num_classes, rng) (has "
+      "create_state(s, num_classes, image_shape, rng))"]
   assert not isinstance(_conforming(has_convolutions=None), interface.Family)
 
 

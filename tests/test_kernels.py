@@ -288,10 +288,11 @@ GAN_CONFIGS = {
 
 
 def _apply_both(config, kernels_name):
-  from condgen_jax.models import gans  # pylint: disable=g-import-not-at-top
+  from condgen_jax.families import gan  # pylint: disable=g-import-not-at-top
+  from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.kernels = kernels_name
-  g, d = gans.make_models(config, (8, 8, 1), 10)
+  g, d = gan.make_models(train.resolve(config), (8, 8, 1), 10)
   z = jax.random.normal(jax.random.key(0), (6, 8))
   c = jnp.arange(6) % 10
   gv = g.init(jax.random.key(1), z, c)
@@ -398,7 +399,7 @@ def test_a_checkpoint_trained_with_cpu_kernels_restores_with_stock_ones(
   (tmp_path / "config.json").write_text(json.dumps({**saved,
                                                     "kernels": "stock"}))
   run, state, _ = train.restore_run(tmp_path, dataset=digits)
-  g, _ = run.family.gans.make_models(run.settings, (8, 8, 1), 10)
+  g, _ = run.family.make_models(run.settings, (8, 8, 1), 10)
   assert g.kernels is kernels.STOCK
   stock_samples = sampling.sample_labels(run, state, np.arange(20) % 10,
                                          seed=3)

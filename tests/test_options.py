@@ -104,12 +104,12 @@ def test_the_gan_defaults_agree_everywhere():
   from condgen_jax.configs import acgan, cgan_conv, cgan_mlp  # pylint: disable=g-import-not-at-top
   from condgen_jax.families import gan as gan_training  # pylint: disable=g-import-not-at-top
   from condgen_jax.models import gans  # pylint: disable=g-import-not-at-top
-  bare = gan_training.settings(_config(model="cgan_conv"))
-  assert bare.g_upsample == gans.MODEL_OPTIONS["g_upsample"].default == \
+  bare = train.resolve(_config(model="cgan_conv"))
+  assert bare.g_upsample == gan_training.MODEL_OPTIONS["g_upsample"].default == \
       cgan_conv.get_config().g_upsample == "transpose"
   assert bare.g_norm == "batch" == acgan.get_config().g_norm
   # cgan_mlp's preset: the paper's G has no normalisation.
   assert cgan_mlp.get_config().g_norm == "none"
-  assert gan_training.settings(_config(model="cgan_mlp")).g_norm == "none"
-  assert gan_training.settings(_config(model="acgan")).d_conditioning == \
+  assert train.resolve(_config(model="cgan_mlp")).g_norm == "none"
+  assert train.resolve(_config(model="acgan")).d_conditioning == \
       "none"

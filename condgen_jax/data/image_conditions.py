@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from condgen_jax.data import datasets as data_lib
@@ -122,19 +121,16 @@ class ImageCondition:
     return conditions.astype(np.float32)
 
 
-def settings(config) -> ml_collections.FrozenConfigDict:
-  """The image keys' values (`OPTIONS`); ValueError names the first bad
-  one, or a colorization of a dataset without colors."""
-  s = options.resolve(config, OPTIONS)
-  dataset = config.get("dataset")
-  if s.image_task == "colorize" and dataset not in data_lib.COLORED_SOURCE:
+def check(s) -> None:
+  """ValueError when settings `s` ask to colorize a dataset without
+  colors."""
+  if s.image_task == "colorize" and s.dataset not in data_lib.COLORED_SOURCE:
     raise ValueError(f"image_task='colorize' needs a colored dataset "
                      f"{tuple(data_lib.COLORED_SOURCE)}; got dataset "
-                     f"{dataset!r}.")
-  return s
+                     f"{s.dataset!r}.")
 
 
-def from_config(config) -> ImageCondition:
-  """The `ImageCondition` a config asks for."""
-  s = settings(config)
+def from_settings(s) -> ImageCondition:
+  """The `ImageCondition` settings `s` ask for (`image_task`,
+  `quadrants_given`)."""
   return ImageCondition(s.image_task, s.quadrants_given)

@@ -80,6 +80,7 @@ def config_defaults(model: str) -> dict:
   return options.defaults(declared, presets(model))
 
 
-def has_convolutions(config) -> bool:
-  """Whether `config`'s model is convolutional (its CPU defaults differ)."""
-  return bool(get_family(config.model).has_convolutions(config))
+def has_convolutions(s) -> bool:
+  """Whether the model of settings `s` convolves (its CPU defaults
+  differ)."""
+  return bool(get_family(s.model).has_convolutions(s))

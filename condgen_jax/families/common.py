@@ -9,6 +9,8 @@ players (a generator G and a discriminator D).
 - `TwoPlayerState`, `optimizer_step`, `chain_transform`: the parameters and
   optimiser states of G and D, and one optimiser update of one player
   (the GAN family and pix2pix).
+- `KERNELS_OPTION`: the `kernels` key of every family whose networks take
+  an `nn.kernels.Kernels`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from condgen_jax.core import options
+from condgen_jax.nn import kernels as kernels_lib
+
+KERNELS_OPTION = options.choice(
+    "auto", kernels_lib.KERNELS,
+    "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
+    "kernels on CPU, stock flax layers elsewhere; the same function")
 
 
 def to_signed(images):

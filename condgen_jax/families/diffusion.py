@@ -28,7 +28,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
@@ -87,34 +86,27 @@ OPTIONS = {
 }
 
 
-def settings(config) -> ml_collections.FrozenConfigDict:
-  """Every diffusion key's value (`OPTIONS`); ValueError names the first
-  bad one."""
-  s = options.resolve(config, OPTIONS)
+def validate_config(s) -> None:
+  """The checks across keys: the sampler fits the objective, and the
+  channels divide into `num_groups`; ValueError names the values."""
   samplers.check_sampler(s.objective, s.sampler)
   bad = [c for c in s.channels if c % s.num_groups]
   if bad:
     raise ValueError(f"config.channels={tuple(s.channels)!r} must all be "
                      f"divisible by config.num_groups={s.num_groups}; {bad} "
                      "are not.")
-  return s
 
 
-def validate_config(config) -> None:
-  """Every diffusion key's value, before anything is written."""
-  settings(config)
-
-
-def has_convolutions(config) -> bool:
+def has_convolutions(s) -> bool:
   """The U-Net convolves (the runner's CPU defaults for conv models)."""
-  del config
+  del s
   return True
 
 
-def metric_modes(config) -> dict:
+def metric_modes(s) -> dict:
   """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
   sample metrics)."""
-  del config
+  del s
   return {"test_loss": "min"}
 
 
@@ -129,8 +121,7 @@ def make_model(s, num_classes) -> unet.UNet:
                    num_groups=s.num_groups, patch_size=s.patch_size)
 
 
-def create_state(config, image_shape, num_classes, rng) -> DiffusionState:
-  s = settings(config)
+def create_state(s, image_shape, num_classes, rng) -> DiffusionState:
   model = make_model(s, num_classes)
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   attributes = isinstance(num_classes, tuple)
@@ -168,10 +159,9 @@ def per_example_loss(s, model, params, x0, labels, t, eps):
   return losses.ddpm_eps_loss(pred, eps)
 
 
-def make_train_step(config, image_shape, num_classes):
+def make_train_step(s, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics): one Adam step on
   the mean per-image loss ('loss'; 'mse' is it per dimension)."""
-  s = settings(config)
   model = make_model(s, num_classes)
   dims = int(np.prod(image_shape))
 
@@ -226,7 +216,7 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes):
   return jax.jit(sample)
 
 
-def sample_with(config, state, labels, rng, image_shape, *,
+def sample_with(s, state, labels, rng, image_shape, *,
                 sampler: str | None = None, nfe: int | None = None,
                 guidance_scale: float | None = None):
   """Samples for `labels` (ints in [0, num_classes), or attribute rows
@@ -234,7 +224,6 @@ def sample_with(config, state, labels, rng, image_shape, *,
   `nfe` and `guidance_scale` default to the config's and are checked like
   it. num_classes is read off the state (each
   label embedding has its size + 1 rows)."""
-  s = settings(config)
   s = options.replace(
       s, sampler=s.sampler if sampler is None else sampler,
       nfe=s.nfe if nfe is None else samplers.check_nfe(nfe),
@@ -257,10 +246,9 @@ def num_classes_of(params):
   return tuple(sizes)
 
 
-def make_sample_fn(config, image_shape, num_classes):
+def make_sample_fn(s, image_shape, num_classes):
   """sample(state, labels, rng) -> float32 images in [0, 1], `[B, H, W, C]`,
   with the config's sampler, nfe and guidance_scale."""
-  s = settings(config)
   fn = _sampler(s, tuple(image_shape), num_classes)
 
   def sample(state, labels, rng):
@@ -286,12 +274,11 @@ def _test_loss_fn(s, num_classes, max_value: float):
   return batch_loss
 
 
-def evaluate(config, state, dataset: data_lib.Dataset, rng,
+def evaluate(s, state, dataset: data_lib.Dataset, rng,
              batch_size: int = 500) -> dict:
   """The training objective on the test split, with the true labels and the
   sampling (EMA) params: mean per-image loss at t ~ U[0, 1], eps ~ N(0, I)
   drawn from `rng`, so a pure function of (params, rng)."""
-  s = settings(config)
   batch_loss = _test_loss_fn(s, dataset.num_classes, float(dataset.max_value))
   params = sampling_params(s, state)
   means, n = common.test_split_mean(

@@ -7,8 +7,8 @@ update, each with its own optimiser. The step's batch of real images is
 reused by every discriminator update (fresh noise each time); generated
 samples are conditioned on the real batch's labels, so p(c) is the data's.
 
-Config keys: `OPTIONS` below (the training keys) and `gans.MODEL_OPTIONS`
-(the model keys), each with its default, allowed values and meaning;
+Config keys: `OPTIONS` below, the networks' `MODEL_OPTIONS` and the
+training keys `TRAIN_OPTIONS`, each with its default, allowed values and meaning;
 `options.describe(OPTIONS)` prints them. `gan_loss` names a
 `gan_objectives` objective.
 
@@ -49,10 +49,10 @@ from typing import Any
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from condgen_jax.nn import augmentation
+from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.families import common
 from condgen_jax.families import ema as ema_lib
@@ -67,6 +67,80 @@ CONDITION_KINDS = ("label", "attributes")
 Z_PRIORS = ("uniform", "uniform_signed", "normal")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 CODE_PRIORS = ("data", "uniform")
+
+# The networks' keys (`models.gans`); a model name's presets in
+# `families.MODELS` take precedence over these defaults.
+MODEL_OPTIONS = {
+    "architecture": options.choice(
+        "conv", gans.ARCHITECTURES,
+        "'mlp': Mirza & Osindero's fixed MLPs; 'conv': DCGAN"),
+    "class_head": options.flag(False, "AC-GAN: D also predicts the class"),
+    "q_hidden": options.integer(
+        0, "InfoGAN's Q network: a hidden LeakyReLU layer of this width "
+        "under D's class and code heads; 0 = linear heads (AC-GAN)",
+        minimum=0),
+    "q_norm": options.choice(
+        "none", gans.NORMS, "normalisation of the Q network's hidden layer "
+        "(InfoGAN: batch)"),
+    "continuous_codes": options.integer(
+        0, "InfoGAN: U[-1, 1] codes appended to G's z and predicted by D's "
+        "code head (needs the conv models)", minimum=0),
+    "twin_class_head": options.flag(
+        False, "TAC-GAN: D also has a twin class head, trained on generated "
+        "samples only (needs class_head)"),
+    "g_conditioning": options.choice(
+        "concat", gans.G_CONDITIONINGS,
+        "how G sees the condition: concatenated to z, or FiLM after each "
+        "norm"),
+    "d_conditioning": options.choice(
+        "projection", gans.D_CONDITIONINGS + ("none",),
+        "how D sees the condition (`conditioning`); 'none' only with a "
+        "class head"),
+    "g_width": options.integer(64, "channels of G's last hidden layer"),
+    "g_hidden": options.integer(
+        0, "conv G: a dense hidden layer of this width (norm, ReLU) before "
+        "the dense layer to H/4 x W/4 x 2w (InfoGAN's G: 1024); 0 = none",
+        minimum=0),
+    "g_upsample": options.choice(
+        "transpose", gans.UPSAMPLES,
+        "stride-2 transposed convolutions (DCGAN), or sub-pixel "
+        "convolutions (Shi et al. 2016)"),
+    "d_width": options.integer(64, "channels of D's first conv"),
+    "d_hidden": options.integer(
+        0, "conv D: a dense hidden layer of this width (d_norm, LeakyReLU) "
+        "on the flattened convs, shared by the logit and the heads "
+        "(InfoGAN's D: 1024); 0 = none", minimum=0),
+    "d_kernel_size": options.integer(4, "kernel size of D's convs"),
+    "d_leaky_slope": options.number(
+        0.2, "negative slope of the conv D's LeakyReLUs (DCGAN: 0.2; "
+        "InfoGAN's code: 0.01)", 0.0, 1.0),
+    "init": options.choice(
+        "flax", gans.INITS,
+        "'flax': the layers' own initialisers (LeCun normal kernels, unit "
+        "norm scales); 'dcgan': every kernel N(0, 0.02) and every norm scale "
+        "N(1, 0.02) (Radford et al. 2016; InfoGAN's code)"),
+    "g_norm": options.choice("batch", gans.NORMS, "normalisation in G"),
+    "d_norm": options.choice("none", gans.NORMS, "normalisation in D"),
+    "spectral_norm": options.flag(False, "spectral norm on D's layers "
+                                  "(Miyato et al. 2018)"),
+    "minibatch_discrimination": options.flag(
+        False, "minibatch discrimination in D (Salimans et al. 2016)"),
+    "mbd_kernels": options.integer(50, "minibatch discrimination kernels"),
+    "mbd_kernel_dim": options.integer(5, "their dimension"),
+    "dropout_rate": options.number(0.5, "cgan_mlp D's dropout", 0.0, 1.0),
+    "g_dropout_rate": options.number(0.0, "cgan_mlp G's dropout", 0.0, 1.0),
+    "g_activation": options.choice("relu", gans.G_ACTIVATIONS,
+                                   "cgan_mlp G's hidden activation"),
+    "g_output": options.choice(
+        "sigmoid", gans.G_OUTPUTS,
+        "cgan_mlp G's output: [0, 1] (the paper) or [-1, 1]; the conv "
+        "models' is tanh"),
+    "virtual_batch_norm": options.flag(
+        False, "VBN in the conv G (Salimans et al. 2016) with a reference "
+        "batch of vbn_batch_size"),
+    "kernels": common.KERNELS_OPTION,
+}
+
 
 TRAIN_OPTIONS = {
     "gan_loss": options.text(
@@ -128,14 +202,7 @@ TRAIN_OPTIONS = {
     "vbn_batch_size": options.integer(
         64, "size of the virtual-batch-norm reference batch"),
 }
-OPTIONS = {**gans.MODEL_OPTIONS, **TRAIN_OPTIONS}
-
-
-def settings(config) -> ml_collections.FrozenConfigDict:
-  """Every GAN key's value (`OPTIONS`, a model name's presets applied);
-  ValueError names the first bad one."""
-  gans.model_settings(config)  # the checks across model keys
-  return options.resolve(config, OPTIONS, families.presets(config.model))
+OPTIONS = {**MODEL_OPTIONS, **TRAIN_OPTIONS}
 
 
 def tanh_output(s) -> bool:
@@ -143,12 +210,74 @@ def tanh_output(s) -> bool:
   return s.architecture != "mlp" or s.g_output == "tanh"
 
 
-def validate_config(config) -> None:
-  """Every GAN key's value, before anything is written; ValueError names
-  the first bad one."""
-  s = settings(config)
-  check_condition(s, config.get("condition_kind") == "attributes")
+def validate_config(s) -> None:
+  """The checks across the GAN keys, before anything is written;
+  ValueError names the values."""
+  if s.d_conditioning == "none" and not s.class_head:
+    raise ValueError("Unknown d_conditioning 'none' for a model without a "
+                     "class head (acgan); expected one of "
+                     f"{gans.D_CONDITIONINGS}.")
+  if s.twin_class_head and not s.class_head:
+    raise ValueError("twin_class_head=True (TAC-GAN) needs class_head=True "
+                     "(model acgan).")
+  if s.architecture == "mlp" and s.continuous_codes:
+    raise ValueError(f"continuous_codes={s.continuous_codes} needs the conv "
+                     "models (cgan_conv, acgan); cgan_mlp's D has no code "
+                     "head.")
+  if s.architecture == "mlp" and (s.g_hidden or s.d_hidden):
+    raise ValueError(f"g_hidden={s.g_hidden}, d_hidden={s.d_hidden} need "
+                     "the conv models (cgan_conv, acgan); cgan_mlp has the "
+                     "paper's fixed sizes.")
+  if s.q_norm != "none" and not s.q_hidden:
+    raise ValueError(f"q_norm={s.q_norm!r} needs q_hidden > 0 (the Q "
+                     "network's hidden layer); got q_hidden=0.")
+  if s.architecture == "mlp" and s.virtual_batch_norm:
+    raise ValueError("virtual_batch_norm=True needs a generator with "
+                     "normalisation layers (cgan_conv or acgan); cgan_mlp "
+                     "has none.")
+  check_condition(s, s.condition_kind == "attributes")
   gan_objectives.get_objective(s)
+
+
+def make_models(s, image_shape, num_classes):
+  """(generator, discriminator) of settings `s` (the keys: `MODEL_OPTIONS`).
+  `num_classes`: the class count, or the tuple of the attributes' sizes.
+
+  cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
+  (its hidden layers), g_dropout_rate, g_activation, g_output and the
+  discriminator switches.
+  """
+  image_shape = tuple(int(n) for n in image_shape)
+  kernels = kernels_lib.resolve(s.kernels)
+  if s.architecture == "mlp":
+    return (gans.MLPGenerator(image_shape, num_classes,
+                              dropout_rate=s.g_dropout_rate, norm=s.g_norm,
+                              activation=s.g_activation, output=s.g_output,
+                              kernels=kernels),
+            gans.MLPDiscriminator(
+                image_shape, num_classes, dropout_rate=s.dropout_rate,
+                spectral_norm=s.spectral_norm,
+                minibatch_discrimination=s.minibatch_discrimination,
+                mbd_kernels=s.mbd_kernels, mbd_kernel_dim=s.mbd_kernel_dim))
+  if image_shape[0] % 4 or image_shape[1] % 4:
+    raise ValueError("The conv GANs need H and W divisible by 4; got "
+                     f"image_shape {image_shape}.")
+  generator = gans.ConvGenerator(
+      image_shape, num_classes, conditioning=s.g_conditioning,
+      width=s.g_width, norm=s.g_norm, upsample=s.g_upsample,
+      virtual_batch_norm=s.virtual_batch_norm, hidden=s.g_hidden,
+      kernels=kernels)
+  discriminator = gans.ConvDiscriminator(
+      image_shape, num_classes, conditioning=s.d_conditioning,
+      width=s.d_width, kernel_size=s.d_kernel_size, norm=s.d_norm,
+      spectral_norm=s.spectral_norm,
+      minibatch_discrimination=s.minibatch_discrimination,
+      mbd_kernels=s.mbd_kernels, mbd_kernel_dim=s.mbd_kernel_dim,
+      class_head=s.class_head, twin_class_head=s.twin_class_head,
+      continuous_codes=s.continuous_codes, q_hidden=s.q_hidden,
+      q_norm=s.q_norm, hidden=s.d_hidden, leaky_slope=s.d_leaky_slope,
+      kernels=kernels)
+  return generator, discriminator
 
 
 def check_condition(s, attributes: bool) -> None:
@@ -167,15 +296,14 @@ def check_condition(s, attributes: bool) -> None:
                      "code_prior='data' and continuous_codes=0.")
 
 
-def has_convolutions(config) -> bool:
+def has_convolutions(s) -> bool:
   """The conv GANs convolve; Mirza & Osindero's MLPs do not."""
-  return settings(config).architecture == "conv"
+  return s.architecture == "conv"
 
 
-def metric_modes(config) -> dict:
+def metric_modes(s) -> dict:
   """{name: 'min' | 'max'} of what `evaluate` reports (besides the runner's
   sample metrics)."""
-  s = settings(config)
   return ({"test_class_acc": "max"}
           if s.class_head and s.code_prior == "data" else {})
 
@@ -262,11 +390,10 @@ def _ref(state_or_ref):
   return None if ref is None else (ref["z"], ref["label"])
 
 
-def create_state(config, image_shape, num_classes, rng) -> GANState:
+def create_state(s, image_shape, num_classes, rng) -> GANState:
   """Initial parameters and optimiser states of both players."""
-  s = settings(config)
   check_condition(s, isinstance(num_classes, tuple))
-  generator, discriminator = gans.make_models(config, image_shape,
+  generator, discriminator = make_models(s, image_shape,
                                               num_classes)
   g_key, d_key, drop_key, ref_key = jax.random.split(rng, 4)
   vbn_ref = None
@@ -302,9 +429,9 @@ def create_state(config, image_shape, num_classes, rng) -> GANState:
 class _Players:
   """Applies G and D with their collections; returns new 'batch_stats'."""
 
-  def __init__(self, config, image_shape, num_classes):
-    self.generator, self.discriminator = gans.make_models(
-        config, image_shape, num_classes)
+  def __init__(self, s, image_shape, num_classes):
+    self.generator, self.discriminator = make_models(
+        s, image_shape, num_classes)
 
   def generate(self, params, stats, z, labels, *, ref, train, rng=None):
     variables = {"params": params, "batch_stats": stats}
@@ -369,7 +496,7 @@ def _d_metrics(objective, real, fake, labels, s, fake_labels) -> dict:
   return m
 
 
-def make_train_step(config, image_shape, num_classes):
+def make_train_step(s, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics); see the module doc.
 
   `n_critic` discriminator updates, then one generator update. Each player
@@ -384,7 +511,7 @@ def make_train_step(config, image_shape, num_classes):
   with attributes those are joint (every attribute right), and
   real/fake_class_acc_<a> are attribute a's.
   """
-  parts = _GANStep(config, image_shape, num_classes)
+  parts = _GANStep(s, image_shape, num_classes)
 
   def train_step(state: GANState, batch, rng):
     return parts.step(state, batch, rng)
@@ -394,11 +521,11 @@ def make_train_step(config, image_shape, num_classes):
 class _GANStep:
   """The pieces of one GAN training step: each player's loss and update."""
 
-  def __init__(self, config, image_shape, num_classes):
-    self.s = s = settings(config)
+  def __init__(self, s, image_shape, num_classes):
+    self.s = s
     check_condition(s, isinstance(num_classes, tuple))
     self.num_classes = num_classes
-    self.players = _Players(config, image_shape, num_classes)
+    self.players = _Players(s, image_shape, num_classes)
     self.objective = objective = gan_objectives.get_objective(s)
     self.d_terms = gan_objectives.discriminator_terms(s, objective)
     self.g_terms = gan_objectives.generator_terms(s, objective)
@@ -522,7 +649,7 @@ class _GANStep:
                        for k, v in metrics.items()}
 
 
-def make_generate_fn(config, image_shape, num_classes):
+def make_generate_fn(s, image_shape, num_classes):
   """generate(state, z, labels) -> float32 images in [0, 1], [B, H, W, C].
 
   G at a given z `[B, z_dim + continuous_codes]` (InfoGAN's continuous
@@ -530,8 +657,7 @@ def make_generate_fn(config, image_shape, num_classes):
   EMA generator weights when config.ema_decay > 0, the generator in
   inference mode (batch-norm running averages). For latent traversals.
   """
-  s = settings(config)
-  players = _Players(config, image_shape, num_classes)
+  players = _Players(s, image_shape, num_classes)
 
   def generate(state: GANState, z, labels):
     params = state.ema_params if s.ema_decay > 0 else state.g_params
@@ -544,14 +670,13 @@ def make_generate_fn(config, image_shape, num_classes):
   return generate
 
 
-def latent_traversal(config, state: GANState, image_shape, num_classes, *,
+def latent_traversal(s, state: GANState, image_shape, num_classes, *,
                      code: int, values, seed: int = 0):
   """InfoGAN's latent traversal (Chen et al. 2016, Fig. 2): images
   `[K * len(values), H, W, C]`, row r = categorical code r, column j =
   continuous code `code` at values[j], the other continuous codes 0 and the
   noise z fixed within a row (drawn from `seed`). ValueError when the run
   has no such continuous code."""
-  s = settings(config)
   if not 0 <= code < s.continuous_codes:
     raise ValueError(f"continuous code {code} does not exist: the run has "
                      f"{s.continuous_codes} continuous codes (InfoGAN's "
@@ -564,17 +689,16 @@ def latent_traversal(config, state: GANState, image_shape, num_classes, *,
   codes = codes.at[:, :, code].set(values)
   z = jnp.concatenate([jnp.repeat(noise[:, None], cols, 1), codes], -1)
   labels = jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), cols)
-  generate = jax.jit(make_generate_fn(config, image_shape, num_classes))
+  generate = jax.jit(make_generate_fn(s, image_shape, num_classes))
   return generate(state, z.reshape(num_classes * cols, -1), labels)
 
 
-def make_sample_fn(config, image_shape, num_classes):
+def make_sample_fn(s, image_shape, num_classes):
   """sample(state, labels, rng) -> float32 images in [0, 1], [B, H, W, C]:
   `make_generate_fn` at z (and continuous codes) drawn from their priors;
   `labels` are the classes `[B]` (InfoGAN: the categorical codes), or the
   attribute rows `[B, A]`, asked for."""
-  s = settings(config)
-  generate = make_generate_fn(config, image_shape, num_classes)
+  generate = make_generate_fn(s, image_shape, num_classes)
 
   def sample(state: GANState, labels, rng):
     labels = jnp.asarray(labels)
@@ -584,7 +708,7 @@ def make_sample_fn(config, image_shape, num_classes):
   return sample
 
 
-def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
+def evaluate(s, state: GANState, dataset: data_lib.Dataset, rng,
              batch_size: int = 500) -> dict:
   """acgan: accuracy of D's class head on the test split
   ({'test_class_acc', 'num_test_examples'}; with attributes, every
@@ -592,10 +716,9 @@ def evaluate(config, state: GANState, dataset: data_lib.Dataset, rng,
   other models (sample quality is measured by the runner's classifier-based
   metrics)."""
   del rng
-  s = settings(config)
   if not s.class_head or s.code_prior == "uniform":  # InfoGAN's codes are
     return {}  # not the classes; the runner reports matched_class_accuracy
-  players = _Players(config, dataset.image_shape, dataset.num_classes)
+  players = _Players(s, dataset.image_shape, dataset.num_classes)
   names = dataset.attribute_names or ()
 
   @jax.jit

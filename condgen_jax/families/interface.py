@@ -2,7 +2,9 @@
 evaluation call. A family is a module (or any object) whose functions match
 `Family`; `families.get_family` checks it when it loads one.
 
-Types: `config` is the run's `ml_collections.ConfigDict`; `image_shape` is
+Types: `s` is the run's settings, the frozen `ml_collections.FrozenConfigDict`
+that `runner.train.resolve` makes of its config once (the runner's and
+the family's keys at their values, checked); `image_shape` is
 (H, W, C); `num_classes` is an int, or with `condition_kind='attributes'`
 the tuple of the attributes' sizes; a state is any pytree the family
 defines (parameters, optimizer state, step).
@@ -25,31 +27,32 @@ SampleFn = Callable[[Any, Any, Any], Any]
 class Family(Protocol):
   """One model family (CVAE, GAN, diffusion, ...)."""
 
-  def validate_config(self, config) -> None:
-    """ValueError naming a bad value and what is allowed; called before
-    anything is written."""
+  def validate_config(self, s) -> None:
+    """The family's checks across its keys (each key is checked as its
+    `OPTIONS` declare it): ValueError naming the values and what is
+    allowed. `resolve` calls it, before anything is written."""
 
-  def create_state(self, config, image_shape: Sequence[int], num_classes,
+  def create_state(self, s, image_shape: Sequence[int], num_classes,
                    rng) -> Any:
     """The initial state, from `rng`."""
 
-  def make_train_step(self, config, image_shape: Sequence[int],
+  def make_train_step(self, s, image_shape: Sequence[int],
                       num_classes) -> TrainStep:
     """`train_step(state, batch, rng) -> (state, metrics)`, uncompiled."""
 
-  def make_sample_fn(self, config, image_shape: Sequence[int],
+  def make_sample_fn(self, s, image_shape: Sequence[int],
                      num_classes) -> SampleFn:
     """`sample(state, conditions, rng) -> images`, uncompiled."""
 
-  def evaluate(self, config, state, dataset, rng) -> dict:
+  def evaluate(self, s, state, dataset, rng) -> dict:
     """The family's own metrics on the test split (e.g. the negative
     ELBO); {} when it has none."""
 
-  def metric_modes(self, config) -> dict:
+  def metric_modes(self, s) -> dict:
     """{metric: 'min' | 'max'} of what `evaluate` reports, for choosing a
     best checkpoint."""
 
-  def has_convolutions(self, config) -> bool:
+  def has_convolutions(self, s) -> bool:
     """Whether the model convolves (XLA:CPU runs such models one step per
     call)."""
 
@@ -57,9 +60,9 @@ class Family(Protocol):
 # Optional members, read with getattr:
 #   OPTIONS: {key: core.options.Option}, the family's config keys;
 #   CONDITION_KINDS: the `condition_kind`s it takes (default ('label',));
-#   image_condition(config): with 'image', the `data.image_conditions.
+#   image_condition(s): with 'image', the `data.image_conditions.
 #     ImageCondition` deriving each condition image from its target;
-#   latent_traversal(config, state, image_shape, num_classes, *, code,
+#   latent_traversal(s, state, image_shape, num_classes, *, code,
 #     values, seed): images along one latent code (InfoGAN).
 
 

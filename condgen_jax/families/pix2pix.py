@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -62,10 +61,7 @@ OPTIONS = {
                                       "D)"),
     "adam_b1": options.number(0.5, "Adam beta1", 0.0, 1.0),
     "adam_b2": options.number(0.999, "Adam beta2", 0.0, 1.0),
-    "kernels": options.choice(
-        "auto", kernels_lib.KERNELS,
-        "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
-        "kernels on CPU, stock flax layers elsewhere; the same function"),
+    "kernels": common.KERNELS_OPTION,
     # The GAN objective's keys, declared as the GAN family declares them
     # (gan_loss='non_saturating': the paper's losses).
     **{key: gan_family.TRAIN_OPTIONS[key]
@@ -74,31 +70,26 @@ OPTIONS = {
 }
 
 
-def settings(config) -> ml_collections.FrozenConfigDict:
-  """Every key's value (`OPTIONS`); ValueError names the first bad one."""
-  image_conditions.settings(config)
-  return options.resolve(config, OPTIONS)
+def validate_config(s) -> None:
+  """The image condition fits the dataset (`image_conditions.check`), and
+  `gan_loss` names an objective (every name the GAN family takes; an
+  import path's function is given `s`); ValueError names the value."""
+  image_conditions.check(s)
+  gan_objectives.get_objective(s)
 
 
-def validate_config(config) -> None:
-  """Every key's value and the objective `gan_loss` names (every name the
-  GAN family takes; an import path's function is given `settings(config)`);
-  ValueError names the first bad one."""
-  gan_objectives.get_objective(settings(config))
-
-
-def has_convolutions(config) -> bool:
-  del config
+def has_convolutions(s) -> bool:
+  del s
   return True
 
 
-def image_condition(config) -> image_conditions.ImageCondition:
-  return image_conditions.from_config(config)
+def image_condition(s) -> image_conditions.ImageCondition:
+  return image_conditions.from_settings(s)
 
 
-def metric_modes(config) -> dict:
+def metric_modes(s) -> dict:
   """{name: 'min' | 'max'} of what `evaluate` reports."""
-  del config
+  del s
   return {"test_l1": "min"}
 
 
@@ -109,20 +100,18 @@ def metric_modes(config) -> dict:
 Pix2PixState = common.TwoPlayerState
 
 
-def make_models(config, image_shape):
+def make_models(s, image_shape):
   """(generator, discriminator) for targets of `image_shape`."""
-  s = settings(config)
   kernels = kernels_lib.resolve(s.kernels)
   return (pix2pix.UNetGenerator(image_shape[-1], tuple(s.g_channels),
                                 s.dropout_rate, kernels),
           pix2pix.PatchDiscriminator(tuple(s.d_channels), kernels))
 
 
-def create_state(config, image_shape, num_classes, rng) -> Pix2PixState:
+def create_state(s, image_shape, num_classes, rng) -> Pix2PixState:
   del num_classes
-  s = settings(config)
-  generator, discriminator = make_models(config, image_shape)
-  x = jnp.zeros((1,) + image_condition(config).shape(image_shape))
+  generator, discriminator = make_models(s, image_shape)
+  x = jnp.zeros((1,) + image_condition(s).shape(image_shape))
   y = jnp.zeros((1,) + tuple(image_shape))
   g_key, d_key, drop_key = jax.random.split(rng, 3)
   g_params = generator.init({"params": g_key, "dropout": drop_key},
@@ -139,9 +128,9 @@ def create_state(config, image_shape, num_classes, rng) -> Pix2PixState:
 class _Networks:
   """G and D applied to images in [-1, 1]."""
 
-  def __init__(self, config, image_shape):
-    self.generator, self.discriminator = make_models(config, image_shape)
-    self.spec = image_condition(config)
+  def __init__(self, s, image_shape):
+    self.generator, self.discriminator = make_models(s, image_shape)
+    self.spec = image_condition(s)
 
   def inputs(self, images):
     """The condition of targets in [0, 1], mapped to [-1, 1]."""
@@ -163,7 +152,7 @@ class _Networks:
     return critic
 
 
-def make_train_step(config, image_shape, num_classes):
+def make_train_step(s, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics): one D and one G
   step (module docstring). Metrics: d_loss (half the sum of D's terms),
   each D term's mean (d_adv_loss; gradient_penalty, r1_penalty when on),
@@ -171,8 +160,7 @@ def make_train_step(config, image_shape, num_classes):
   (mean |y - G(x)| in [0, 1] pixel units), d_real and d_fake (mean sigmoid
   of D's patches before D's step), loss (d_loss + g_loss)."""
   del num_classes
-  s = settings(config)
-  nets = _Networks(config, image_shape)
+  nets = _Networks(s, image_shape)
   objective = gan_objectives.get_objective(s)
   d_terms = gan_objectives.adversarial_discriminator_terms(s, objective)
   g_terms = [gan_objectives.adversarial_generator_term(objective)]
@@ -229,10 +217,10 @@ def make_train_step(config, image_shape, num_classes):
   return train_step
 
 
-def make_sample_fn(config, image_shape, num_classes):
+def make_sample_fn(s, image_shape, num_classes):
   """sample(state, conditions, rng) -> G(x) in [0, 1] (dropout on)."""
   del num_classes
-  nets = _Networks(config, image_shape)
+  nets = _Networks(s, image_shape)
 
   def sample(state: Pix2PixState, conditions, rng):
     out = nets.generate(state.g_params, common.to_signed(conditions), rng)
@@ -256,14 +244,14 @@ def _test_terms(nets, mask, state, images, rng) -> dict:
                                    + per_patch(fake_logits < 0))}
 
 
-def evaluate(config, state: Pix2PixState, dataset: data_lib.Dataset, rng,
+def evaluate(s, state: Pix2PixState, dataset: data_lib.Dataset, rng,
              batch_size: int = 500) -> dict:
   """On the test split, G's dropout drawn from `rng`: `test_l1`, the mean
   |y - G(x)| over the pixels to predict in [0, 1] units; D's mean sigmoid
   on real and generated patches (`test_d_real`, `test_d_fake`) and its
   patch accuracy (real patches with a positive logit, generated ones with
   a negative one, each half), with the number of patches per image."""
-  nets = _Networks(config, dataset.image_shape)
+  nets = _Networks(s, dataset.image_shape)
   mask = nets.spec.target_mask(dataset.image_shape)
   terms = jax.jit(lambda st, im, k: _test_terms(nets, mask, st, im, k))
   # uint8 -> float32 on the host, outside the jitted terms.

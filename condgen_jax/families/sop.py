@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax.training import train_state
 
@@ -58,47 +57,41 @@ OPTIONS = {
 }
 
 
-def settings(config) -> ml_collections.FrozenConfigDict:
-  """Every key's value (`OPTIONS`); ValueError names the first bad one."""
-  image_conditions.settings(config)
-  return options.resolve(config, OPTIONS)
+def validate_config(s) -> None:
+  """The image condition fits the dataset (`image_conditions.check`)."""
+  image_conditions.check(s)
 
 
-def validate_config(config) -> None:
-  settings(config)
-
-
-def has_convolutions(config) -> bool:
-  del config
+def has_convolutions(s) -> bool:
+  del s
   return False
 
 
-def image_condition(config) -> image_conditions.ImageCondition:
-  return image_conditions.from_config(config)
+def image_condition(s) -> image_conditions.ImageCondition:
+  return image_conditions.from_settings(s)
 
 
-def metric_modes(config) -> dict:
+def metric_modes(s) -> dict:
   """{name: 'min' | 'max'} of what `evaluate` reports."""
-  if settings(config).network == "cvae":
+  if s.network == "cvae":
     return {"test_ncll": "min", "test_neg_elbo": "min"}
   return {"test_ncll": "min"}
 
 
-def make_model(config, image_shape) -> sop.StructuredCVAE:
-  s = settings(config)
+def make_model(s, image_shape) -> sop.StructuredCVAE:
   return sop.StructuredCVAE(tuple(image_shape), s.latent_dim,
                             tuple(s.hidden), s.network)
 
 
-def create_state(config, image_shape, num_classes, rng) -> TrainState:
+def create_state(s, image_shape, num_classes, rng) -> TrainState:
   del num_classes
-  model = make_model(config, image_shape)
-  x = jnp.zeros((1,) + image_condition(config).shape(image_shape))
+  model = make_model(s, image_shape)
+  x = jnp.zeros((1,) + image_condition(s).shape(image_shape))
   y = jnp.zeros((1,) + tuple(image_shape))
   init_rng, z_rng = jax.random.split(rng)
   params = model.init(init_rng, x, y, z_rng)["params"]
   return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=optax.adam(settings(config).learning_rate))
+                           tx=optax.adam(s.learning_rate))
 
 
 def masked_log_likelihood(logits, y, mask):
@@ -119,13 +112,12 @@ def _terms(model, params, x, y, mask, rng) -> dict:
           "kl": kl}
 
 
-def make_train_step(config, image_shape, num_classes):
+def make_train_step(s, image_shape, num_classes):
   """train_step(state, batch, rng) -> (state, metrics): one Adam step on
   the mean loss of the module docstring; metrics in nats per image."""
   del num_classes
-  s = settings(config)
-  spec = image_condition(config)
-  model = make_model(config, image_shape)
+  spec = image_condition(s)
+  model = make_model(s, image_shape)
   mask = spec.target_mask(image_shape)
 
   def train_step(state, batch, rng):
@@ -146,12 +138,12 @@ def make_train_step(config, image_shape, num_classes):
   return train_step
 
 
-def make_sample_fn(config, image_shape, num_classes):
+def make_sample_fn(s, image_shape, num_classes):
   """sample(state, conditions, rng) -> images in [0, 1]: the given pixels
   of `conditions`, the others Bernoulli means of p(y|x,z), z ~ p(z|x)."""
   del num_classes
-  spec = image_condition(config)
-  model = make_model(config, image_shape)
+  spec = image_condition(s)
+  model = make_model(s, image_shape)
 
   def sample(state, conditions, rng):
     predicted = model.apply({"params": state.params}, conditions, rng,
@@ -180,7 +172,7 @@ def log_likelihood(model, params, x, y, mask, rng, num_samples: int):
       apply(x, method=net.prior_params), rng, num_samples)
 
 
-def evaluate(config, state, dataset: data_lib.Dataset, rng,
+def evaluate(s, state, dataset: data_lib.Dataset, rng,
              batch_size: int = 500) -> dict:
   """Test negative conditional log-likelihood of the pixels to predict
   (`test_ncll`, nats per image) and the training terms on the test split.
@@ -188,9 +180,8 @@ def evaluate(config, state, dataset: data_lib.Dataset, rng,
   The test images are binarised once with keys derived from `rng` when the
   config binarises, so the numbers depend only on the params and `rng`.
   """
-  s = settings(config)
-  spec = image_condition(config)
-  model = make_model(config, dataset.image_shape)
+  spec = image_condition(s)
+  model = make_model(s, dataset.image_shape)
   mask = spec.target_mask(dataset.image_shape)
 
   @jax.jit

@@ -18,10 +18,10 @@ patch discriminator's: the mean over its patches).
 
 `config.gan_loss` names a built-in (`BUILTINS`) or is an import path
 `package.module:attribute` to a `GANObjective` or to a function of the
-family's settings returning one (`families.gan.settings(config)`: every GAN
-key at its value; `families.pix2pix.settings(config)`: pix2pix's keys,
-with the objective keys `OBJECTIVE_KEYS`); every process (train, sample,
-evaluate) rebuilds the same objective from the config. A new loss is one
+run's settings returning one (`runner.train.resolve(config)`: every key
+at its value, the objective keys `OBJECTIVE_KEYS` among them); every
+process (train, sample, evaluate) rebuilds the same objective from the
+config. A new loss is one
 such object:
 
     def my_loss(s):
@@ -181,8 +181,8 @@ BUILTINS = {
 def get_objective(s) -> GANObjective:
   """The objective `s.gan_loss` names: a key of `BUILTINS` or
   'package.module:attribute' (a GANObjective or a function of `s`
-  returning one). `s`: a family's settings holding `OBJECTIVE_KEYS`
-  (`families.gan.settings(config)`, `families.pix2pix.settings(config)`).
+  returning one). `s`: a run's settings holding `OBJECTIVE_KEYS`
+  (`runner.train.resolve`).
   ValueError names a bad name."""
   name = s.gan_loss
   if name in BUILTINS:

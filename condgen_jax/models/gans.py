@@ -45,13 +45,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from condgen_jax.nn import conditioning
-from condgen_jax import families
 from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax.nn import layers
-from condgen_jax.core import options
 
 ARCHITECTURES = ("mlp", "conv")
 G_CONDITIONINGS = ("concat", "film")
@@ -63,80 +60,6 @@ G_OUTPUTS = ("sigmoid", "tanh")
 
 UPSAMPLES = ("transpose", "pixel_shuffle")
 INITS = ("flax", "dcgan")
-
-# The model keys of the GAN family's configs (`condgen_jax.core.options`); a model
-# name's presets in `families.MODELS` take precedence over these defaults.
-MODEL_OPTIONS = {
-    "architecture": options.choice(
-        "conv", ARCHITECTURES,
-        "'mlp': Mirza & Osindero's fixed MLPs; 'conv': DCGAN"),
-    "class_head": options.flag(False, "AC-GAN: D also predicts the class"),
-    "q_hidden": options.integer(
-        0, "InfoGAN's Q network: a hidden LeakyReLU layer of this width "
-        "under D's class and code heads; 0 = linear heads (AC-GAN)",
-        minimum=0),
-    "q_norm": options.choice(
-        "none", NORMS, "normalisation of the Q network's hidden layer "
-        "(InfoGAN: batch)"),
-    "continuous_codes": options.integer(
-        0, "InfoGAN: U[-1, 1] codes appended to G's z and predicted by D's "
-        "code head (needs the conv models)", minimum=0),
-    "twin_class_head": options.flag(
-        False, "TAC-GAN: D also has a twin class head, trained on generated "
-        "samples only (needs class_head)"),
-    "g_conditioning": options.choice(
-        "concat", G_CONDITIONINGS,
-        "how G sees the condition: concatenated to z, or FiLM after each "
-        "norm"),
-    "d_conditioning": options.choice(
-        "projection", D_CONDITIONINGS + ("none",),
-        "how D sees the condition (`conditioning`); 'none' only with a "
-        "class head"),
-    "g_width": options.integer(64, "channels of G's last hidden layer"),
-    "g_hidden": options.integer(
-        0, "conv G: a dense hidden layer of this width (norm, ReLU) before "
-        "the dense layer to H/4 x W/4 x 2w (InfoGAN's G: 1024); 0 = none",
-        minimum=0),
-    "g_upsample": options.choice(
-        "transpose", UPSAMPLES,
-        "stride-2 transposed convolutions (DCGAN), or sub-pixel "
-        "convolutions (Shi et al. 2016)"),
-    "d_width": options.integer(64, "channels of D's first conv"),
-    "d_hidden": options.integer(
-        0, "conv D: a dense hidden layer of this width (d_norm, LeakyReLU) "
-        "on the flattened convs, shared by the logit and the heads "
-        "(InfoGAN's D: 1024); 0 = none", minimum=0),
-    "d_kernel_size": options.integer(4, "kernel size of D's convs"),
-    "d_leaky_slope": options.number(
-        0.2, "negative slope of the conv D's LeakyReLUs (DCGAN: 0.2; "
-        "InfoGAN's code: 0.01)", 0.0, 1.0),
-    "init": options.choice(
-        "flax", INITS,
-        "'flax': the layers' own initialisers (LeCun normal kernels, unit "
-        "norm scales); 'dcgan': every kernel N(0, 0.02) and every norm scale "
-        "N(1, 0.02) (Radford et al. 2016; InfoGAN's code)"),
-    "g_norm": options.choice("batch", NORMS, "normalisation in G"),
-    "d_norm": options.choice("none", NORMS, "normalisation in D"),
-    "spectral_norm": options.flag(False, "spectral norm on D's layers "
-                                  "(Miyato et al. 2018)"),
-    "minibatch_discrimination": options.flag(
-        False, "minibatch discrimination in D (Salimans et al. 2016)"),
-    "mbd_kernels": options.integer(50, "minibatch discrimination kernels"),
-    "mbd_kernel_dim": options.integer(5, "their dimension"),
-    "dropout_rate": options.number(0.5, "cgan_mlp D's dropout", 0.0, 1.0),
-    "g_dropout_rate": options.number(0.0, "cgan_mlp G's dropout", 0.0, 1.0),
-    "g_activation": options.choice("relu", G_ACTIVATIONS,
-                                   "cgan_mlp G's hidden activation"),
-    "g_output": options.choice(
-        "sigmoid", G_OUTPUTS,
-        "cgan_mlp G's output: [0, 1] (the paper) or [-1, 1]; the conv "
-        "models' is tanh"),
-    "virtual_batch_norm": options.flag(
-        False, "VBN in the conv G (Salimans et al. 2016) with a reference "
-        "batch of vbn_batch_size"),
-    "kernels": kernels_lib.OPTION,
-}
-
 
 def _check(name: str, value, allowed) -> None:
   if value not in allowed:
@@ -443,77 +366,6 @@ class ConvDiscriminator(nn.Module):
             "code_means": (head("code_head", self.continuous_codes)
                            if self.continuous_codes else None),
             "features": features}
-
-
-def model_settings(config) -> ml_collections.FrozenConfigDict:
-  """The model keys' values (config, else the model name's preset, else
-  `MODEL_OPTIONS`); ValueError names the first bad one."""
-  m = options.resolve(config, MODEL_OPTIONS, families.presets(config.model))
-  if m.d_conditioning == "none" and not m.class_head:
-    raise ValueError("Unknown d_conditioning 'none' for a model without a "
-                     f"class head (acgan); expected one of {D_CONDITIONINGS}.")
-  if m.twin_class_head and not m.class_head:
-    raise ValueError("twin_class_head=True (TAC-GAN) needs class_head=True "
-                     "(model acgan).")
-  if m.architecture == "mlp" and m.continuous_codes:
-    raise ValueError(f"continuous_codes={m.continuous_codes} needs the conv "
-                     "models (cgan_conv, acgan); cgan_mlp's D has no code "
-                     "head.")
-  if m.architecture == "mlp" and (m.g_hidden or m.d_hidden):
-    raise ValueError(f"g_hidden={m.g_hidden}, d_hidden={m.d_hidden} need "
-                     "the conv models (cgan_conv, acgan); cgan_mlp has the "
-                     "paper's fixed sizes.")
-  if m.q_norm != "none" and not m.q_hidden:
-    raise ValueError(f"q_norm={m.q_norm!r} needs q_hidden > 0 (the Q "
-                     "network's hidden layer); got q_hidden=0.")
-  if m.architecture == "mlp" and m.virtual_batch_norm:
-    raise ValueError("virtual_batch_norm=True needs a generator with "
-                     "normalisation layers (cgan_conv or acgan); cgan_mlp "
-                     "has none.")
-  return m
-
-
-def make_models(config, image_shape, num_classes):
-  """(generator, discriminator) for the config; the keys: `MODEL_OPTIONS`.
-  `num_classes`: the class count, or the tuple of the attributes' sizes.
-
-  cgan_mlp has the paper's fixed sizes; of the model keys it reads g_norm
-  (its hidden layers), g_dropout_rate, g_activation, g_output and the
-  discriminator switches.
-  Raises ValueError naming a bad value and the allowed ones.
-  """
-  image_shape = tuple(int(s) for s in image_shape)
-  m = model_settings(config)
-  kernels = kernels_lib.resolve(m.kernels)
-  if m.architecture == "mlp":
-    return (MLPGenerator(image_shape, num_classes,
-                         dropout_rate=m.g_dropout_rate, norm=m.g_norm,
-                         activation=m.g_activation, output=m.g_output,
-                         kernels=kernels),
-            MLPDiscriminator(
-                image_shape, num_classes, dropout_rate=m.dropout_rate,
-                spectral_norm=m.spectral_norm,
-                minibatch_discrimination=m.minibatch_discrimination,
-                mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim))
-  if image_shape[0] % 4 or image_shape[1] % 4:
-    raise ValueError("The conv GANs need H and W divisible by 4; got "
-                     f"image_shape {image_shape}.")
-  generator = ConvGenerator(image_shape, num_classes,
-                            conditioning=m.g_conditioning, width=m.g_width,
-                            norm=m.g_norm, upsample=m.g_upsample,
-                            virtual_batch_norm=m.virtual_batch_norm,
-                            hidden=m.g_hidden, kernels=kernels)
-  discriminator = ConvDiscriminator(
-      image_shape, num_classes, conditioning=m.d_conditioning,
-      width=m.d_width, kernel_size=m.d_kernel_size, norm=m.d_norm,
-      spectral_norm=m.spectral_norm,
-      minibatch_discrimination=m.minibatch_discrimination,
-      mbd_kernels=m.mbd_kernels, mbd_kernel_dim=m.mbd_kernel_dim,
-      class_head=m.class_head, twin_class_head=m.twin_class_head,
-      continuous_codes=m.continuous_codes, q_hidden=m.q_hidden,
-      q_norm=m.q_norm, hidden=m.d_hidden, leaky_slope=m.d_leaky_slope,
-      kernels=kernels)
-  return generator, discriminator
 
 
 def initialize(params, rng, init: str):

@@ -39,17 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from condgen_jax.core import options
 from condgen_jax.nn.layers import depth_to_space
 from condgen_jax.nn.layers import space_to_depth
 
 ModuleDef = Any
 KERNELS = ("auto", "stock", "cpu")
-# The `kernels` key of every family whose models take a `Kernels`.
-OPTION = options.choice(
-    "auto", KERNELS,
-    "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
-    "kernels on CPU, stock flax layers elsewhere; the same function")
 
 # On CPU, `conv_general_dilated` computes a stride-1 NHWC convolution whose
 # kernel [kh, kw, C, F] has kh*kw*F <= TAPS_MAX_N as one matmul plus a
