@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from condgen_jax import families
 from condgen_jax.core import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
@@ -30,7 +31,7 @@ flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
-  runtime.start(argv, _CONFIG.value)
+  runtime.start(argv, families.convolutional(_CONFIG.value))
   from condgen_jax.tools import benchmark  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
     if _SAMPLE_NFE.value < 0:

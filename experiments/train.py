@@ -11,6 +11,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from condgen_jax import families
 from condgen_jax.core import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
@@ -20,7 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  runtime.start(argv, _CONFIG.value)
+  runtime.start(argv, families.convolutional(_CONFIG.value))
   from condgen_jax.core import parallel  # pylint: disable=g-import-not-at-top
   from condgen_jax.runner import train  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()

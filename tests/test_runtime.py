@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from condgen_jax import families
 from condgen_jax.core import runtime
 
 # Known-answer vectors of Threefry-2x32-20 from the Random123 distribution
@@ -137,11 +138,13 @@ def test_synchronous_cpu_dispatch_only_for_models_with_convolutions(
                          (cgan_mlp.get_config(), False),
                          (cvae.get_config(), False)]:
       jax.config.update(name, True)
-      assert runtime.synchronous_cpu_dispatch(config) == conv
+      assert runtime.synchronous_cpu_dispatch(
+          families.convolutional(config)) == conv
       assert jax.config.values[name] == (not conv)
     monkeypatch.setenv("CONDGEN_KEEP_XLA_FLAGS", "1")
     jax.config.update(name, True)
-    assert not runtime.synchronous_cpu_dispatch(acgan.get_config())
+    assert not runtime.synchronous_cpu_dispatch(
+        families.convolutional(acgan.get_config()))
     assert jax.config.values[name]
   finally:
     jax.config.update(name, was)

@@ -119,9 +119,10 @@ def keep_freed_memory() -> bool:
           and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1)
 
 
-def synchronous_cpu_dispatch(config) -> bool:
-  """For models with convolutions, runs CPU computations on the calling
-  thread (`jax_cpu_enable_async_dispatch=False`). Returns whether it did.
+def synchronous_cpu_dispatch(convolutional: bool) -> bool:
+  """For models with convolutions (`families.convolutional(config)`), runs
+  CPU computations on the calling thread
+  (`jax_cpu_enable_async_dispatch=False`). Returns whether it did.
 
   Their steps take tens to hundreds of milliseconds, so overlapping Python's
   dispatch with them gains nothing; running them on the main thread takes
@@ -130,29 +131,22 @@ def synchronous_cpu_dispatch(config) -> bool:
   per-call cost of their short steps. Must run before JAX's first
   computation.
   """
-  from condgen_jax import families  # pylint: disable=g-import-not-at-top
-  if _keep_defaults():
-    return False
-  try:
-    convolutional = families.has_convolutions(config)
-  except ValueError:  # a bad model name: the entry point reports it
-    return False
-  if not convolutional:
+  if _keep_defaults() or not convolutional:
     return False
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_enable_async_dispatch", False)
   return True
 
 
-def apply_cpu_defaults(config=None) -> None:
+def apply_cpu_defaults(convolutional: bool | None = None) -> None:
   """`set_default_xla_flags`, `unroll_threefry_on_cpu`, `keep_freed_memory`
-  and, given the run's config, `synchronous_cpu_dispatch`: what the entry
-  points do; notebooks call it before importing jax."""
+  and, told whether the model convolves, `synchronous_cpu_dispatch`: what
+  the entry points do; notebooks call it before importing jax."""
   set_default_xla_flags()
   unroll_threefry_on_cpu()
   keep_freed_memory()
-  if config is not None:
-    synchronous_cpu_dispatch(config)
+  if convolutional is not None:
+    synchronous_cpu_dispatch(convolutional)
 
 
 @contextlib.contextmanager
@@ -225,12 +219,12 @@ def _root_cause(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
-def start(argv, config=None) -> None:
+def start(argv, convolutional: bool | None = None) -> None:
   """What every entry point's main() does first: refuse stray arguments,
-  apply the CPU defaults (before JAX starts; those that depend on the model
-  need its `config`) and quieten INFO logs."""
+  apply the CPU defaults (before JAX starts; the dispatch mode needs to know
+  whether the model convolves) and quieten INFO logs."""
   from absl import app  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  apply_cpu_defaults(config)
+  apply_cpu_defaults(convolutional)
   quiet_logs()

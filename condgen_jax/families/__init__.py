@@ -80,6 +80,16 @@ def config_defaults(model: str) -> dict:
   return options.defaults(declared, presets(model))
 
 
+def convolutional(config) -> bool:
+  """`has_convolutions` of a config not resolved yet: the entry points pick
+  the CPU dispatch mode with it before JAX starts. False for a model name
+  that does not load (`runner.train.resolve` then reports it)."""
+  try:
+    return has_convolutions(config)
+  except (ValueError, AttributeError):
+    return False
+
+
 def has_convolutions(s) -> bool:
   """Whether the model of settings `s` convolves (its CPU defaults
   differ)."""
