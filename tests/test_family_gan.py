@@ -282,8 +282,7 @@ def test_infogan_codes_are_refused_with_attributes():
                      r"\(InfoGAN's codes\)"):
     train.resolve(config)
   with pytest.raises(ValueError, match="code_prior='uniform'"):
-    gan_training.create_state(make_config("acgan", code_prior="uniform"),
-                              IMAGE_SHAPE, ATTRIBUTE_SIZES, jax.random.key(0))
+    make_config("acgan", code_prior="uniform", condition_kind="attributes")
   config.condition_kind = "label"
   train.resolve(config)
 

@@ -392,9 +392,7 @@ def _ref(state_or_ref):
 
 def create_state(s, image_shape, num_classes, rng) -> GANState:
   """Initial parameters and optimiser states of both players."""
-  check_condition(s, isinstance(num_classes, tuple))
-  generator, discriminator = make_models(s, image_shape,
-                                              num_classes)
+  generator, discriminator = make_models(s, image_shape, num_classes)
   g_key, d_key, drop_key, ref_key = jax.random.split(rng, 4)
   vbn_ref = None
   if s.virtual_batch_norm:
@@ -523,7 +521,6 @@ class _GANStep:
 
   def __init__(self, s, image_shape, num_classes):
     self.s = s
-    check_condition(s, isinstance(num_classes, tuple))
     self.num_classes = num_classes
     self.players = _Players(s, image_shape, num_classes)
     self.objective = objective = gan_objectives.get_objective(s)
