@@ -12,7 +12,7 @@ the package starts nothing, so the entry points can set XLA's flags first.
 """
 
 __version__ = "0.1.0"
-__all__ = ("Trained", "load", "train", "init_state", "train_step")
+__all__ = ("Trained", "load", "train", "resolve", "init_state", "train_step")
 
 
 def __getattr__(name):

@@ -127,6 +127,12 @@ def abstract_state(s, dataset: data_lib.Dataset, mesh):
       x.shape, x.dtype, sharding=replicated), shapes)
 
 
+def resolve(config):
+  """The settings of `config`, resolved once and checked
+  (`runner.train.resolve`): what every family function takes."""
+  return train_lib.resolve(config)
+
+
 def init_state(config, image_shape: Sequence[int], num_classes, rng):
   """The initial state of `config.model`'s family (`config`, or settings
   already resolved, is resolved and checked first)."""

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from condgen_jax import conditioning as C
+from condgen_jax.nn import conditioning as C
 
 KEY = jax.random.key(0)
 
