@@ -21,7 +21,7 @@ def get_config():
   # average needs no statistics of its own (the conv GANs' batch-norm G
   # sampled no better from one: docs/gan_quality.md).
   c.ema_decay = 0.999
-  # Departures from the paper's G (README, "CGAN-MLP"): with its U[0, 1]
+  # Departures from the paper's G (docs/gan_quality.md, "CGAN-MLP"): with its U[0, 1]
   # noise, ReLU and sigmoid pixels, G ignores z within a few hundred steps
   # (one image per class), here and in an independent plain-JAX
   # implementation; N(0, I) noise, LeakyReLU(0.2) and tanh pixels in [-1, 1]

@@ -94,8 +94,8 @@ class FiLM(nn.Module):
   layer the identity at initialisation (the U-Net's choice). In a DCGAN
   discriminator the identity start left the condition unused for the first
   thousands of steps: class accuracy of the samples 0.23 after 2,000 steps
-  on MNIST, against 0.74 with the LeCun start (README, "Why the
-  conditionings lagged").
+  on MNIST, against 0.74 with the LeCun start (docs/findings.md, "How the
+  defaults got there").
   """
   num_classes: int
   kernel_init: Callable = nn.initializers.lecun_normal()
@@ -153,7 +153,7 @@ class Projection(nn.Module):
   Dense default (LeCun over the K inputs, std 1 / sqrt(K)) made it about
   sqrt(F / K) times larger, ~25x for MNIST's 6,272 features: D's logit was
   a random per-class offset, and class accuracy of the samples trailed by
-  about 1,000 steps (README, "Why the conditionings lagged").
+  about 1,000 steps (docs/findings.md, "How the defaults got there").
   """
   num_classes: int
 
