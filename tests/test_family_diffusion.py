@@ -14,7 +14,6 @@ from condgen_jax.core import checkpointing
 from condgen_jax.diffusion import samplers
 from condgen_jax.families import diffusion as dt
 from condgen_jax.diffusion import schedules
-from condgen_jax import losses
 from condgen_jax.runner import train
 from condgen_jax.models import unet
 

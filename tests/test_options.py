@@ -103,7 +103,6 @@ def test_config_files_start_from_the_declarations(name):
 def test_the_gan_defaults_agree_everywhere():
   from condgen_jax.configs import acgan, cgan_conv, cgan_mlp  # pylint: disable=g-import-not-at-top
   from condgen_jax.families import gan as gan_training  # pylint: disable=g-import-not-at-top
-  from condgen_jax.models import gans  # pylint: disable=g-import-not-at-top
   bare = train.resolve(_config(model="cgan_conv"))
   assert bare.g_upsample == gan_training.MODEL_OPTIONS["g_upsample"].default == \
       cgan_conv.get_config().g_upsample == "transpose"

@@ -56,7 +56,6 @@ from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.families import common
 from condgen_jax.families import ema as ema_lib
-from condgen_jax import families
 from condgen_jax.losses import gan_objectives
 from condgen_jax.models import gans
 from condgen_jax.core import options

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from condgen_jax.core import parallel
-from condgen_jax.evaluation import sampling
 from condgen_jax.runner import train
 
 
