@@ -1,11 +1,17 @@
 import gzip
 import hashlib
+import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from condgen_jax.data import datasets as data
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_digits_shapes_and_split(digits):
@@ -90,26 +96,69 @@ def _fingerprints(images, labels):
                 for x, y in zip(images, labels))
 
 
-def test_tfds_build_matches_numpy_parse(mnist_dir, tmp_path):
-  """TFDS built from the IDX files (manual_dir) == the numpy parse, as sets of
-  (image, label) pairs: TFDS stores them in another order. Both datasets are
-  built into one TFDS folder: their files share names, and must not mix."""
+# One process of `test_four_processes_build_once_and_read_the_same`: loads
+# MNIST (building it into an empty TFDS folder) and the digits reference
+# classifier (training it into an empty cache); prints digests of both.
+_FIRST_USE = """
+import hashlib, json, sys
+import jax
+import numpy as np
+from condgen_jax.data import datasets as data
+from condgen_jax.evaluation import classifier
+data_dir, tfds_dir, cache_dir = sys.argv[1:]
+ds = data.load_dataset("mnist", data_dir, tfds_dir=tfds_dir)
+h = hashlib.sha1()
+for split in ("train", "test"):
+  for a in ds.split(split):
+    h.update(np.ascontiguousarray(a).tobytes())
+c = classifier.load_or_train_classifier("digits", cache_dir, num_steps=20)
+g = hashlib.sha1()
+for leaf in jax.tree.leaves(c.params):
+  g.update(np.asarray(leaf).tobytes())
+print(json.dumps({"data": h.hexdigest(), "source": ds.source,
+                  "classifier": g.hexdigest()}))
+"""
+
+
+def test_four_processes_build_once_and_read_the_same(mnist_dir, tmp_path):
+  """Four processes started together on an empty TFDS folder and an empty
+  classifier cache: one builds each, the others wait and read the result
+  (unlocked, TFDS's rename of its temporary folder fails in all but one).
+  The data they read is the numpy parse of the IDX files, as sets of
+  (image, label) pairs: TFDS stores them in another order."""
   pytest.importorskip("tensorflow")
-  tfds_dir = str(tmp_path / "tfds")
-  names = ["mnist"]
+  tfds_dir, cache = tmp_path / "tfds", tmp_path / "cache"
+  procs = [subprocess.Popen(
+      [sys.executable, "-c", _FIRST_USE, str(mnist_dir.parent),
+       str(tfds_dir), str(cache)], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for _ in range(4)]
+  outs = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    outs.append(out)
+  trained = sum("trained in" in out for out in outs)
+  results = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+  assert trained == 1, outs
+  assert all(r == results[0] for r in results), results
+  assert results[0]["source"].startswith("tfds:")
+  via_tfds = data.load_dataset("mnist", str(mnist_dir.parent),
+                               tfds_dir=str(tfds_dir))
+  via_numpy = data.load_idx("mnist", mnist_dir)
+  for split in ("train", "test"):
+    a, b = via_tfds.split(split), via_numpy.split(split)
+    assert a[0].shape == b[0].shape
+    assert not np.array_equal(a[1], b[1])  # reordered...
+    assert _fingerprints(*a) == _fingerprints(*b)  # ...same examples
+  # Fashion-MNIST's IDX files share MNIST's names: built into the same
+  # TFDS folder, the two must not mix.
   if (mnist_dir.parent / "fashion_mnist").exists():
-    names.append("fashion_mnist")
-  for name in names:
-    via_tfds = data.load_dataset(name, str(mnist_dir.parent),
-                                 tfds_dir=tfds_dir)
-    assert via_tfds.source.startswith("tfds:")
-    assert data.tfds_is_built(name, tfds_dir)
-    via_numpy = data.load_idx(name, mnist_dir.parent / name)
-    for split in ("train", "test"):
-      a, b = via_tfds.split(split), via_numpy.split(split)
-      assert a[0].shape == b[0].shape
-      assert not np.array_equal(a[1], b[1])  # reordered...
-      assert _fingerprints(*a) == _fingerprints(*b)  # ...same examples
+    fashion = data.load_dataset("fashion_mnist", str(mnist_dir.parent),
+                                tfds_dir=str(tfds_dir))
+    numpy_fashion = data.load_idx("fashion_mnist",
+                                  mnist_dir.parent / "fashion_mnist")
+    assert _fingerprints(*fashion.split("test")) == _fingerprints(
+        *numpy_fashion.split("test"))
 
 
 def test_labels_outside_the_class_range_are_refused(digits):

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from condgen_jax.core import locking
 from condgen_jax.data import colored
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "colored_digits",
@@ -322,7 +323,12 @@ def _load_tfds_or_idx(name, data_dir, tfds_dir, download) -> Dataset:
   if idx_dir is not None:
     check_idx_files(idx_dir)
     if _has_tensorflow():
-      build_tfds(name, idx_dir, tfds_dir)
+      # Several processes may start on an empty `tfds_dir` at once: one
+      # builds (TFDS writes into a temporary folder and renames it when
+      # complete), the others wait for it and read what it built.
+      with locking.exclusive(pathlib.Path(tfds_dir) / f".{name}.build.lock"):
+        if not tfds_is_built(name, tfds_dir):
+          build_tfds(name, idx_dir, tfds_dir)
       return _read_tfds(name, tfds_dir)
     return load_idx(name, idx_dir)
   if download:

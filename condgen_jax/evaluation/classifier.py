@@ -42,6 +42,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
+from condgen_jax.core import locking
 from condgen_jax.data import datasets as data_lib
 
 FEATURE_DIM = 128
@@ -353,9 +354,20 @@ def load_or_train_classifier(dataset, cache_dir: str | os.PathLike | None = None
             "learning_rate": cfg["learning_rate"],
             "max_shift": cfg["max_shift"], "feature_dim": FEATURE_DIM}
 
-  cached = None if retrain else _load_cached(folder, wanted, verbose)
-  if cached is not None:
-    return cached
+  # Several processes may want the same classifier at once: one trains it,
+  # the others wait for it and load what it saved.
+  with locking.exclusive(folder.with_name(f".{folder.name}.lock")):
+    cached = None if retrain else _load_cached(folder, wanted, verbose)
+    if cached is not None:
+      return cached
+    return _train_and_save(dataset, folder, wanted, cfg, seed=seed,
+                           data_dir=data_dir, attribute=attribute,
+                           verbose=verbose)
+
+
+def _train_and_save(dataset, folder: pathlib.Path, wanted: dict, cfg: dict,
+                    *, seed: int, data_dir, attribute, verbose: bool
+                    ) -> ReferenceClassifier:
   ds = _resolve_dataset(dataset, data_dir)
   if attribute:
     ds = data_lib.labelled_by(ds, attribute)
