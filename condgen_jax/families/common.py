@@ -11,12 +11,18 @@ players (a generator G and a discriminator D).
   (the GAN family and pix2pix).
 - `KERNELS_OPTION`: the `kernels` key of every family whose networks take
   an `nn.kernels.Kernels`.
+- `compute_dtype`, `layer_kernels`, `check_precision`: mixed precision
+  (the runner's `compute_dtype` key): the dtype the networks compute in,
+  the layer implementations that compute in it, the check of `kernels`
+  against it. The networks return float32 whatever they compute in.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
+import flax.linen as nn
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
@@ -29,7 +35,44 @@ from condgen_jax.nn import kernels as kernels_lib
 KERNELS_OPTION = options.choice(
     "auto", kernels_lib.KERNELS,
     "layer implementations (`kernels.resolve`): 'auto' = the XLA:CPU "
-    "kernels on CPU, stock flax layers elsewhere; the same function")
+    "kernels on CPU, stock flax layers elsewhere and with compute_dtype="
+    "'bfloat16'; the same function")
+
+# `compute_dtype` (declared with the runner's keys) -> the networks' `dtype`:
+# None leaves flax's own (float32 inputs and params compute in float32), so
+# a float32 run builds the very networks it built before the key existed.
+_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(s):
+  """The dtype the networks of settings `s` compute their matmuls and
+  convolutions in (flax `dtype=`): None for 'float32', `jnp.bfloat16` for
+  'bfloat16'. Parameters stay float32 either way (`param_dtype`)."""
+  return _DTYPES[s.compute_dtype]
+
+
+def check_precision(s) -> None:
+  """ValueError when `s.kernels` names the XLA:CPU kernels ('cpu') with a
+  bfloat16 `compute_dtype`: they are written for float32, so bfloat16
+  runs use the stock flax layers ('auto' picks them)."""
+  if compute_dtype(s) is not None and s.kernels == "cpu":
+    raise ValueError(f"config.kernels='cpu' computes in float32 only; with "
+                     f"compute_dtype={s.compute_dtype!r} use kernels='auto' "
+                     "or 'stock' (the stock flax layers).")
+
+
+def layer_kernels(s) -> kernels_lib.Kernels:
+  """The layer implementations of settings `s`: `kernels.resolve(s.kernels)`
+  in float32; in bfloat16 the stock flax layers, the convolutions computing
+  in bfloat16 and batch norm in float32 (statistics and output)."""
+  dtype = compute_dtype(s)
+  if dtype is None:
+    return kernels_lib.resolve(s.kernels)
+  return kernels_lib.Kernels(
+      conv=functools.partial(nn.Conv, dtype=dtype),
+      strided_conv=functools.partial(nn.Conv, dtype=dtype),
+      conv_transpose=functools.partial(nn.ConvTranspose, dtype=dtype),
+      batch_norm=functools.partial(nn.BatchNorm, dtype=jnp.float32))
 
 
 def to_signed(images):

@@ -19,7 +19,6 @@ from condgen_jax.nn import conditioning as cond_lib
 from condgen_jax.models import cvae
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.families import common
-from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax import losses
 from condgen_jax.core import options
 
@@ -61,12 +60,12 @@ def make_model(s, image_shape, num_classes) -> cvae.CVAE:
       latent_dim=s.latent_dim, architecture=s.architecture,
       prior=s.prior, condition=s.condition, conditioning=s.conditioning,
       hidden=tuple(s.hidden), channels=tuple(s.channels),
-      kernels=kernels_lib.resolve(s.kernels))
+      kernels=common.layer_kernels(s), dtype=common.compute_dtype(s))
 
 
 def validate_config(s) -> None:
-  """No checks across the CVAE's keys (each is checked as declared)."""
-  del s
+  """`kernels` against `compute_dtype` (`common.check_precision`)."""
+  common.check_precision(s)
 
 
 def has_convolutions(s) -> bool:

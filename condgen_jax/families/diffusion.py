@@ -118,7 +118,8 @@ class DiffusionState(train_state.TrainState):
 def make_model(s, num_classes) -> unet.UNet:
   return unet.UNet(num_classes=num_classes, channels=s.channels,
                    num_res_blocks=s.num_res_blocks, attention=s.attention,
-                   num_groups=s.num_groups, patch_size=s.patch_size)
+                   num_groups=s.num_groups, patch_size=s.patch_size,
+                   dtype=common.compute_dtype(s))
 
 
 def create_state(s, image_shape, num_classes, rng) -> DiffusionState:

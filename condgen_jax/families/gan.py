@@ -52,7 +52,6 @@ import jax.numpy as jnp
 import optax
 
 from condgen_jax.nn import augmentation
-from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.families import common
 from condgen_jax.families import ema as ema_lib
@@ -235,6 +234,7 @@ def validate_config(s) -> None:
                      "normalisation layers (cgan_conv or acgan); cgan_mlp "
                      "has none.")
   check_condition(s, s.condition_kind == "attributes")
+  common.check_precision(s)
   gan_objectives.get_objective(s)
 
 
@@ -247,17 +247,19 @@ def make_models(s, image_shape, num_classes):
   discriminator switches.
   """
   image_shape = tuple(int(n) for n in image_shape)
-  kernels = kernels_lib.resolve(s.kernels)
+  kernels = common.layer_kernels(s)
+  dtype = common.compute_dtype(s)
   if s.architecture == "mlp":
     return (gans.MLPGenerator(image_shape, num_classes,
                               dropout_rate=s.g_dropout_rate, norm=s.g_norm,
                               activation=s.g_activation, output=s.g_output,
-                              kernels=kernels),
+                              kernels=kernels, dtype=dtype),
             gans.MLPDiscriminator(
                 image_shape, num_classes, dropout_rate=s.dropout_rate,
                 spectral_norm=s.spectral_norm,
                 minibatch_discrimination=s.minibatch_discrimination,
-                mbd_kernels=s.mbd_kernels, mbd_kernel_dim=s.mbd_kernel_dim))
+                mbd_kernels=s.mbd_kernels, mbd_kernel_dim=s.mbd_kernel_dim,
+                dtype=dtype))
   if image_shape[0] % 4 or image_shape[1] % 4:
     raise ValueError("The conv GANs need H and W divisible by 4; got "
                      f"image_shape {image_shape}.")
@@ -265,7 +267,7 @@ def make_models(s, image_shape, num_classes):
       image_shape, num_classes, conditioning=s.g_conditioning,
       width=s.g_width, norm=s.g_norm, upsample=s.g_upsample,
       virtual_batch_norm=s.virtual_batch_norm, hidden=s.g_hidden,
-      kernels=kernels)
+      kernels=kernels, dtype=dtype)
   discriminator = gans.ConvDiscriminator(
       image_shape, num_classes, conditioning=s.d_conditioning,
       width=s.d_width, kernel_size=s.d_kernel_size, norm=s.d_norm,
@@ -275,7 +277,7 @@ def make_models(s, image_shape, num_classes):
       class_head=s.class_head, twin_class_head=s.twin_class_head,
       continuous_codes=s.continuous_codes, q_hidden=s.q_hidden,
       q_norm=s.q_norm, hidden=s.d_hidden, leaky_slope=s.d_leaky_slope,
-      kernels=kernels)
+      kernels=kernels, dtype=dtype)
   return generator, discriminator
 
 

@@ -39,7 +39,6 @@ from condgen_jax.data import datasets as data_lib
 from condgen_jax.data import image_conditions
 from condgen_jax.families import common
 from condgen_jax.families import gan as gan_family
-from condgen_jax.nn import kernels as kernels_lib
 from condgen_jax.core import options
 from condgen_jax.losses import gan_objectives
 from condgen_jax.models import pix2pix
@@ -73,9 +72,11 @@ OPTIONS = {
 def validate_config(s) -> None:
   """The image condition fits the dataset (`image_conditions.check`), and
   `gan_loss` names an objective (every name the GAN family takes; an
-  import path's function is given `s`); ValueError names the value."""
+  import path's function is given `s`), `kernels` fits `compute_dtype`;
+  ValueError names the value."""
   image_conditions.check(s)
   gan_objectives.get_objective(s)
+  common.check_precision(s)
 
 
 def has_convolutions(s) -> bool:
@@ -102,7 +103,7 @@ Pix2PixState = common.TwoPlayerState
 
 def make_models(s, image_shape):
   """(generator, discriminator) for targets of `image_shape`."""
-  kernels = kernels_lib.resolve(s.kernels)
+  kernels = common.layer_kernels(s)  # the convs compute in compute_dtype
   return (pix2pix.UNetGenerator(image_shape[-1], tuple(s.g_channels),
                                 s.dropout_rate, kernels),
           pix2pix.PatchDiscriminator(tuple(s.d_channels), kernels))

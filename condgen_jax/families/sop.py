@@ -80,7 +80,8 @@ def metric_modes(s) -> dict:
 
 def make_model(s, image_shape) -> sop.StructuredCVAE:
   return sop.StructuredCVAE(tuple(image_shape), s.latent_dim,
-                            tuple(s.hidden), s.network)
+                            tuple(s.hidden), s.network,
+                            common.compute_dtype(s))
 
 
 def create_state(s, image_shape, num_classes, rng) -> TrainState:

@@ -14,7 +14,7 @@ in its conv stack when `conditioning='film'`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,18 +42,21 @@ def _validate(architecture, prior, condition, conditioning, image_shape):
                      f"{image_shape}.")
 
 
-def _relu_stack(h, features: Sequence[int]):
-  """Dense -> ReLU for each width (layers named dense0, dense1, ...); call
-  inside a compact module."""
+def _relu_stack(h, features: Sequence[int], dtype: Any = None):
+  """Dense -> ReLU for each width (layers named dense0, dense1, ...),
+  computing in `dtype`; call inside a compact module."""
   for i, f in enumerate(features):
-    h = nn.relu(nn.Dense(f, name=f"dense{i}")(h))
+    h = nn.relu(nn.Dense(f, dtype=dtype, name=f"dense{i}")(h))
   return h
 
 
-def _gaussian_head(h, latent_dim: int):
-  """Mean and log-variance of a diagonal Gaussian (layers 'mean', 'logvar')."""
-  return (nn.Dense(latent_dim, name="mean")(h),
-          nn.Dense(latent_dim, name="logvar")(h))
+def _gaussian_head(h, latent_dim: int, dtype: Any = None):
+  """Mean and log-variance of a diagonal Gaussian (layers 'mean', 'logvar'),
+  computed in `dtype`, returned in float32."""
+  return (nn.Dense(latent_dim, dtype=dtype, name="mean")(h)
+          .astype(jnp.float32),
+          nn.Dense(latent_dim, dtype=dtype, name="logvar")(h)
+          .astype(jnp.float32))
 
 
 class MLPEncoder(nn.Module):
@@ -61,13 +64,15 @@ class MLPEncoder(nn.Module):
   hidden: Sequence[int]
   num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
+  dtype: Any = None  # computation dtype of the layers (None: float32)
 
   @nn.compact
   def __call__(self, x, c):
     h = x.reshape(x.shape[0], -1)
     if self.conditional:
       h = cond_lib.Concat(self.num_classes)(h, c)
-    return _gaussian_head(_relu_stack(h, self.hidden), self.latent_dim)
+    return _gaussian_head(_relu_stack(h, self.hidden, self.dtype),
+                          self.latent_dim, self.dtype)
 
 
 class MLPDecoder(nn.Module):
@@ -75,13 +80,15 @@ class MLPDecoder(nn.Module):
   hidden: Sequence[int]
   num_classes: int | tuple[int, ...]  # a tuple: attribute sizes
   conditional: bool
+  dtype: Any = None  # computation dtype of the layers (None: float32)
 
   @nn.compact
   def __call__(self, z, c):
     h = cond_lib.Concat(self.num_classes)(z, c) if self.conditional else z
-    h = _relu_stack(h, self.hidden)
+    h = _relu_stack(h, self.hidden, self.dtype)
     n = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-    return nn.Dense(n, name="logits")(h).reshape((-1,) + self.image_shape)
+    return nn.Dense(n, dtype=self.dtype, name="logits")(h).reshape(
+        (-1,) + self.image_shape)
 
 
 class ConvEncoder(nn.Module):
@@ -93,16 +100,19 @@ class ConvEncoder(nn.Module):
   conditional: bool
   conditioning: str
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  dtype: Any = None  # of the dense and FiLM layers; the convs: `kernels`
 
   @nn.compact
   def __call__(self, x, c):
     film = self.conditional and self.conditioning == "film"
     if self.conditional and not film:
-      x = cond_lib.image_conditioning(self.conditioning, self.num_classes)(x, c)
+      x = cond_lib.image_conditioning(self.conditioning, self.num_classes,
+                                      self.dtype)(x, c)
     if film:
       h = cond_lib.FiLMConvStack(self.num_classes, self.channels,
                                  (2,) * len(self.channels), norm="layer",
-                                 kernels=self.kernels, name="film_stack")(x, c)
+                                 kernels=self.kernels, dtype=self.dtype,
+                                 name="film_stack")(x, c)
     else:
       h = x
       for i, f in enumerate(self.channels):
@@ -110,8 +120,8 @@ class ConvEncoder(nn.Module):
                                          padding="SAME", name=f"conv{i}")
         h = nn.relu(conv(h))
     h = h.reshape(h.shape[0], -1)
-    h = nn.relu(nn.Dense(self.hidden, name="dense")(h))
-    return _gaussian_head(h, self.latent_dim)
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h))
+    return _gaussian_head(h, self.latent_dim, self.dtype)
 
 
 class ConvDecoder(nn.Module):
@@ -123,20 +133,22 @@ class ConvDecoder(nn.Module):
   conditional: bool
   conditioning: str
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  dtype: Any = None  # of the dense and FiLM layers; the convs: `kernels`
 
   @nn.compact
   def __call__(self, z, c):
     h_out, w_out, c_out = self.image_shape
     h = cond_lib.Concat(self.num_classes)(z, c) if self.conditional else z
-    h = nn.relu(nn.Dense(self.hidden, name="dense")(h))
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="dense")(h))
     first = self.channels[-1]
-    h = nn.relu(nn.Dense(h_out // 4 * w_out // 4 * first, name="to_map")(h))
+    h = nn.relu(nn.Dense(h_out // 4 * w_out // 4 * first, dtype=self.dtype,
+                         name="to_map")(h))
     h = h.reshape(-1, h_out // 4, w_out // 4, first)
     up = tuple(reversed(self.channels))[1:] + (self.channels[0],)
     if self.conditional and self.conditioning == "film":
       h = cond_lib.FiLMConvStack(self.num_classes, up, (2, 2), norm="layer",
                                  transpose=True, kernels=self.kernels,
-                                 name="film_stack")(h, c)
+                                 dtype=self.dtype, name="film_stack")(h, c)
     else:
       for i, f in enumerate(up):
         h = nn.relu(self.kernels.conv_transpose(
@@ -161,6 +173,9 @@ class CVAE(nn.Module):
   channels: Sequence[int] = (32, 64)
   # conv: the layer implementations (`kernels.resolve`); the same function
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  # The computation dtype of the dense layers (the convs': `kernels`'s);
+  # parameters and outputs are float32 whatever it is. None: float32.
+  dtype: Any = None
 
   def setup(self):
     _validate(self.architecture, self.prior, self.condition, self.conditioning,
@@ -168,16 +183,16 @@ class CVAE(nn.Module):
     conditional = self.condition == "label"
     if self.architecture == "mlp":
       self.encoder = MLPEncoder(self.latent_dim, self.hidden, self.num_classes,
-                                conditional)
+                                conditional, self.dtype)
       self.decoder = MLPDecoder(self.image_shape, tuple(reversed(self.hidden)),
-                                self.num_classes, conditional)
+                                self.num_classes, conditional, self.dtype)
     else:
       self.encoder = ConvEncoder(self.latent_dim, self.channels,
                                  self.hidden[0], self.num_classes, conditional,
-                                 self.conditioning, self.kernels)
+                                 self.conditioning, self.kernels, self.dtype)
       self.decoder = ConvDecoder(self.image_shape, self.channels,
                                  self.hidden[0], self.num_classes, conditional,
-                                 self.conditioning, self.kernels)
+                                 self.conditioning, self.kernels, self.dtype)
     if self.prior == "learned":
       # with attributes, one mean per attribute value, summed per example
       components = (cond_lib.condition_size(self.num_classes) if conditional
@@ -191,7 +206,8 @@ class CVAE(nn.Module):
     return self.encoder(x, c)
 
   def decode(self, z, c):
-    return self.decoder(z, c)
+    """Logits of p(x|z,c), float32."""
+    return self.decoder(z, c).astype(jnp.float32)
 
   def prior_params(self, c):
     """Mean and log-variance of p(z|c), shape [B, latent_dim]."""

@@ -33,6 +33,10 @@ attributes, the class heads are one Dense per attribute and
   (`q_hidden` and `q_norm`, the class head and the `code_means` head);
   `g_hidden` and `d_hidden` add the paper's 1,024-unit dense layers.
 
+Every network takes `dtype`, the computation dtype of its dense and
+FiLM layers (its convolutions': the `kernels` it is given; None: float32),
+keeps float32 parameters and normalisation statistics, and returns float32.
+
 `make_models(config, image_shape, num_classes)` builds the pair from a
 config; `initialize(params, rng, config.init)` redraws their initial
 weights as DCGAN's (and InfoGAN's) code does when `init='dcgan'`.
@@ -67,6 +71,12 @@ def _check(name: str, value, allowed) -> None:
                      f"{tuple(allowed)}.")
 
 
+def _float32(outputs):
+  """A network's outputs (an array or a dict of arrays and Nones) as
+  float32, whatever dtype its layers computed in (a no-op in float32)."""
+  return jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
+
+
 def _dropout(rate: float, train: bool):
   if rate > 0:
     return nn.Dropout(rate, deterministic=not train)
@@ -92,6 +102,7 @@ class MLPGenerator(nn.Module):
   activation: str = "relu"
   output: str = "sigmoid"
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
@@ -104,7 +115,8 @@ class MLPGenerator(nn.Module):
            lambda h: nn.leaky_relu(h, 0.2))
 
     def dense_norm_act(x, features, name):
-      x = nn.Dense(features, use_bias=self.norm == "none", name=name)(x)
+      x = nn.Dense(features, use_bias=self.norm == "none", dtype=self.dtype,
+                   name=name)(x)
       x = conditioning.normalization(self.norm, train, name=f"{name}_norm",
                                      affine=True,
                                      batch_norm=self.kernels.batch_norm)(x)
@@ -116,9 +128,9 @@ class MLPGenerator(nn.Module):
     h = drop(jnp.concatenate([hz, hc], axis=-1))
     h = drop(dense_norm_act(h, self.joint_hidden, "joint_dense"))
     size = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-    x = nn.Dense(size, name="out")(h)
+    x = nn.Dense(size, dtype=self.dtype, name="out")(h)
     x = nn.sigmoid(x) if self.output == "sigmoid" else jnp.tanh(x)
-    return x.reshape((z.shape[0],) + tuple(self.image_shape))
+    return _float32(x.reshape((z.shape[0],) + tuple(self.image_shape)))
 
 
 class MLPDiscriminator(nn.Module):
@@ -139,6 +151,7 @@ class MLPDiscriminator(nn.Module):
   minibatch_discrimination: bool = False
   mbd_kernels: int = 50
   mbd_kernel_dim: int = 5
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, c, *, train: bool = False,
@@ -150,21 +163,24 @@ class MLPDiscriminator(nn.Module):
       return layers.spectral_norm(layer, self.spectral_norm, name=name)
 
     c = conditioning.condition_vector(c, self.num_classes).astype(x.dtype)
-    hx = sn(layers.Maxout(*self.x_units, name="x_maxout"), "sn_x")(
+    maxout = lambda units, name: layers.Maxout(*units, dtype=self.dtype,
+                                               name=name)
+    hx = sn(maxout(self.x_units, "x_maxout"), "sn_x")(
         x.reshape(x.shape[0], -1), update_stats=update)
-    hc = sn(layers.Maxout(*self.c_units, name="c_maxout"), "sn_c")(
+    hc = sn(maxout(self.c_units, "c_maxout"), "sn_c")(
         c, update_stats=update)
     h = drop(jnp.concatenate([hx, hc], axis=-1))
-    features = sn(layers.Maxout(*self.joint_units, name="joint_maxout"),
+    features = sn(maxout(self.joint_units, "joint_maxout"),
                   "sn_joint")(h, update_stats=update)
     h = drop(features)
     if self.minibatch_discrimination:
       h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
                                          name="mbd")(h)
-    logit = sn(nn.Dense(1, name="logit"), "sn_logit")(h, update_stats=update)
-    return {"logit": logit[:, 0], "class_logits": None,
-            "twin_class_logits": None, "code_means": None,
-            "features": features}
+    logit = sn(nn.Dense(1, dtype=self.dtype, name="logit"), "sn_logit")(
+        h, update_stats=update)
+    return _float32({"logit": logit[:, 0], "class_logits": None,
+                     "twin_class_logits": None, "code_means": None,
+                     "features": features})
 
 
 class ConvGenerator(nn.Module):
@@ -192,6 +208,7 @@ class ConvGenerator(nn.Module):
   upsample: str = "transpose"
   hidden: int = 0
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, z, c, *, train: bool = False, ref: Any = None):
@@ -220,6 +237,7 @@ class ConvGenerator(nn.Module):
       if self.virtual_batch_norm:
         vbn = layers.VirtualBatchNorm(use_scale=not film, use_bias=not film,
                                       name=f"norm{i}")
+        hs = [h.astype(jnp.float32) for h in hs]  # statistics in float32
         hs = [vbn(h, hs[1]) for h in hs]
       else:
         norm = conditioning.normalization(self.norm, train, name=f"norm{i}",
@@ -227,16 +245,19 @@ class ConvGenerator(nn.Module):
                                           affine=not film)
         hs = [norm(hs[0])]
       if film:
-        f = conditioning.FiLM(self.num_classes, name=f"film{i}")
+        f = conditioning.FiLM(self.num_classes, dtype=self.dtype,
+                              name=f"film{i}")
         hs = [f(h, s[1]) for h, s in zip(hs, streams)]
       return [nn.relu(h) for h in hs]
 
     hs = [first(*s) for s in streams]
     if self.hidden:
-      hidden = nn.Dense(self.hidden, use_bias=plain, name="hidden")
+      hidden = nn.Dense(self.hidden, use_bias=plain, dtype=self.dtype,
+                        name="hidden")
       hs = norm_film_relu([hidden(h) for h in hs], "_hidden")
     h4, w4 = h_img // 4, w_img // 4
-    dense = nn.Dense(h4 * w4 * 2 * self.width, use_bias=plain, name="dense")
+    dense = nn.Dense(h4 * w4 * 2 * self.width, use_bias=plain,
+                     dtype=self.dtype, name="dense")
     hs = [dense(h).reshape(-1, h4, w4, 2 * self.width) for h in hs]
     hs = norm_film_relu(hs, 0)
     k = (self.kernel_size,) * 2
@@ -252,7 +273,7 @@ class ConvGenerator(nn.Module):
     conv1 = up(self.width, plain, "convt1")
     hs = norm_film_relu([conv1(h) for h in hs], 1)
     out = up(channels, True, "convt2")(hs[0])
-    return jnp.tanh(out)
+    return _float32(jnp.tanh(out))
 
 
 class ConvDiscriminator(nn.Module):
@@ -293,6 +314,7 @@ class ConvDiscriminator(nn.Module):
   hidden: int = 0
   leaky_slope: float = 0.2
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, c, *, train: bool = False,
@@ -308,7 +330,7 @@ class ConvDiscriminator(nn.Module):
 
     if self.conditioning in ("vectorize", "embed_channel"):
       x = conditioning.image_conditioning(self.conditioning,
-                                          self.num_classes)(x, c)
+                                          self.num_classes, self.dtype)(x, c)
     k = (self.kernel_size,) * 2
     for i, f in enumerate((self.width, 2 * self.width)):
       conv = self.kernels.strided_conv(f, k, strides=(2, 2), padding="SAME",
@@ -319,11 +341,12 @@ class ConvDiscriminator(nn.Module):
                                        batch_norm=self.kernels.batch_norm,
                                        affine=not film)(x)
       if film:
-        x = conditioning.FiLM(self.num_classes, name=f"film{i}")(x, c)
+        x = conditioning.FiLM(self.num_classes, dtype=self.dtype,
+                              name=f"film{i}")(x, c)
       x = nn.leaky_relu(x, self.leaky_slope)
 
     def dense_norm_lrelu(x, width, name, norm, norm_name):
-      x = sn(nn.Dense(width, name=name), f"sn_{name}")(
+      x = sn(nn.Dense(width, dtype=self.dtype, name=name), f"sn_{name}")(
           x, update_stats=update)
       x = conditioning.normalization(norm, train, name=norm_name,
                                      batch_norm=self.kernels.batch_norm,
@@ -338,10 +361,11 @@ class ConvDiscriminator(nn.Module):
     if self.minibatch_discrimination:
       h = layers.MinibatchDiscrimination(self.mbd_kernels, self.mbd_kernel_dim,
                                          name="mbd")(h)
-    logit = sn(nn.Dense(1, name="logit"), "sn_logit")(
+    logit = sn(nn.Dense(1, dtype=self.dtype, name="logit"), "sn_logit")(
         h, update_stats=update)[:, 0]
     if self.conditioning == "projection":
       logit = logit + conditioning.Projection(self.num_classes,
+                                              dtype=self.dtype,
                                               name="projection")(h, c)
     q = features
     if self.q_hidden and (self.class_head or self.continuous_codes):
@@ -349,7 +373,7 @@ class ConvDiscriminator(nn.Module):
                            "q_norm")
 
     def head(name, size):
-      return sn(nn.Dense(size, name=name), f"sn_{name}")(
+      return sn(nn.Dense(size, dtype=self.dtype, name=name), f"sn_{name}")(
           q, update_stats=update)
 
     def class_logits(name):  # one head per attribute: A arrays [B, K_a]
@@ -358,14 +382,15 @@ class ConvDiscriminator(nn.Module):
                      for a, k in enumerate(self.num_classes))
       return head(name, self.num_classes)
 
-    return {"logit": logit,
-            "class_logits": (class_logits("class_head") if self.class_head
-                             else None),
-            "twin_class_logits": (class_logits("twin_class_head")
-                                  if self.twin_class_head else None),
-            "code_means": (head("code_head", self.continuous_codes)
-                           if self.continuous_codes else None),
-            "features": features}
+    return _float32({
+        "logit": logit,
+        "class_logits": (class_logits("class_head") if self.class_head
+                         else None),
+        "twin_class_logits": (class_logits("twin_class_head")
+                              if self.twin_class_head else None),
+        "code_means": (head("code_head", self.continuous_codes)
+                       if self.continuous_codes else None),
+        "features": features})
 
 
 def initialize(params, rng, init: str):

@@ -43,7 +43,7 @@ class UNetGenerator(nn.Module):
   out_channels: int
   channels: Sequence[int] = (32, 64, 128)
   dropout_rate: float = 0.5
-  kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  kernels: kernels_lib.Kernels = kernels_lib.STOCK  # carry the convs' dtype
 
   @nn.compact
   def __call__(self, x):
@@ -72,7 +72,7 @@ class UNetGenerator(nn.Module):
           h = nn.Dropout(self.dropout_rate, deterministic=False)(h)
         h = jnp.concatenate([h, skips[i - 1]], axis=-1)
     h = h[:, top:h.shape[1] - bottom, left:h.shape[2] - right]
-    return jnp.tanh(h)
+    return jnp.tanh(h).astype(jnp.float32)
 
 
 class PatchDiscriminator(nn.Module):
@@ -94,4 +94,4 @@ class PatchDiscriminator(nn.Module):
         h = nn.InstanceNorm(name=f"norm{i}")(h)
       h = nn.leaky_relu(h, 0.2)
     logits = self.kernels.conv(1, (4, 4), padding="SAME", name="logits")(h)
-    return logits[..., 0]
+    return logits[..., 0].astype(jnp.float32)

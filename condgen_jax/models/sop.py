@@ -18,7 +18,7 @@ mask). Every network is Dense -> ReLU per hidden width, then its heads.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -33,29 +33,36 @@ def _flat(*arrays):
 
 
 class GaussianMLP(nn.Module):
-  """(mean, log-variance) `[B, latent_dim]` of a diagonal Gaussian."""
+  """(mean, log-variance) `[B, latent_dim]` of a diagonal Gaussian,
+  computed in `dtype` (None: float32), returned in float32."""
   latent_dim: int
   hidden: Sequence[int]
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, h):
     for i, f in enumerate(self.hidden):
-      h = nn.relu(nn.Dense(f, name=f"dense{i}")(h))
-    return (nn.Dense(self.latent_dim, name="mean")(h),
-            nn.Dense(self.latent_dim, name="logvar")(h))
+      h = nn.relu(nn.Dense(f, dtype=self.dtype, name=f"dense{i}")(h))
+    return (nn.Dense(self.latent_dim, dtype=self.dtype, name="mean")(h)
+            .astype(jnp.float32),
+            nn.Dense(self.latent_dim, dtype=self.dtype, name="logvar")(h)
+            .astype(jnp.float32))
 
 
 class LogitsMLP(nn.Module):
-  """Bernoulli logits of a whole image `[B, H, W, C]`."""
+  """Bernoulli logits of a whole image `[B, H, W, C]`, computed in `dtype`
+  (None: float32), returned in float32."""
   image_shape: tuple[int, int, int]
   hidden: Sequence[int]
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, h):
     for i, f in enumerate(self.hidden):
-      h = nn.relu(nn.Dense(f, name=f"dense{i}")(h))
+      h = nn.relu(nn.Dense(f, dtype=self.dtype, name=f"dense{i}")(h))
     n = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-    return nn.Dense(n, name="logits")(h).reshape((-1,) + self.image_shape)
+    logits = nn.Dense(n, dtype=self.dtype, name="logits")(h)
+    return logits.astype(jnp.float32).reshape((-1,) + self.image_shape)
 
 
 class StructuredCVAE(nn.Module):
@@ -68,15 +75,19 @@ class StructuredCVAE(nn.Module):
   latent_dim: int = 200
   hidden: Sequence[int] = (500, 500)
   network: str = "cvae"
+  # The dense layers' computation dtype (None: float32); parameters and
+  # outputs are float32 whatever it is.
+  dtype: Any = None
 
   def setup(self):
     if self.network not in NETWORKS:
       raise ValueError(f"Unknown network {self.network!r}; expected one of "
                        f"{NETWORKS}.")
     if self.network == "cvae":
-      self.recognition = GaussianMLP(self.latent_dim, self.hidden)
-      self.prior = GaussianMLP(self.latent_dim, self.hidden)
-    self.generation = LogitsMLP(self.image_shape, self.hidden)
+      self.recognition = GaussianMLP(self.latent_dim, self.hidden,
+                                     self.dtype)
+      self.prior = GaussianMLP(self.latent_dim, self.hidden, self.dtype)
+    self.generation = LogitsMLP(self.image_shape, self.hidden, self.dtype)
 
   def recognize(self, x, y):
     """(mean, logvar) of q(z|x,y)."""

@@ -38,7 +38,7 @@ round up and each upsampling resizes to its skip connection's exact size
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -69,57 +69,66 @@ class ResBlock(nn.Module):
   starts as (a projection of) the identity."""
   features: int
   num_groups: int
+  dtype: Any = None  # of the convs and FiLM (None: float32)
 
   @nn.compact
   def __call__(self, x, emb):
     h = nn.GroupNorm(num_groups=self.num_groups, name="norm1")(x)
-    h = nn.Conv(self.features, (3, 3), name="conv1")(nn.silu(h))
+    h = nn.Conv(self.features, (3, 3), dtype=self.dtype,
+                name="conv1")(nn.silu(h))
     h = nn.GroupNorm(num_groups=self.num_groups, use_bias=False,
                      use_scale=False, name="norm2")(h)
     h = conditioning.FiLM(emb.shape[-1], kernel_init=nn.initializers.zeros,
-                          name="film")(h, nn.silu(emb))
+                          dtype=self.dtype, name="film")(h, nn.silu(emb))
     h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros,
-                name="conv2")(nn.silu(h))
+                dtype=self.dtype, name="conv2")(nn.silu(h))
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), name="skip")(x)
+      x = nn.Conv(self.features, (1, 1), dtype=self.dtype, name="skip")(x)
     return x + h
 
 
 class SelfAttention(nn.Module):
   """x + W_o softmax(q k^T / sqrt(C)) v over the H*W positions, single head
   (Ho et al. 2020 use one head at 16x16); the output projection starts at
-  zero."""
+  zero. With a `dtype`, the projections and both products compute in it,
+  the softmax in float32."""
   num_groups: int
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     y = nn.GroupNorm(num_groups=self.num_groups, name="norm")(x)
-    q, k, v = jnp.split(nn.Dense(3 * c, name="qkv")(y.reshape(b, h * w, c)),
-                        3, axis=-1)
-    weights = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / math.sqrt(c),
-                             axis=-1)
-    y = jnp.einsum("bqk,bkc->bqc", weights, v)
-    y = nn.Dense(c, kernel_init=nn.initializers.zeros, name="out")(y)
+    q, k, v = jnp.split(nn.Dense(3 * c, dtype=self.dtype, name="qkv")(
+        y.reshape(b, h * w, c)), 3, axis=-1)
+    scores = jnp.einsum("bqc,bkc->bqk", q, k).astype(jnp.float32)
+    weights = jax.nn.softmax(scores / math.sqrt(c), axis=-1)
+    y = jnp.einsum("bqk,bkc->bqc", weights.astype(v.dtype), v)
+    y = nn.Dense(c, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                 name="out")(y)
     return x + y.reshape(b, h, w, c)
 
 
-def condition_embedding(num_classes, labels, dim: int):
+def condition_embedding(num_classes, labels, dim: int, dtype: Any = None):
   """Labels `[B]` -> their learned embeddings `[B, dim]` ('label_embed',
   `num_classes + 1` rows, the last the null); attributes `[B, A]` -> the sum
-  of one such embedding per attribute ('label_embed_0', ...). Call inside a
-  compact module."""
+  of one such embedding per attribute ('label_embed_0', ...), in `dtype`
+  (None: float32). Call inside a compact module."""
   if isinstance(num_classes, tuple):
-    return sum(nn.Embed(k + 1, dim, name=f"label_embed_{a}")(labels[:, a])
+    return sum(nn.Embed(k + 1, dim, dtype=dtype,
+                        name=f"label_embed_{a}")(labels[:, a])
                for a, k in enumerate(num_classes))
-  return nn.Embed(num_classes + 1, dim, name="label_embed")(labels)
+  return nn.Embed(num_classes + 1, dim, dtype=dtype,
+                  name="label_embed")(labels)
 
 
 class UNet(nn.Module):
   """eps / v / velocity prediction: (x [B,H,W,C], t [B], labels [B]) ->
   [B,H,W,C]. Labels are ints in [0, num_classes]; num_classes is the null
   label. With a tuple `num_classes` (attribute sizes), labels are `[B, A]`,
-  attribute a in [0, num_classes[a]], its size its null."""
+  attribute a in [0, num_classes[a]], its size its null. `dtype`: the
+  computation dtype of the convs, dense layers and embeddings (None:
+  float32); parameters, GroupNorm statistics and the output are float32."""
   num_classes: int | tuple[int, ...]
   channels: Sequence[int] = (32, 64, 128)
   num_res_blocks: int = 2
@@ -128,6 +137,7 @@ class UNet(nn.Module):
   embed_dim: int | None = None  # default 4 * channels[0]
   time_scale: float = 1000.0
   patch_size: int = 1
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, t, labels):
@@ -145,14 +155,15 @@ class UNet(nn.Module):
       x = layers.space_to_depth(x, p)
     dim = self.embed_dim or 4 * channels[0]
     temb = sinusoidal_embedding(self.time_scale * jnp.asarray(t), channels[0])
-    temb = nn.Dense(dim, name="time_dense1")(temb)
-    temb = nn.Dense(dim, name="time_dense2")(nn.silu(temb))
-    emb = temb + condition_embedding(self.num_classes, labels, dim)
-    block = lambda f, name: ResBlock(f, self.num_groups, name=name)
-    attend = lambda name: SelfAttention(self.num_groups, name=name)
+    dtype = self.dtype
+    temb = nn.Dense(dim, dtype=dtype, name="time_dense1")(temb)
+    temb = nn.Dense(dim, dtype=dtype, name="time_dense2")(nn.silu(temb))
+    emb = temb + condition_embedding(self.num_classes, labels, dim, dtype)
+    block = lambda f, name: ResBlock(f, self.num_groups, dtype, name=name)
+    attend = lambda name: SelfAttention(self.num_groups, dtype, name=name)
     last = len(channels) - 1
 
-    h = nn.Conv(channels[0], (3, 3), name="conv_in")(x)
+    h = nn.Conv(channels[0], (3, 3), dtype=dtype, name="conv_in")(x)
     skips = [h]
     for level, f in enumerate(channels):
       for i in range(self.num_res_blocks):
@@ -161,7 +172,8 @@ class UNet(nn.Module):
           h = attend(f"down{level}_attn{i}")(h)
         skips.append(h)
       if level != last:
-        h = nn.Conv(f, (3, 3), strides=(2, 2), name=f"down{level}_pool")(h)
+        h = nn.Conv(f, (3, 3), strides=(2, 2), dtype=dtype,
+                    name=f"down{level}_pool")(h)
         skips.append(h)
 
     h = block(channels[-1], "mid_block0")(h, emb)
@@ -179,11 +191,13 @@ class UNet(nn.Module):
         target = skips[-1].shape
         h = jax.image.resize(h, (h.shape[0], target[1], target[2],
                                  h.shape[3]), method="nearest")
-        h = nn.Conv(channels[level], (3, 3), name=f"up{level}_upsample")(h)
+        h = nn.Conv(channels[level], (3, 3), dtype=dtype,
+                    name=f"up{level}_upsample")(h)
 
     h = nn.silu(nn.GroupNorm(num_groups=self.num_groups, name="norm_out")(h))
-    h = nn.Conv(out_channels * p * p, (3, 3),
+    h = nn.Conv(out_channels * p * p, (3, 3), dtype=dtype,
                 kernel_init=nn.initializers.zeros, name="conv_out")(h)
+    h = h.astype(jnp.float32)
     return layers.depth_to_space(h, p) if p > 1 else h
 
 

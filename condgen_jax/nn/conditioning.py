@@ -19,7 +19,8 @@ count.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -99,6 +100,7 @@ class FiLM(nn.Module):
   """
   num_classes: int
   kernel_init: Callable = nn.initializers.lecun_normal()
+  dtype: Any = None  # the Dense's computation dtype (None: float32)
 
   @nn.compact
   def __call__(self, x, c):
@@ -111,7 +113,8 @@ class FiLM(nn.Module):
                               jnp.zeros(shape[0] // 2, dtype)])
 
     gamma_beta = nn.Dense(2 * channels, kernel_init=self.kernel_init,
-                          bias_init=bias_init, name="gamma_beta")(c)
+                          bias_init=bias_init, dtype=self.dtype,
+                          name="gamma_beta")(c)
     gamma, beta = jnp.split(gamma_beta.astype(x.dtype), 2, axis=-1)
     shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
     return gamma.reshape(shape) * x + beta.reshape(shape)
@@ -125,18 +128,21 @@ class EmbedChannel(nn.Module):
   """
   num_classes: int
   embed_dim: int = 50
+  dtype: Any = None  # the layers' computation dtype (None: float32)
 
   @nn.compact
   def __call__(self, x, c):
     c = jnp.asarray(c)
     if jnp.issubdtype(c.dtype, jnp.integer) and isinstance(self.num_classes,
                                                            int):
-      e = nn.Embed(self.num_classes, self.embed_dim, name="embed")(c)
+      e = nn.Embed(self.num_classes, self.embed_dim, dtype=self.dtype,
+                   name="embed")(c)
     else:  # a condition vector: a bias-free Dense is the same map.
-      e = nn.Dense(self.embed_dim, use_bias=False, name="embed")(
-          condition_vector(c, self.num_classes))
+      e = nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                   name="embed")(condition_vector(c, self.num_classes))
     b, h, w, _ = x.shape
-    channel = nn.Dense(h * w, name="to_channel")(e).reshape(b, h, w, 1)
+    channel = nn.Dense(h * w, dtype=self.dtype, name="to_channel")(
+        e).reshape(b, h, w, 1)
     return jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
 
 
@@ -156,33 +162,38 @@ class Projection(nn.Module):
   about 1,000 steps (docs/findings.md, "How the defaults got there").
   """
   num_classes: int
+  dtype: Any = None  # the embedding's computation dtype (None: float32)
 
   @nn.compact
   def __call__(self, features, c):
     c = condition_vector(c, self.num_classes)
     e = nn.Dense(features.shape[-1], use_bias=False,
                  kernel_init=nn.initializers.xavier_uniform(),
-                 name="embed")(c)
+                 dtype=self.dtype, name="embed")(c)
     return jnp.sum(e.astype(features.dtype) * features, axis=-1)
 
 
-def image_conditioning(name: str, num_classes: int) -> nn.Module:
+def image_conditioning(name: str, num_classes: int,
+                       dtype: Any = None) -> nn.Module:
   """The input-side conditioning layer named `name` (not FiLM, which acts
-  inside a conv stack)."""
+  inside a conv stack); `dtype`: its layers' computation dtype."""
   if name == "vectorize":
     return Vectorize(num_classes)
   if name == "embed_channel":
-    return EmbedChannel(num_classes)
+    return EmbedChannel(num_classes, dtype=dtype)
   raise ValueError(f"Unknown input conditioning {name!r}; expected "
                    "'vectorize' or 'embed_channel'.")
 
 
-def _conv_layer(kernels: kernels_lib.Kernels, transpose: bool, stride: int):
+def _conv_layer(kernels: kernels_lib.Kernels, transpose: bool, stride: int,
+                dtype: Any = None):
   """The layer of one conv of a stack: the injected kernels at strides 1
-  and 2 ('SAME' padding), stock flax otherwise."""
+  and 2 ('SAME' padding), stock flax (computing in `dtype`) otherwise."""
   if transpose:
-    return kernels.conv_transpose if stride == 2 else nn.ConvTranspose
-  return {1: kernels.conv, 2: kernels.strided_conv}.get(stride, nn.Conv)
+    return (kernels.conv_transpose if stride == 2 else
+            functools.partial(nn.ConvTranspose, dtype=dtype))
+  return {1: kernels.conv, 2: kernels.strided_conv}.get(
+      stride, functools.partial(nn.Conv, dtype=dtype))
 
 
 class FiLMConvStack(nn.Module):
@@ -191,7 +202,9 @@ class FiLMConvStack(nn.Module):
   norm: 'batch' (needs `train` and the `batch_stats` collection), 'layer'
   (stateless) or 'none'. Norm layers have no affine parameters of their own:
   FiLM supplies the scale and shift. `kernels`: the conv implementations
-  (`condgen_jax.nn.kernels`), the same function.
+  (`condgen_jax.nn.kernels`), the same function; they carry their own
+  computation dtype, `dtype` is that of FiLM and of the stock convs of
+  other strides (None: float32).
   """
   num_classes: int
   features: Sequence[int]
@@ -201,6 +214,7 @@ class FiLMConvStack(nn.Module):
   activation: Callable = nn.relu
   transpose: bool = False
   kernels: kernels_lib.Kernels = kernels_lib.STOCK
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x, c, *, train: bool = False):
@@ -208,11 +222,11 @@ class FiLMConvStack(nn.Module):
     if len(strides) != len(self.features):
       raise ValueError("strides and features must have the same length.")
     for i, (f, s) in enumerate(zip(self.features, strides)):
-      conv_cls = _conv_layer(self.kernels, self.transpose, s)
+      conv_cls = _conv_layer(self.kernels, self.transpose, s, self.dtype)
       x = conv_cls(f, (self.kernel_size,) * 2, strides=(s, s), padding="SAME",
                    use_bias=self.norm == "none", name=f"conv{i}")(x)
       x = normalization(self.norm, train, name=f"norm{i}")(x)
-      x = FiLM(self.num_classes, name=f"film{i}")(x, c)
+      x = FiLM(self.num_classes, dtype=self.dtype, name=f"film{i}")(x, c)
       x = self.activation(x)
     return x
 

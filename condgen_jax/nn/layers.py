@@ -31,17 +31,20 @@ class Maxout(nn.Module):
 
   Goodfellow et al. 2013, "Maxout Networks", eq. 1. One
   Dense(features * num_pieces) named "dense" whose output column j * k_max + k
-  is piece k of unit j; `[..., D] -> [..., features]`.
+  is piece k of unit j; `[..., D] -> [..., features]`. `dtype`: the
+  Dense's computation dtype (None: that of its inputs and float32 params).
   """
   features: int
   num_pieces: int
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
     if self.features < 1 or self.num_pieces < 1:
       raise ValueError(f"Maxout needs features >= 1 and num_pieces >= 1; got "
                        f"{self.features} and {self.num_pieces}.")
-    y = nn.Dense(self.features * self.num_pieces, name="dense")(x)
+    y = nn.Dense(self.features * self.num_pieces, dtype=self.dtype,
+                 name="dense")(x)
     y = y.reshape(y.shape[:-1] + (self.features, self.num_pieces))
     return jnp.max(y, axis=-1)
 
