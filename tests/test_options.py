@@ -81,7 +81,8 @@ def test_describe_lists_each_key():
 
 
 CONFIGS = ("cvae", "cgan_mlp", "cgan_conv", "acgan", "infogan_style",
-           "tacgan", "infogan", "diffusion", "cvae_sop", "pix2pix")
+           "tacgan", "infogan", "diffusion", "cvae_sop", "pix2pix", "cifar10",
+           "celeb_a")
 
 
 @pytest.mark.parametrize("name", CONFIGS)

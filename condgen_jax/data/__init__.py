@@ -1,2 +1,3 @@
-"""Datasets, their conditions and image grids.
+"""Datasets (in memory, or streamed from TFDS by `streaming`), their
+conditions and image grids.
 """

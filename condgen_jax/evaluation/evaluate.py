@@ -29,6 +29,13 @@ the samples are its outputs for the conditions of the first
 classes: class accuracy says whether an output keeps its input's digit
 (`sampling.sample_per_class`).
 
+A streaming dataset (`tfds:NAME`, `condgen_jax.data.streaming`) has no
+reference classifier: one trained on a bounded subset would make FID and
+class accuracy look comparable to the in-memory sets' while measuring
+something weaker. Its evaluation is the family's own metrics on the first
+`streaming.NUM_TEST_EXAMPLES` test examples, and `note` says what was
+skipped.
+
 `python -m experiments.evaluate` evaluates a run's latest (or best) checkpoint
 with it and writes `workdir/eval.json`.
 """
@@ -45,6 +52,7 @@ from condgen_jax.evaluation import classifier as classifier_lib
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.evaluation import metrics
 from condgen_jax.evaluation import sampling
+from condgen_jax.data import streaming
 
 # The metrics every evaluation of samples reports, whatever the family, and
 # whether smaller or larger is better (for choosing a best checkpoint). The
@@ -94,7 +102,10 @@ def reference_classifier(ds: data_lib.Dataset, attribute: str | None = None,
   (default: the first) when the labels are attributes. The first attribute
   is the dataset's label (colored_*: the digit): its classifier is the
   label's. `data_dir`: where a colored dataset's source is, to rebuild it
-  with every combination (`classifier.load_or_train_classifier`)."""
+  with every combination (`classifier.load_or_train_classifier`). None
+  for a streaming dataset, which has none (see the module docstring)."""
+  if streaming.is_streaming(ds):
+    return None
   if ds.attribute_names is not None:
     attribute = attribute or ds.attribute_names[0]
     if attribute == ds.attribute_names[0]:
@@ -138,6 +149,12 @@ def evaluate_state(run, state, *, num_per_class: int, seed: int = 0,
   if family_metrics:
     results.update(run.family.evaluate(run.settings, state, ds,
                                        jax.random.key(seed)))
+  if streaming.is_streaming(ds):
+    results["note"] = (
+        f"{ds.name} is streamed: no reference classifier, so no sample "
+        "metrics (FID, class accuracy, CAS, Parzen ...); family metrics on "
+        f"the first {len(ds.test_labels)} test examples.")
+    return results
   data_dir = run.settings.data_dir
   classifier = classifier or reference_classifier(ds, data_dir=data_dir)
   fake, fake_labels = sampling.sample_per_class(run, state, num_per_class,

@@ -19,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from condgen_jax.core import parallel
+from condgen_jax.data import datasets as data_lib
+from condgen_jax.data import streaming
 from condgen_jax.runner import train
 
 
-def _best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int = 5) -> float:
+  """The shortest of `repeats` wall times of `fn()`, in seconds."""
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
@@ -37,11 +40,11 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> dict:
   rng = np.random.default_rng(0)
   a = rng.standard_normal((n, n), dtype=np.float32)
   b = rng.standard_normal((n, n), dtype=np.float32)
-  np_s = _best_time(lambda: a @ b, repeats)
+  np_s = best_time(lambda: a @ b, repeats)
   ja, jb = jnp.asarray(a), jnp.asarray(b)
   dot = jax.jit(jnp.dot)
   dot(ja, jb).block_until_ready()
-  jax_s = _best_time(lambda: dot(ja, jb).block_until_ready(), repeats)
+  jax_s = best_time(lambda: dot(ja, jb).block_until_ready(), repeats)
   return {"numpy_gflops": flops / np_s / 1e9, "jax_gflops": flops / jax_s / 1e9}
 
 
@@ -81,7 +84,12 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
   """Times `config`'s training call; returns the JSON-able report. With
   `sample_nfe`, also the sampler's images/s (`sampling_speed`). The peak is
   `peak`, else measured on `peak_size` x `peak_size` matrices (the report's
-  `peak_matmul_size`, None for a given `peak`)."""
+  `peak_matmul_size`, None for a given `peak`). In-memory datasets only:
+  the step of a streaming one ('tfds:NAME') waits on the host's reads."""
+  if streaming.is_streaming(dataset or config.dataset):
+    raise ValueError(f"benchmark times the step on in-memory data; "
+                     f"{config.dataset!r} is streamed. Use one of "
+                     f"{data_lib.DATASETS}.")
   run = train.setup(config, dataset)
   k = train.resolve_steps_per_call(config)
   t = time.perf_counter()
