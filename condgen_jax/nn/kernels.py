@@ -22,9 +22,10 @@ the same parameter tree, so a checkpoint moves between backends
 
 `Kernels` names the implementations a model is built with; `resolve`
 picks them from `config.kernels` ('auto' = 'cpu' on the CPU backend, else
-'stock'). The custom-VJP paths support reverse mode and
-forward-over-reverse, not forward mode alone: `jax.jvp` needs the stock
-kernels. Measurements: docs/performance.md.
+'stock'; `resolve_name` says it for the platforms a program is lowered
+for, e.g. by `jax.export` on a CPU host). The custom-VJP paths support
+reverse mode and forward-over-reverse, not forward mode alone: `jax.jvp`
+needs the stock kernels. Measurements: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -482,11 +483,29 @@ CPU = Kernels(conv=functools.partial(nn.Conv,
               batch_norm=BatchNorm)
 
 
-def resolve(name: str = "auto", platform: str | None = None) -> Kernels:
-  """The kernels `config.kernels` names: 'stock', 'cpu', or 'auto' ('cpu'
-  on the CPU backend, 'stock' elsewhere)."""
+def resolve_name(name: str = "auto",
+                 platforms: str | Sequence[str] | None = None) -> str:
+  """'stock' or 'cpu': what `config.kernels` = `name` means for programs
+  run on `platforms` (one name or several; None = `jax.default_backend()`).
+
+  'auto' is 'cpu' when every platform is CPU, else 'stock': a program
+  lowered for an accelerator (`jax.export` on a CPU host included) gets
+  the stock flax layers, whatever backend traces it.
+  """
   if name not in KERNELS:
     raise ValueError(f"Unknown kernels {name!r}; expected one of {KERNELS}.")
-  if name == "auto":
-    name = "cpu" if (platform or jax.default_backend()) == "cpu" else "stock"
-  return CPU if name == "cpu" else STOCK
+  if name != "auto":
+    return name
+  if platforms is None:
+    platforms = (jax.default_backend(),)
+  elif isinstance(platforms, str):
+    platforms = (platforms,)
+  return "cpu" if all(p == "cpu" for p in platforms) else "stock"
+
+
+def resolve(name: str = "auto",
+            platform: str | Sequence[str] | None = None) -> Kernels:
+  """The kernels `config.kernels` names: 'stock', 'cpu', or 'auto' ('cpu'
+  when `platform` (default: the backend) is CPU, 'stock' elsewhere;
+  `resolve_name`)."""
+  return CPU if resolve_name(name, platform) == "cpu" else STOCK

@@ -1,2 +1,3 @@
-"""The README's tooling: the results report, plots and the benchmark.
+"""The README's tooling: the results report, plots, the benchmark and the
+export of a trained sampler (`jax.export`, docs/accelerators.md).
 """
