@@ -18,6 +18,7 @@ behind flags.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Sequence
 
 import jax
@@ -106,7 +107,7 @@ def load(workdir, *, step: int | None = None, best: bool = False,
   checkpoint that restores (or `step`; or with `best`, the best one kept by
   periodic evaluation). `dataset` overrides the config's (e.g. one already
   loaded). ValueError / FileNotFoundError say what is wrong."""
-  s = train_lib.resolve(checkpointing.read_config(workdir))
+  s = read_settings(workdir)
   dataset = train_lib.run_dataset(s, dataset)
   mesh = parallel.make_mesh()
   target = abstract_state(s, dataset, mesh)
@@ -115,16 +116,41 @@ def load(workdir, *, step: int | None = None, best: bool = False,
                  int(step))
 
 
+def read_settings(workdir) -> ml_collections.FrozenConfigDict:
+  """The settings of the run in `workdir`: `runner.train.resolve` of its
+  config.json, checked more strictly than a config given in code: a key
+  that neither the runner nor the model's family declares (a typo of a
+  hand edit) is refused, as is any bad value, by a ValueError that names
+  the file, the key and what is allowed. (A family that declares no
+  `OPTIONS` keeps every key, as `resolve` does.)"""
+  config = checkpointing.read_config(workdir)
+  path = checkpointing.as_path(workdir) / checkpointing.CONFIG_FILE
+  try:
+    if hasattr(families.get_family(config.model), "OPTIONS"):
+      keys = sorted({"model", *train_lib.config_defaults(config.model)})
+      unknown = sorted(set(config.keys()) - set(keys))
+      if unknown:
+        close = difflib.get_close_matches(unknown[0], keys, n=1)
+        raise ValueError(
+            f"{unknown[0]!r} is not a key of model {config.model!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; its keys are {keys}.")
+    return train_lib.resolve(config)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
+
+
 def abstract_state(s, dataset: data_lib.Dataset, mesh):
-  """The shapes, dtypes and (replicated) shardings of the state of a run
-  of settings `s`."""
+  """The shapes, dtypes and shardings (by `s.param_sharding`) of the state
+  of a run of settings `s`."""
   family = families.get_family(s.model)
-  replicated = parallel.replicated(mesh)
   key = jax.random.key(0, impl=s.prng_impl)
   shapes = jax.eval_shape(lambda k: family.create_state(
       s, dataset.image_shape, dataset.num_classes, k), key)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-      x.shape, x.dtype, sharding=replicated), shapes)
+  return jax.tree.map(
+      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                               sharding=sharding),
+      shapes, parallel.state_shardings(shapes, mesh, s.param_sharding))
 
 
 def resolve(config):

@@ -11,6 +11,7 @@ With --sample_nfe, the line also holds the sampler's images/s on a batch of
 """
 
 import json
+import math
 import os
 
 from absl import app
@@ -34,6 +35,9 @@ def main(argv):
   runtime.start(argv, families.convolutional(_CONFIG.value))
   from condgen_jax.tools import benchmark  # pylint: disable=g-import-not-at-top
   with runtime.user_errors():
+    if not math.isfinite(_MIN_SECONDS.value) or _MIN_SECONDS.value < 0:
+      raise ValueError(f"--min_seconds must be a finite number >= 0; got "
+                       f"{_MIN_SECONDS.value}.")
     if _SAMPLE_NFE.value < 0:
       raise ValueError(f"--sample_nfe must be >= 0; got {_SAMPLE_NFE.value}.")
     if _PEAK_SIZE.value < 1:

@@ -52,6 +52,29 @@ def selected_rows(only):
   return [row for row in results.ROWS if not only or row.name in only]
 
 
+def _not_a_folder(path, flag: str) -> None:
+  """NotADirectoryError when `path` exists and is not a folder."""
+  if path.exists() and not path.is_dir():
+    raise NotADirectoryError(f"{flag}={path} is a file, not a folder.")
+
+
+def read_readme(readme) -> str:
+  """The text of --readme, checked: a file with one report:begin line
+  followed by one report:end line."""
+  wanted = (f"give the Markdown file to update, with a {report.BEGIN!r} "
+            f"line and then a {report.END!r} line")
+  if readme.is_dir():
+    raise IsADirectoryError(f"--readme={readme} is a folder; {wanted}.")
+  if not readme.exists():
+    raise FileNotFoundError(f"--readme={readme} does not exist; {wanted}.")
+  text = readme.read_text()
+  try:
+    report.replace_between(text, "")
+  except ValueError as e:
+    raise ValueError(f"--readme={readme}: {e}; {wanted}.") from None
+  return text
+
+
 def main(argv):
   runtime.start(argv)
   with runtime.user_errors():
@@ -59,14 +82,19 @@ def main(argv):
     if _COMMANDS.value:
       print(report.commands(selected, _ROOT.value), end="")
       return
+    # A missing --root is no error: the rows come from their records.
+    _not_a_folder(epath.Path(_ROOT.value), "--root")
     readme = epath.Path(_README.value or "README.md")
     image_dir = readme.parent / _IMAGE_DIR.value
     records = readme.parent / _RECORDS.value
+    _not_a_folder(records, "--records")
     if _README.value is not None:  # the README gets every row
+      old_text = read_readme(readme)
+      _not_a_folder(image_dir, "--image_dir")
       to_read = [(row, row in selected) for row in results.ROWS]
     else:
       to_read = [(row, True) for row in selected]
-    runs, fresh = [], []
+    runs, fresh, not_run = [], [], []
     for row, from_workdir in to_read:
       run = report.read_run(row, _ROOT.value) if from_workdir else None
       if run is not None:
@@ -77,17 +105,20 @@ def main(argv):
       if run is None:  # rows left out by --only are not looked for in root
         looked = (f"no {row.eval_file} in {_ROOT.value}/{row.name}, "
                   if from_workdir else "")
-        print(f"not run: {row.name} ({looked}no record in {records})",
-              file=sys.stderr)
+        not_run.append(f"not run: {row.name} ({looked}no record in "
+                       f"{records})")
       else:
         runs.append(run)
+    # named once every row was read: a bad one is then the only line
+    for line in not_run:
+      print(line, file=sys.stderr)
     text = report.tables(runs)
     if _README.value is None:
       print(text)
       return
     grids = [r for r in runs if r["row"].grid and r["grid"].exists()]
     text += "\n\n" + report.grid_table(grids, _IMAGE_DIR.value)
-    new = report.replace_between(readme.read_text(), text)
+    new = report.replace_between(old_text, text)
     image_dir.mkdir(parents=True, exist_ok=True)
     for r in fresh:
       report.write_record(r, records)

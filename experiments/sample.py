@@ -1,7 +1,7 @@
 r"""Samples K images of every class (or of given conditions) from a run.
 
   python -m experiments.sample --workdir=DIR --num_per_class=K --out=FILE.npz \
-      [--png=FILE.png] [--seed=0] \
+      [--png=FILE.png] [--seed=0] [--step=N] \
       [--cond=7 | --cond=digit=7,color=red ... | --cond_file=C.npz] \
       [--guidance_scale=W --sampler=NAME --nfe=N]   # diffusion runs
 
@@ -14,10 +14,11 @@ FILE.npz (written at exactly that path; missing folders are created, as for
 --png) holds `images` (float32 in [0, 1], (N, H, W, C)) and `labels`
 (int32; [N, A] for attributes), K per class in class order (or per --cond,
 in the order given; one per row of --cond_file); the output depends only on the
-checkpoint, the seed and the sampling options. The sampling options
-override the run's config for the diffusion family (`guidance_scale` w of
-(1 + w) pred(x, c) - w pred(x, null), w = 0 the plain conditional model;
-`sampler` ddpm | ddim | euler | heun; `nfe` network evaluations).
+checkpoint (the newest that restores, or --step's), the seed and the
+sampling options. The sampling options override the run's config for the
+diffusion family (`guidance_scale` w of (1 + w) pred(x, c) - w pred(x, null),
+w = 0 the plain conditional model; `sampler` ddpm | ddim | euler | heun;
+`nfe` network evaluations).
 On an InfoGAN run the classes are the categorical codes, and
 `--traverse_code=I` writes instead its latent traversal: `images` with one
 row per categorical code and --num_per_class columns of continuous code I
@@ -35,8 +36,12 @@ output per condition; FILE.npz holds `images` and `conditions`, the grid
 one input | output pair per row.
 """
 
+import io
+import zipfile
+
 from absl import app
 from absl import flags
+from etils import epath
 import numpy as np
 
 from condgen_jax.core import runtime
@@ -47,6 +52,8 @@ _NUM = flags.DEFINE_integer("num_per_class", 10, "Samples per class.")
 _OUT = flags.DEFINE_string("out", None, "Output .npz file.")
 _PNG = flags.DEFINE_string("png", None, "Optional grid PNG (a row per class).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint of this step "
+                             "instead of the newest.")
 _TRAVERSE = flags.DEFINE_integer(
     "traverse_code", None, "InfoGAN runs: the continuous code to traverse "
     "from -2 to 2 (one row per categorical code).")
@@ -61,12 +68,28 @@ flags.mark_flags_as_required(["workdir", "out"])
 
 
 def _read_cond_file() -> np.ndarray:
-  """The array `cond` of --cond_file."""
-  with np.load(_COND_FILE.value) as f:
+  """The array `cond` of --cond_file (an .npz file)."""
+  path = epath.Path(_COND_FILE.value)
+  wanted = ("give an .npz file holding an array 'cond' (np.savez(FILE, "
+            "cond=...))")
+  if not path.is_file():
+    raise FileNotFoundError(f"--cond_file={path} does not exist or is not a "
+                            f"file; {wanted}.")
+  try:
+    f = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+    f = None  # numpy reads a text file as pickled data, which it refuses
+  if not isinstance(f, np.lib.npyio.NpzFile):
+    raise ValueError(f"--cond_file={path} is not an .npz file; {wanted}.")
+  with f:
     if "cond" not in f:
-      raise ValueError(f"--cond_file={_COND_FILE.value} has no array "
-                       f"'cond'; it holds {sorted(f.files)}.")
-    return np.asarray(f["cond"])
+      raise ValueError(f"--cond_file={path} has no array 'cond'; it holds "
+                       f"{sorted(f.files)}.")
+    try:
+      return np.asarray(f["cond"])
+    except ValueError as e:  # an object array: pickled
+      raise ValueError(f"--cond_file={path}: 'cond' is not a numeric array "
+                       f"({e}).") from None
 
 
 def _conditions(ds):
@@ -112,9 +135,11 @@ def _image_samples(run, state):
   from condgen_jax.data import images  # pylint: disable=g-import-not-at-top
   from condgen_jax.evaluation import sampling  # pylint: disable=g-import-not-at-top
   if _COND.value or _TRAVERSE.value is not None:
-    raise ValueError("a run conditioned on images takes its conditions from "
-                     "--cond_file (an array 'cond' of condition images in "
-                     "[0, 1]), not --cond or --traverse_code.")
+    given = (f"--cond={_COND.value[0]}" if _COND.value else
+             f"--traverse_code={_TRAVERSE.value}")
+    raise ValueError(f"a run conditioned on images takes its conditions "
+                     f"from --cond_file (an array 'cond' of condition images "
+                     f"in [0, 1]), not {given}.")
   spec = sampling.image_condition(run)
   shape = run.dataset.image_shape
   if _COND_FILE.value:
@@ -142,7 +167,8 @@ def main(argv):
       raise ValueError(f"--num_per_class must be positive; got {_NUM.value}.")
     out = sampling.output_path(_OUT.value)
     png = sampling.output_path(_PNG.value) if _PNG.value else None
-    run = api.load(_WORKDIR.value).with_options(**sampling_flags.values())
+    run = api.load(_WORKDIR.value, step=_STEP.value).with_options(
+        **sampling_flags.values())
     state, step = run.state, run.step
     if sampling.image_condition(run) is not None:
       arrays, grid, rows = _image_samples(run, state)

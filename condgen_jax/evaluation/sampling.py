@@ -162,21 +162,27 @@ def latent_traversal(run, state, code: int, num_values: int,
 
 
 def output_path(path) -> epath.Path:
-  """`path` as an epath.Path whose folder exists (created if missing);
-  OSError when it cannot be created or `path` is a folder."""
+  """`path` as an epath.Path, checked before anything is computed: OSError
+  when it is a folder or a folder above it is a file. Nothing is created:
+  `save_npz` (and `images.save_grid`) make its missing folders."""
   path = epath.Path(path)
   if path.is_dir():
     raise IsADirectoryError(f"{path} is a folder; give a file name.")
-  path.parent.mkdir(parents=True, exist_ok=True)
+  parent = path.parent
+  while not parent.exists() and parent.parent != parent:
+    parent = parent.parent
+  if parent.exists() and not parent.is_dir():
+    raise NotADirectoryError(f"{path}: {parent} is a file, not a folder.")
   return path
 
 
 def save_npz(path, **arrays) -> None:
   """`np.savez` to exactly `path` (numpy would append '.npz' to a name
-  without it), written atomically."""
+  without it), written atomically; missing folders are created."""
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
   path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f".{path.name}.tmp"
   tmp.write_bytes(buffer.getvalue())
   tmp.replace(path)

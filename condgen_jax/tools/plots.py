@@ -21,9 +21,19 @@ def read_results(paths: Sequence[str]) -> list[dict]:
   results = []
   for path in paths:
     path = epath.Path(path)
-    if not path.exists():
-      raise FileNotFoundError(f"{path} does not exist.")
-    results.append(json.loads(path.read_text()))
+    if not path.is_file():
+      raise FileNotFoundError(f"{path} does not exist or is not a file; "
+                              "give the results files of "
+                              "`experiments.evaluate`.")
+    try:
+      result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise ValueError(f"{path} is not valid JSON ({e}); give the results "
+                       "files of `experiments.evaluate`.") from None
+    if not isinstance(result, dict):
+      raise ValueError(f"{path} holds a JSON {type(result).__name__}, not "
+                       "an object of results (`experiments.evaluate`'s).")
+    results.append(result)
   return results
 
 

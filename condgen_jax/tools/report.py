@@ -95,7 +95,33 @@ def _jsonl(path) -> list[dict]:
   path = epath.Path(path)
   if not path.exists():
     return []
-  return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+  records = []
+  for i, line in enumerate(path.read_text().splitlines(), 1):
+    if line.strip():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}, line {i}, is not valid JSON "
+                         f"({e}).") from None
+  return records
+
+
+def _read_json(path, *, keys=()) -> dict:
+  """The JSON object in `path`; ValueError naming the file when it is not
+  one, or lacks one of `keys`."""
+  path = epath.Path(path)
+  try:
+    value = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path} is not valid JSON ({e}).") from None
+  if not isinstance(value, dict):
+    raise ValueError(f"{path} holds a JSON {type(value).__name__}, not an "
+                     "object.")
+  missing = [k for k in keys if k not in value]
+  if missing:
+    raise ValueError(f"{path} has no {missing}: not the file of a "
+                     "condgen-jax run.")
+  return value
 
 
 def read_run(row: Row, root) -> dict | None:
@@ -106,8 +132,9 @@ def read_run(row: Row, root) -> dict | None:
   eval_path = workdir / row.eval_file
   if not eval_path.exists():
     return None
-  results = json.loads(eval_path.read_text())
-  config = json.loads((workdir / "config.json").read_text())
+  results = _read_json(eval_path, keys=("step",))
+  config = _read_json(workdir / "config.json",
+                      keys=("dataset", "batch_size"))
   for key, value in row.overrides:
     if config.get(key) != value:
       raise ValueError(
@@ -158,7 +185,8 @@ def read_record(row: Row, records_dir, grid=None) -> dict | None:
   path = record_path(row, records_dir)
   if not path.exists():
     return None
-  r = json.loads(path.read_text())
+  r = _read_json(path, keys=("name", "step", "wall_s", "hardware",
+                              "config", "results"))
   if r.get("name") != row.name:
     raise ValueError(f"{path} holds the record of {r.get('name')!r}, not of "
                      f"the row {row.name!r}")
