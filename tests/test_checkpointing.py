@@ -186,3 +186,50 @@ def test_workdir_files_go_through_epath_to_a_remote_path(remote):
   assert (remote / "new" / "s").exists()  # the exact name, no ".npz" added
   with (remote / "new" / "s").open("rb") as f:
     np.testing.assert_array_equal(np.load(f)["images"], np.ones((2, 3)))
+
+
+def test_readers_take_the_newest_complete_checkpoint_while_a_run_saves(
+    tmp_path):
+  """`load` and `restore_state` on a workdir being trained (a checkpoint
+  every 2 steps, the 2 newest kept, so saves and deletions are always in
+  flight): every read restores a complete checkpoint, newer or equal each
+  time, and the restored model samples."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from condgen_jax import api  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).resolve().parents[1]
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.train", f"--workdir={workdir}",
+       "--config=experiments/configs/cvae.py", "--config.dataset=digits",
+       "--config.batch_size=32", "--config.hidden=(32,16)",
+       "--config.latent_dim=4", "--config.sample_every=0",
+       "--config.log_every=0", "--config.num_steps=400",
+       "--config.checkpoint_every=2", "--config.max_to_keep=2"],
+      cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(
+        p.name.isdigit() for p in (workdir / "checkpoints").glob("*")):
+      time.sleep(0.05)
+    trained = api.load(workdir)
+    steps = [trained.step]
+    while proc.poll() is None:
+      state, step = train.restore_state(workdir, trained.state)
+      assert step >= steps[-1]
+      steps.append(step)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+  finally:
+    proc.kill()
+    proc.wait()
+  assert len(set(steps)) >= 3, steps  # read while it saved, repeatedly
+  newest = dataclasses.replace(trained, state=state, step=step)
+  samples, labels = newest.sample(num_per_class=2)
+  assert samples.shape == (20, 8, 8, 1) and np.isfinite(samples).all()
+  assert labels.tolist() == sorted(list(range(10)) * 2)
+  print(f"{len(steps)} reads during training, steps {steps[0]}..{steps[-1]}"
+        f" ({len(set(steps))} distinct); {os.cpu_count()} cores")

@@ -6,6 +6,7 @@ Each run is a subprocess, since the device count is fixed at JAX start-up.
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -13,9 +14,13 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
+from condgen_jax.configs import common
+from condgen_jax.core import parallel
 from condgen_jax.families import diffusion as diffusion_training
 from condgen_jax.runner import train
 
@@ -82,6 +87,164 @@ def test_four_devices_match_one(reference, tmp_path, digits):
                        "--config.checkpoint_every=10", devices=4))
   assert "error" not in out.lower()
   _assert_close(reference, tmp_path, digits)
+
+
+def _losses(workdir):
+  return [json.loads(l)["loss"] for l in
+          (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fsdp_on_four_devices_matches_one(reference, tmp_path, digits):
+  """Parameters and optimizer state sharded over 4 devices: the same losses
+  and parameters as the replicated 1-device run; checkpoints saved and the
+  last sample grid drawn from the sharded state; the checkpoint restores
+  here, on one device."""
+  out = _finish(_train(tmp_path, "--config.num_steps=20",
+                       "--config.checkpoint_every=10",
+                       "--config.param_sharding=fsdp", devices=4))
+  assert "error" not in out.lower()
+  assert json.loads((tmp_path / "config.json").read_text())[
+      "param_sharding"] == "fsdp"
+  assert (tmp_path / "samples" / "step_00000020.png").exists()
+  np.testing.assert_allclose(_losses(tmp_path), _losses(reference),
+                             rtol=1e-5)
+  _assert_close(reference, tmp_path, digits)
+
+
+def _state_bytes(state) -> tuple[int, int]:
+  """(bytes of `state` in all, bytes of its shards on the first device)."""
+  leaves = jax.tree.leaves(state)
+  return (sum(x.nbytes for x in leaves),
+          sum(s.data.nbytes for x in leaves for s in x.addressable_shards
+              if s.device == jax.devices()[0]))
+
+
+def runner_steps(model: str, steps: int, out=None, **config) -> dict:
+  """`steps` steps of `model` on digits through the runner's `setup` and
+  compiled step (no checkpoints, logs or samples): each step's metrics, the
+  final state's float leaves and its `_state_bytes` before and after. Run
+  in this process and, with 4 devices, by `_RUNNER_STEPS` (which saves the
+  result to `out`)."""
+  c = common.base_config(model)
+  c.update(dataset="digits", **config)
+  run = train.setup(c)
+  result = {"devices": jax.device_count(), "init": _state_bytes(run.state)}
+  perm = parallel.replicate_host_array(
+      np.arange(len(run.dataset.train_labels), dtype=np.int32), run.mesh)
+  state, metrics = run.state, []
+  for _ in range(steps):  # the first call donates run.state
+    state, m = run.steps(1)(state, run.images, run.labels, perm,
+                            run.rngs["step"])
+    metrics.append(parallel.to_host(m))
+  result["trained"] = _state_bytes(state)
+  result["metrics"] = {k: [float(m[k]) for m in metrics] for k in metrics[0]}
+  leaves = parallel.to_host([x for x in jax.tree.leaves(state)
+                             if jnp.issubdtype(x.dtype, jnp.floating)])
+  if out is not None:
+    np.savez(out, *leaves)
+    pathlib.Path(out).with_suffix(".json").write_text(json.dumps(result))
+  return {**result, "leaves": leaves}
+
+
+_RUNNER_STEPS = """
+import sys
+sys.path.insert(0, "tests")
+import test_parallel
+for model, steps, out, config in {jobs!r}:
+  test_parallel.runner_steps(model, steps, out=out, **config)
+"""
+
+# Each (model, steps, config): CGAN-MLP (two players, two Adam states, ~5.7
+# M floats, nearly all in large matrices) and a small UNet (convolutions,
+# GroupNorm, 16 channels so that its kernels are sharded).
+_FSDP_RUNS = (
+    ("cgan_mlp", 5, {"batch_size": 32}),
+    ("diffusion", 3, {"batch_size": 32, "channels": (16,),
+                      "num_res_blocks": 1, "attention": False}),
+)
+
+
+def test_fsdp_gan_and_diffusion_on_four_devices_match_one(tmp_path):
+  """The train state sharded over 4 devices: the same metrics and state
+  after a few steps as on one device, and each device holds about a
+  quarter of CGAN-MLP's state before and after training."""
+  jobs = [(model, steps, str(tmp_path / f"{model}.npz"),
+           {**config, "param_sharding": "fsdp"})
+          for model, steps, config in _FSDP_RUNS]
+  proc = subprocess.Popen([sys.executable, "-c",
+                           _RUNNER_STEPS.format(jobs=jobs)],
+                          cwd=ROOT, env=_env(4), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  # meanwhile, on 1 device
+  ones = [runner_steps(*job[:2], **job[3]) for job in jobs]
+  _finish(proc)
+  for (model, _, out, _), one in zip(jobs, ones):
+    four = json.loads(pathlib.Path(out).with_suffix(".json").read_text())
+    assert (one["devices"], four["devices"]) == (1, 4)
+    assert one["init"][0] == one["init"][1] == four["init"][0]
+    assert sorted(one["metrics"]) == sorted(four["metrics"])
+    for k, values in one["metrics"].items():
+      np.testing.assert_allclose(four["metrics"][k], values, rtol=1e-4,
+                                 atol=1e-5, err_msg=f"{model}: {k}")
+    with np.load(out) as f:
+      leaves = [f[f"arr_{i}"] for i in range(len(f.files))]
+    assert len(leaves) == len(one["leaves"])
+    for x, y in zip(leaves, one["leaves"], strict=True):
+      # The UNet's biases are not compared: a conv bias in front of a
+      # GroupNorm has a zero gradient up to float noise, which Adam scales
+      # up (test_four_devices_match_one_for_the_diffusion_family).
+      if model != "diffusion" or x.ndim > 1:
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5,
+                                   err_msg=model)
+    for total, device0 in (four["init"], four["trained"]):
+      if model == "cgan_mlp":
+        assert total > 2e7
+        # ~1% of the bytes are replicated leaves: biases, counts, the step
+        assert 0.25 <= device0 / total < 0.3, (device0, total)
+      else:  # many small leaves, replicated
+        assert device0 / total < 0.5, (device0, total)
+
+
+def _spec(shape, dtype=np.float32, devices=4):
+  mesh = jax.sharding.AbstractMesh((devices,), (parallel.DATA_AXIS,))
+  tree = {"x": jax.ShapeDtypeStruct(shape, dtype)}
+  return parallel.state_shardings(tree, mesh, "fsdp")["x"].spec
+
+
+@pytest.mark.parametrize("shape, spec", [
+    ((512, 256), P("data")),  # the largest dimension
+    ((74, 32), P(None, "data")),  # 74 is not divisible by 4
+    ((3, 3, 64, 64), P(None, None, "data")),  # equal ones: the first
+    ((1024,), P("data")),  # the smallest sharded size
+    ((1000, 3), P("data")),
+    ((1023, 3), P()),  # no dimension divisible by 4
+    ((16, 16), P()),  # 256 elements: small, replicated
+    ((1020,), P()),
+    ((256,), P()),
+    ((), P()),
+])
+def test_fsdp_rule_shards_the_largest_divisible_dimension(shape, spec):
+  assert _spec(shape) == spec
+
+
+def test_fsdp_rule_replicates_keys_one_device_and_replicated_mode():
+  keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 4096))
+  assert _spec(keys.shape, keys.dtype) == P()
+  assert _spec((512, 256), devices=1) == P()
+  one = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
+  tree = {"w": jnp.zeros((512, 256)), "b": jnp.zeros(())}
+  for mode in parallel.PARAM_SHARDINGS:
+    shardings = parallel.state_shardings(tree, one, mode)
+    assert all(s.is_fully_replicated for s in jax.tree.leaves(shardings))
+  mesh = jax.sharding.AbstractMesh((4,), (parallel.DATA_AXIS,))
+  shardings = parallel.state_shardings(tree, mesh, "replicated")
+  assert [s.spec for s in jax.tree.leaves(shardings)] == [P(), P()]
+  with pytest.raises(ValueError, match="param_sharding 'zero3'"):
+    parallel.state_shardings(tree, mesh, "zero3")
+  config = common.base_config("cvae")
+  config.param_sharding = "zero3"
+  with pytest.raises(ValueError, match="param_sharding 'zero3'"):
+    train.resolve(config)
 
 
 TINY_DIFFUSION = ["--config=experiments/configs/diffusion.py",
@@ -233,3 +396,85 @@ def test_sigkill_with_periodic_evaluation_then_resume_finishes(
   assert _logged_steps(tmp_path / "metrics.jsonl") == list(range(6, 49, 6))
   assert _logged_steps(tmp_path / "eval_metrics.jsonl") == list(
       range(6, 49, 6))
+
+
+# A run of ~3,000 tiny steps (a few seconds of training) whose only periodic
+# checkpoint is the last: what a SIGTERM saves is all a resume can start from.
+PREEMPTIBLE = ["--config.num_steps=3000", "--config.checkpoint_every=0",
+               "--config.log_every=50"]
+_STOPPED = re.compile(r"stopped by SIGTERM: saved the checkpoint of step "
+                      r"(\d+) in (\S+); the same command resumes from it\.")
+
+
+def _sigterm(procs, workdir, after_step, delay):
+  """SIGTERM `procs[0]` `delay` seconds after the run logged a step past
+  `after_step` (with `after_step=None`, `delay` seconds after the start:
+  while JAX starts or the step compiles); waits for every process. Returns
+  their outputs and the seconds from the signal to the last exit."""
+  deadline = time.time() + 240
+  if after_step is not None:
+    log = workdir / "metrics.jsonl"
+    while time.time() < deadline and not (
+        log.exists() and any(s > after_step for s in _logged_steps(log))):
+      time.sleep(0.01)
+  time.sleep(delay)
+  start = time.monotonic()
+  procs[0].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=240)[0] for p in procs]
+  return outs, time.monotonic() - start
+
+
+def test_sigterm_at_random_moments_saves_and_resumes_bit_identically(
+    tmp_path, digits):
+  """SIGTERM three times (once during start-up, twice while training): each
+  time the run saves the step it reached and exits with 143, naming it;
+  the same command then resumes, and the finished run has the params of one
+  never stopped. The seconds from signal to exit are printed."""
+  rng = np.random.default_rng(2)
+  workdir, stops = tmp_path / "stopped", []
+  for after in (None, 0, 1):
+    after_step = None if after is None else stops[-1][0]
+    delay = 2.0 if after is None else float(rng.uniform(0.0, 0.5))
+    proc = _train(workdir, *PREEMPTIBLE)
+    (out,), seconds = _sigterm([proc], workdir, after_step, delay)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    match = _STOPPED.search(out)
+    assert match, out[-3000:]
+    step = int(match.group(1))
+    assert (pathlib.Path(match.group(2)) / str(step)).exists()
+    stops.append((step, seconds))
+  steps = [s for s, _ in stops]
+  assert steps[0] == 0  # stopped before training: the initial state
+  assert 0 < steps[1] < steps[2] < 3000, stops
+  print(f"SIGTERM -> exit (step, seconds): {stops}")
+  _finish(_train(workdir, *PREEMPTIBLE))
+  straight = tmp_path / "straight"
+  _finish(_train(straight, *PREEMPTIBLE))
+  step, resumed = _params(workdir, digits)
+  _, clean = _params(straight, digits)
+  assert step == 3000
+  for x, y in zip(resumed, clean, strict=True):
+    np.testing.assert_array_equal(x, y)
+  logged = _logged_steps(workdir / "metrics.jsonl")
+  assert logged == list(range(50, 3001, 50))  # each logged step once
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
+  """The processes agree on the stop at each call: both save the same step
+  and exit with 143."""
+  port = _free_port()
+  procs = [_train(tmp_path, *PREEMPTIBLE,
+                  extra_env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                             "JAX_NUM_PROCESSES": "2",
+                             "JAX_PROCESS_ID": str(i)}) for i in (1, 0)]
+  # process 1, which writes nothing, gets the signal; process 0 saves too
+  outs, seconds = _sigterm(procs, tmp_path, 0, 0.2)
+  print(f"two processes: SIGTERM -> exit {seconds:.2f} s")
+  for proc, out in zip(procs, outs):
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+  steps = {int(_STOPPED.search(out).group(1)) for out in outs}
+  assert len(steps) == 1, outs
+  step = steps.pop()
+  # the one checkpoint, saved by both together (the resume is the same as
+  # a single process's, tested above)
+  assert 0 < step < 3000 and _latest(tmp_path) == step

@@ -102,7 +102,7 @@ def test_training_is_compiled_once(tmp_path, digits):
   perm = jax.numpy.arange(len(digits.train_labels))
   state = run.state
   for start, stop in [(0, 7), (7, 14), (14, 21)]:
-    state, _ = train.train_steps(run, state, start, stop, perm)
+    state, _, _ = train.train_steps(run, state, start, stop, perm)
   # one trace of the 3-step call (a scan body) + one of the 1-step call
   assert len(traces) == 1 + 1
   assert set(run.step_fns) == {1, 3}
@@ -444,3 +444,107 @@ def test_condition_kind_and_held_out_name_the_run(tmp_path):
   path.write_text(json.dumps(old))
   train.train_and_evaluate(tiny_cvae_config(**{**kw, "num_steps": 4}),
                            tmp_path)
+
+
+class _DiskFull:
+  """Makes writes of one workdir file fail with ENOSPC from its `after`-th
+  write on (appends to it, or its atomic rewrite's temporary file)."""
+
+  def __init__(self, monkeypatch, name: str, after: int = 0):
+    import errno  # pylint: disable=g-import-not-at-top
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    self.writes = 0
+    cls = type(epath.Path("/"))
+    real_open, real_write_text = cls.open, cls.write_text
+
+    def fail(path):
+      if path.name in (name, f".{name}.tmp"):
+        self.writes += 1
+        if self.writes > after:
+          raise OSError(errno.ENOSPC, "No space left on device")
+
+    def open_(path, mode="r", *args, **kwargs):
+      if "a" in mode or "w" in mode:
+        fail(path)
+      return real_open(path, mode, *args, **kwargs)
+
+    def write_text(path, *args, **kwargs):
+      fail(path)
+      return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "open", open_)
+    monkeypatch.setattr(cls, "write_text", write_text)
+
+
+def _checkpoint_full(monkeypatch, step):
+  import errno  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  real = ocp.CheckpointManager.save
+
+  def save(self, at, *args, **kwargs):
+    if at == step:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real(self, at, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+
+
+@pytest.fixture(scope="module")
+def straight_30(tmp_path_factory, digits):
+  config = tiny_cvae_config(num_steps=30, checkpoint_every=10, log_every=10,
+                            sample_every=0)
+  return train.train_and_evaluate(config, tmp_path_factory.mktemp("s30"),
+                                  digits)
+
+
+@pytest.mark.parametrize("target, named", [
+    ("checkpoint", "cannot write checkpoint 20 in "),
+    ("metrics.jsonl", "cannot write {workdir}/metrics.jsonl: No space left"),
+    ("config.json", "cannot write {workdir}/config.json: No space left"),
+])
+def test_a_full_disk_stops_the_run_naming_the_file_and_keeps_what_it_wrote(
+    tmp_path, digits, monkeypatch, straight_30, target, named):
+  """A write failing with ENOSPC stops the run with a `WriteError` naming
+  the file; the checkpoint before it and every file written stay intact;
+  the same command, once space is back, resumes and finishes as a run that
+  never failed. config.json is rewritten at each start: the second start
+  fails there, with step 10 saved by the first."""
+  config = tiny_cvae_config(num_steps=30, checkpoint_every=10, log_every=10,
+                            sample_every=0)
+  workdir = tmp_path / "run"
+  with monkeypatch.context() as patch:
+    if target == "checkpoint":
+      _checkpoint_full(patch, 20)
+    elif target == "metrics.jsonl":
+      _DiskFull(patch, "metrics.jsonl", after=1)  # steps 10 and 20 fail
+    else:
+      config.num_steps = 10
+      train.train_and_evaluate(config, workdir, digits)
+      config.num_steps = 30
+      _DiskFull(patch, "config.json")
+    with pytest.raises(checkpointing.WriteError) as e:
+      train.train_and_evaluate(config, workdir, digits)
+  assert named.format(workdir=workdir) in str(e.value)
+  assert "\n" not in str(e.value)
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["10"]
+  assert json.loads((workdir / "config.json").read_text())["num_steps"] in (
+      10, 30)
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    assert json.loads(line)["step"] in (10, 20)
+  resumed = train.train_and_evaluate(config, workdir, digits)
+  assert int(resumed.step) == 30
+  _assert_bit_identical(straight_30, resumed)
+
+
+def test_a_write_error_is_one_line_and_exit_2(capsys):
+  import errno  # pylint: disable=g-import-not-at-top
+  from condgen_jax.core import runtime  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as e:
+    with runtime.user_errors():
+      with checkpointing.writing("/w/eval.json"):
+        raise OSError(errno.EIO, "Input/output error")
+  assert e.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: WriteError: [Errno 5] cannot write /w/eval.json: Input/output "
+      "error\n")

@@ -19,7 +19,9 @@ state first (one compiled reduction).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -43,13 +45,30 @@ OBSERVER_KEYS = ("num_steps", "log_every", "checkpoint_every",
                  "sample_every", "eval_every", "eval_num_per_class",
                  "samples_per_class", "max_to_keep", "steps_per_call",
                  "data_dir", "tfds_dir", "download", "allow_config_change",
-                 "kernels",
+                 "kernels", "param_sharding",
                  # sampling only (the diffusion family's defaults for sample)
                  "sampler", "nfe", "guidance_scale", "clip_x0")
 
 
 class NonFiniteError(FloatingPointError):
   """Training produced a non-finite loss or state."""
+
+
+class WriteError(OSError):
+  """A file of the run could not be written (a full disk, an I/O error)."""
+
+
+@contextlib.contextmanager
+def writing(path):
+  """Re-raises an OSError while writing `path` as a `WriteError` naming it
+  (the entry points print it as one line and exit with status 2)."""
+  try:
+    yield
+  except WriteError:
+    raise
+  except OSError as e:
+    raise WriteError(e.errno, f"cannot write {path}: "
+                     f"{e.strerror or e}") from e
 
 
 def as_path(path) -> epath.Path:
@@ -65,11 +84,13 @@ def is_local(path) -> bool:
 
 
 def write_text_atomic(path, text: str) -> None:
-  """Writes `text` to `path` via a temporary file and a rename."""
+  """Writes `text` to `path` via a temporary file and a rename: `path`
+  holds the old text or the new, never a part. WriteError on failure."""
   path = epath.Path(path)
   tmp = path.parent / f".{path.name}.tmp"
-  tmp.write_text(text)
-  tmp.replace(path)
+  with writing(path):
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 # ----------------------------------------------------------------------------
@@ -82,7 +103,14 @@ def read_config(workdir) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f"{path} does not exist: {str(workdir)!r} is not "
                             "a condgen-jax workdir (train into it first).")
-  return ml_collections.ConfigDict(_read_json(path))
+  config = _read_json(path)
+  if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+    held = sorted(config)[:8] if isinstance(config, dict) else type(
+        config).__name__
+    raise ValueError(f"{path} has no 'model' (it holds {held}): "
+                     f"{str(workdir)!r} is not a condgen-jax workdir; use "
+                     "another --workdir.")
+  return ml_collections.ConfigDict(config)
 
 
 def _read_json(path) -> dict:
@@ -222,7 +250,17 @@ def manager(directory, *, max_to_keep: int | None = 2,
       create=not read_only, read_only=read_only,
       cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(as_path(directory), options=options)
+  if not read_only:
+    return ocp.CheckpointManager(as_path(directory), options=options)
+  # orbax logs a warning that a read-only manager is read-only: on stderr,
+  # before the one line of an entry point's error.
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(max(level, logging.ERROR))
+  try:
+    return ocp.CheckpointManager(as_path(directory), options=options)
+  finally:
+    logger.setLevel(level)
 
 
 @jax.jit
@@ -264,9 +302,25 @@ def save(mngr: ocp.CheckpointManager, step: int, state,
   check_finite_state(state, step)
   if step in mngr.all_steps():
     return False
-  mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
-            force=True)
+  try:
+    mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics,
+              force=True)
+  except Exception as e:  # orbax and its storage raise many types.
+    cause = _oserror_in(e)
+    raise WriteError(
+        getattr(cause, "errno", None),
+        f"cannot write checkpoint {step} in {mngr.directory}: "
+        f"{_first_line(cause or e)}; the earlier checkpoints are intact") from e
   return True
+
+
+def _oserror_in(e: BaseException) -> OSError | None:
+  """The first OSError in `e`'s chain of causes, if any."""
+  while e is not None:
+    if isinstance(e, OSError):
+      return e
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target):
@@ -287,11 +341,41 @@ def _first_line(e: Exception, limit: int = 200) -> str:
   return text[:limit]
 
 
-def restore_newest(directory, target, *, finite: bool = True):
+def restore_newest(directory, target, *, finite: bool = True,
+                   attempts: int = 3):
   """(state, step, skipped) from the newest checkpoint in `directory` that
   restores cleanly (and, with `finite`, holds finite values only); `skipped`
   lists (step, reason) for the newer ones that did not. (target, None, [])
-  when there is no checkpoint. Raises ValueError when none restores."""
+  when there is no checkpoint. Raises ValueError when none restores.
+
+  Safe while a run trains into the same workdir: orbax writes a checkpoint
+  under a temporary name and renames it when complete, so only complete
+  ones are listed; one removed by the run while it is being read is passed
+  over, and when all listed were removed the folder is listed again (up to
+  `attempts` times)."""
+  for attempt in range(attempts):
+    last = attempt == attempts - 1
+    try:
+      result = _restore_newest(directory, target, finite)
+    except FileNotFoundError:
+      # orbax lists the steps, then reads each one's metadata: a step
+      # removed in between by the training run.
+      if last:
+        raise
+      continue
+    if result[1] is not None or result[2] or last or not _has_steps(
+        directory):
+      return result
+  raise AssertionError("unreachable")
+
+
+def _has_steps(directory) -> bool:
+  directory = as_path(directory)
+  return directory.exists() and any(
+      p.name.isdigit() for p in directory.iterdir())
+
+
+def _restore_newest(directory, target, finite: bool):
   directory = as_path(directory)
   if not directory.exists():
     return target, None, []
@@ -303,6 +387,10 @@ def restore_newest(directory, target, *, finite: bool = True):
       try:
         state = restore(mngr, step, target)
       except ValueError as e:
+        if not (directory / str(step)).exists():
+          # A run training into this workdir removed it (max_to_keep)
+          # after it saved a newer one: read on.
+          continue
         skipped.append((step, str(e)))
         continue
       bad = nonfinite_leaves(state) if finite else []

@@ -5,7 +5,10 @@
 lives on the device and batches are drawn there from a per-epoch permutation
 that is a pure function of (seed, epoch); the step's randomness is
 `fold_in(key, step)`. So a run stopped and resumed continues exactly as if it
-had not stopped.
+had not stopped. A streaming dataset ('tfds:NAME') stays on disk instead:
+each process reads its rows of step t's batch, a pure function of (seed, t),
+on the host and the compiled step takes them as an argument
+(`condgen_jax.data.streaming`); resume is as exact.
 
 The workdir receives config.json, metrics.jsonl (one JSON object per logged
 step; `wall_s` is the training commands' wall time up to that step, summed
@@ -16,6 +19,7 @@ checkpoints/ (orbax) and TensorBoard event files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -33,12 +37,15 @@ from etils import epath
 from condgen_jax.core import checkpointing
 from condgen_jax.data import colored
 from condgen_jax.data import datasets as data_lib
+from condgen_jax.data import streaming
 from condgen_jax.evaluation import evaluate as evaluation
 from condgen_jax import families
 from condgen_jax.core import hardware
 from condgen_jax.data import images as images_lib
+from condgen_jax.core import locking
 from condgen_jax.core import options
 from condgen_jax.core import parallel
+from condgen_jax.core import preemption
 from condgen_jax.evaluation import sampling
 
 INTERVAL_KEYS = ("log_every", "checkpoint_every", "sample_every")
@@ -50,7 +57,18 @@ CONDITION_KINDS = ("label", "attributes", "image")
 # The runner's config keys, shared by every model's config
 # (`condgen_jax/configs/common.py`); `config.model` names the family.
 OPTIONS = {
-    "dataset": options.choice("mnist", data_lib.DATASETS, "the data"),
+    "dataset": options.Option(
+        "mnist", "the data: in memory, or 'tfds:NAME' any TFDS image "
+        "dataset streamed from disk (`condgen_jax.data.streaming`)",
+        streaming.check_dataset_name,
+        " | ".join(data_lib.DATASETS) + " | tfds:NAME"),
+    "image_size": options.integer(
+        0, "tfds: datasets: side of the square images, center-cropped and "
+        "resized; 0 = the dataset's own (square) size", minimum=0),
+    "attributes": options.text(
+        "", "tfds: datasets: binary attributes to condition on (with "
+        "condition_kind='attributes'), e.g. 'Male,Young,Eyeglasses' of "
+        "celeb_a; '' = the class label", "NAME,..."),
     "data_dir": options.text(
         "", "folder with <dataset>/ IDX files; '' = $CONDGEN_DATA_DIR",
         "a path"),
@@ -97,6 +115,16 @@ OPTIONS = {
         "a metric the model reports"),
     "samples_per_class": options.integer(10, "columns of the sample grid"),
     "max_to_keep": options.integer(2, "checkpoints kept"),
+    "param_sharding": options.choice(
+        "replicated", parallel.PARAM_SHARDINGS, "the train state's layout "
+        "over the devices: 'replicated' on each, or 'fsdp', parameters and "
+        "optimizer state sharded over them (each holds ~1/devices; "
+        "`parallel.state_shardings`) and gathered layer by layer in the "
+        "step; the same math either way"),
+    "compute_dtype": options.choice(
+        "float32", ("float32", "bfloat16"), "dtype of the networks' matmuls "
+        "and convolutions; parameters, optimizer state, norm statistics, "
+        "EMA and losses stay float32 (docs/training.md, Mixed precision)"),
     "allow_config_change": options.flag(
         False, "resume a workdir whose run used other values of keys that "
         "change what it computes (recorded in config_history.jsonl)"),
@@ -139,6 +167,7 @@ def resolve(config) -> ml_collections.FrozenConfigDict:
                      f"not supported by model {s.model!r}; it takes "
                      f"{kinds}.")
   family.validate_config(s)
+  streaming.check_settings(s, evaluation.SAMPLE_METRIC_MODES)
   if s.best_metric:
     allowed = evaluation.metric_modes(family.metric_modes(s))
     if s.best_metric not in allowed:
@@ -190,6 +219,8 @@ def run_dataset(s, dataset: data_lib.Dataset | None = None
 
 
 def load_data(s) -> data_lib.Dataset:
+  if streaming.is_streaming(s.dataset):  # tfds:NAME, read as it trains
+    return streaming.load_dataset(s)
   return data_lib.load_dataset(
       s.dataset, s.data_dir, tfds_dir=s.tfds_dir, download=s.download,
       held_out=colored.parse_combinations(s.held_out))
@@ -211,10 +242,16 @@ class Run:
   step_fns: dict = dataclasses.field(default_factory=dict)
   sample_fn: Callable | None = None
   classifier: Any = None
+  # streaming datasets: the host batches (images, labels are None then)
+  source: streaming.BatchSource | None = None
 
   def steps(self, k: int) -> Callable:
     """The compiled function running `k` training steps in one call (compiled
     ahead of time on first request, so calls never retrace)."""
+    if k not in self.step_fns and self.source is not None:
+      self.step_fns[k] = self.source.feeding(make_multi_step(self, k).lower(
+          self.abstract_state, self.source.abstract_batches(k),
+          self.rngs["step"]).compile(), k)
     if k not in self.step_fns:
       perm = jax.ShapeDtypeStruct((len(self.dataset.train_labels),),
                                   jnp.int32,
@@ -232,8 +269,8 @@ def run_keys(seed: int, impl: str | None = None) -> dict:
 
 
 def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
-  """Builds the data, mesh and initial (replicated) state of a run of
-  `config` (or of settings already resolved)."""
+  """Builds the data, mesh and initial state of a run of `config` (or of
+  settings already resolved), the state laid out by `s.param_sharding`."""
   s = resolve(config)
   dataset = run_dataset(s, dataset)
   family = families.get_family(s.model)
@@ -249,16 +286,21 @@ def setup(config, dataset: data_lib.Dataset | None = None) -> Run:
                                rng)
 
   abstract = jax.eval_shape(init, rngs["init"])
-  state = jax.jit(init, out_shardings=jax.tree.map(lambda _: replicated,
-                                                   abstract))(rngs["init"])
+  state = jax.jit(init, out_shardings=parallel.state_shardings(
+      abstract, mesh, s.param_sharding))(rngs["init"])
+  source = streaming.batch_source(s, dataset, mesh)  # None: in memory
   return Run(s, dataset, family, mesh, state, rngs,
+             None if source else
              parallel.replicate_host_array(dataset.train_images, mesh),
+             None if source else
              parallel.replicate_host_array(dataset.train_labels, mesh),
+             source.steps_per_epoch if source else
              data_lib.steps_per_epoch(len(dataset.train_labels),
                                       s.batch_size),
              abstract_state=jax.tree.map(
                  lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                sharding=x.sharding), state))
+                                                sharding=x.sharding), state),
+             source=source)
 
 
 def resolve_steps_per_call(s, platform: str | None = None) -> int:
@@ -307,7 +349,11 @@ def make_multi_step(run: Run, k: int) -> Callable:
         None, length=k, unroll=loop_unroll(s, k))
     return state, jax.tree.map(lambda m: m[-1], metrics)
 
-  state_sharding = jax.tree.map(lambda _: replicated, run.state)
+  state_sharding = parallel.state_shardings(run.state, run.mesh,
+                                            s.param_sharding)
+  if run.source is not None:  # host batches [k, B, ...] (data/streaming.py)
+    return streaming.jit_steps(train_step, k, state_sharding, run.source,
+                               loop_unroll(s, k))
   return jax.jit(steps, donate_argnums=0,
                  in_shardings=(state_sharding, replicated, replicated,
                                replicated, replicated),
@@ -330,15 +376,31 @@ def _due(step: int, every: int) -> bool:
   return every > 0 and step % every == 0
 
 
-def train_steps(run: Run, state, start: int, stop: int, permutation):
-  """Runs steps [start, stop) in calls of `steps_per_call`, remainder 1 by 1."""
+def train_steps(run: Run, state, start: int, stop: int, permutation,
+                stop_request: preemption.StopRequest | None = None):
+  """Runs steps [start, stop) in calls of `steps_per_call`, remainder 1 by 1.
+
+  Returns (state, the last call's metrics, the step reached): `stop`, or
+  the end of the call in flight when `stop_request` fired. The calls are
+  laid out from `start`, so a run stopped after any call and resumed there
+  makes the same calls as one never stopped.
+  """
   k = resolve_steps_per_call(run.settings)
   n = stop - start
-  metrics = None
+  metrics, step = None, start
+  sync = jax.process_count() > 1
   for size in [k] * (n // k) + [1] * (n % k):
+    if sync and stop_request is not None:
+      # XLA:CPU may run the agreement's all-gather beside a step still in
+      # flight, and their collectives then pair up wrongly across
+      # processes: the step finishes first.
+      jax.block_until_ready(state)
+    if stop_request is not None and stop_request.requested(sync):
+      break
     state, metrics = run.steps(size)(state, run.images, run.labels,
                                      permutation, run.rngs["step"])
-  return state, metrics
+    step += size
+  return state, metrics, step
 
 
 def check_finite(metrics: dict, step: int, since: int) -> None:
@@ -405,7 +467,7 @@ class MetricWriter:
       return
     record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
     path = self.path.with_name(filename) if filename else self.path
-    with path.open("a") as f:
+    with checkpointing.writing(path), path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     if self.tb is not None:
       for k, v in scalars.items():
@@ -506,13 +568,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
   the workdir (writable, same model, dataset and computing keys), the data
   and the newest checkpoint that restores cleanly (newer damaged ones are
   reported and moved to workdir/skipped_checkpoints/).
+
+  A local workdir is locked while the run trains into it (`core.locking`):
+  a second command on it stops before writing anything, naming the holder.
+  SIGTERM or SIGINT stops the run at the end of the compiled call in flight
+  with a checkpoint of the step reached (`core.preemption.Preempted`).
   """
   start_time = time.perf_counter()
   workdir = checkpointing.as_path(workdir)
   s = resolve(config)
   changes = checkpointing.check_workdir(workdir, config,
                                        config_defaults(s.model))
-  run = setup(s, dataset)
+  run = setup(s, dataset)  # the data are checked before anything is written
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0 and checkpointing.is_local(workdir):
+      # Object stores have no file locks: keeping one command per remote
+      # workdir is the user's (or the scheduler's) to do.
+      stack.enter_context(locking.WorkdirLock(workdir))
+    stop_request = stack.enter_context(preemption.catch())
+    return _train(config, run, workdir, changes, start_time, stop_request)
+
+
+def _train(config, run: Run, workdir, changes, start_time,
+           stop_request: preemption.StopRequest):
+  s = run.settings
   ckpt_dir = workdir / "checkpoints"
   state, restored, skipped = checkpointing.restore_newest(ckpt_dir, run.state)
   if jax.process_count() > 1:
@@ -543,7 +622,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
                                                  restored or 0)
                        if jax.process_index() == 0 else 0.0)
   try:
-    return _train_loop(run, state, workdir, mngr, best_mngr, progress)
+    return _train_loop(run, state, workdir, mngr, best_mngr, progress,
+                       stop_request)
   except checkpointing.NonFiniteError as e:
     raise checkpointing.NonFiniteError(
         stop_message(e, progress.saved, ckpt_dir)) from None
@@ -555,7 +635,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir,
 
 
 def _train_loop(run: Run, state, workdir, mngr, best_mngr,
-                progress: _Progress):
+                progress: _Progress, stop_request: preemption.StopRequest):
   s = run.settings
   is_main = jax.process_index() == 0
   writer = MetricWriter(workdir)
@@ -574,14 +654,23 @@ def _train_loop(run: Run, state, workdir, mngr, best_mngr,
       step = progress.step
       stop = next_boundary(step, s, run.steps_per_epoch)
       epoch = step // run.steps_per_epoch
-      if epoch != perm_epoch:
+      if run.source is not None:  # host batches from `step` on
+        run.source.seek(step)
+      elif epoch != perm_epoch:
         perm, perm_epoch = perm_fn(run.rngs["data"], epoch, num_train), epoch
-      state, metrics = train_steps(run, state, step, stop, perm)
-      host_metrics = parallel.to_host(metrics)
-      check_finite(host_metrics, stop, step)
-      checkpointing.check_finite_state(state, stop)
-      bar.update(stop - step)
-      progress.step = stop
+      state, metrics, reached = train_steps(run, state, step, stop, perm,
+                                            stop_request)
+      if reached > step:
+        host_metrics = parallel.to_host(metrics)
+        check_finite(host_metrics, reached, step)
+        checkpointing.check_finite_state(state, reached)
+        bar.update(reached - step)
+        progress.step = reached
+      if reached < stop:  # SIGTERM / SIGINT: save the step reached, stop
+        checkpointing.save(mngr, reached, state)
+        progress.saved = reached
+        raise preemption.Preempted(stop_request.signum, reached,
+                                   str(mngr.directory))
       _at_boundary(run, state, workdir, host_metrics, writer, bar, mngr,
                    best_mngr, progress)
   finally:
@@ -607,8 +696,10 @@ def _at_boundary(run: Run, state, workdir, host_metrics, writer, bar, mngr,
   if _due(step, s.sample_every) or last:
     grid = sample_grid(run, state, s.samples_per_class, run.rngs["sample"])
     if jax.process_index() == 0:
-      images_lib.save_grid(grid, workdir / "samples" / f"step_{step:08d}.png",
-                           images_lib.grid_rows(run.dataset.num_classes))
+      path = workdir / "samples" / f"step_{step:08d}.png"
+      with checkpointing.writing(path):
+        images_lib.save_grid(grid, path,
+                             images_lib.grid_rows(run.dataset.num_classes))
   if _due(step, s.eval_every):
     periodic_evaluation(run, state, step, writer, best_mngr)
   if _due(step, s.checkpoint_every) or last:
@@ -658,6 +749,10 @@ def restore_state(workdir, target, *, step: int | None = None,
   else:
     mngr = checkpointing.manager(ckpt_dir, read_only=True)
     try:
+      steps = sorted(mngr.all_steps())
+      if step not in steps:
+        raise ValueError(f"No checkpoint of step {step} in {ckpt_dir}; it "
+                         f"holds steps {steps}.")
       state = checkpointing.restore(mngr, step, target)
     finally:
       mngr.close()
