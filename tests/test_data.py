@@ -199,3 +199,20 @@ def test_binarize_draws_each_pixel_from_its_bernoulli():
   np.testing.assert_allclose(draws[:, 2:].mean(0), [0.25, 0.75], atol=0.1)
   np.testing.assert_array_equal(data.binarize(x, jax.random.key(3)),
                                 data.binarize(x, jax.random.key(3)))
+
+
+def test_a_killed_builds_folder_is_not_a_built_dataset(tmp_path):
+  """TFDS builds into `incomplete.*` and renames it when done: what a
+  builder killed before the rename left is never read (and the next build,
+  under the lock, starts over beside it)."""
+  left = tmp_path / "mnist" / "incomplete.ABC123_3.0.1"
+  left.mkdir(parents=True)
+  (left / "dataset_info.json").write_text("{}")
+  (left / "mnist-train.array_record-00000-of-00001").write_bytes(b"")
+  assert not data.tfds_is_built("mnist", str(tmp_path))
+  done = tmp_path / "mnist" / "3.0.1"
+  done.mkdir()
+  (done / "dataset_info.json").write_text("{}")
+  assert not data.tfds_is_built("mnist", str(tmp_path))  # no records yet
+  (done / "mnist-train.array_record-00000-of-00001").write_bytes(b"")
+  assert data.tfds_is_built("mnist", str(tmp_path))

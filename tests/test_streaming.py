@@ -164,9 +164,14 @@ def test_cifar10_trains_resumes_exactly_samples_and_evaluates(
   assert "fid" not in results and np.isfinite(results["test_neg_elbo"])
 
 
-def test_celeb_a_conditions_on_attributes(mock_tfds, tmp_path):
-  workdir = tmp_path / "w"
+def test_celeb_a_conditions_on_attributes_and_resumes_exactly(mock_tfds,
+                                                             tmp_path):
+  workdir, resumed = tmp_path / "w", tmp_path / "resumed"
   train.train_and_evaluate(_config("tfds:celeb_a", num_steps=4), workdir)
+  train.train_and_evaluate(_config("tfds:celeb_a", num_steps=3), resumed)
+  train.train_and_evaluate(_config("tfds:celeb_a", num_steps=4), resumed)
+  for a, b in zip(_params(workdir), _params(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
   trained = api.load(workdir)
   ds = trained.dataset
   assert ds.attribute_names == ATTRIBUTES

@@ -308,9 +308,14 @@ def build_tfds(name: str, manual_dir: str | os.PathLike, tfds_dir: str) -> None:
 
 
 def tfds_is_built(name: str, tfds_dir: str) -> bool:
+  """Whether a version folder of `name` (e.g. mnist/3.0.1) is complete. TFDS
+  builds into `incomplete.*` and renames it when done: a build that was
+  killed leaves only such a folder, which is never read."""
   root = pathlib.Path(tfds_dir).expanduser() / name
-  return any(root.glob("*/dataset_info.json")) and any(
-      root.glob("*/*.array_record*"))
+  versions = [v for v in root.glob("*") if v.is_dir()
+              and not v.name.startswith("incomplete")]
+  return any((v / "dataset_info.json").exists()
+             and any(v.glob("*.array_record*")) for v in versions)
 
 
 def _load_tfds_or_idx(name, data_dir, tfds_dir, download) -> Dataset:
