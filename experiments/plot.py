@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from condgen_jax.evaluation import sampling
 from condgen_jax.tools import plots
 from condgen_jax.core import runtime
 
@@ -32,26 +33,13 @@ _BY = flags.DEFINE_string("by", None, "With --table: one column group per "
 flags.mark_flags_as_required(["results", "out"])
 
 
-def _check_output(path: str, flag: str) -> None:
-  """OSError for an output path that is a folder or lies in a file."""
-  path = epath.Path(path)
-  if path.is_dir():
-    raise IsADirectoryError(f"{flag}={path} is a folder; give a file name.")
-  parent = path.parent
-  while not parent.exists() and parent.parent != parent:
-    parent = parent.parent
-  if not parent.is_dir():
-    raise NotADirectoryError(f"{flag}={path}: {parent} is a file, not a "
-                             "folder.")
-
-
 def main(argv):
   runtime.start(argv)
   with runtime.user_errors():
     # every input and output checked before the first file is written
-    _check_output(_OUT.value, "--out")
+    sampling.output_path(_OUT.value, "--out")
     if _TABLE.value:
-      _check_output(_TABLE.value, "--table")
+      sampling.output_path(_TABLE.value, "--table")
     results = plots.read_results(_RESULTS.value)
     text = (plots.table(results, _X.value, _Y.value, by=_BY.value,
                         names=_RESULTS.value) if _TABLE.value else None)

@@ -306,13 +306,18 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(reference, tmp_path, digits):
+def _two_processes(workdir, *args, ranks=(0, 1)):
+  """The same training command as processes `ranks` of a 2-process run."""
   port = _free_port()
-  procs = [_train(tmp_path, "--config.num_steps=20",
-                  "--config.checkpoint_every=10",
-                  extra_env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-                             "JAX_NUM_PROCESSES": "2",
-                             "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+  return [_train(workdir, *args,
+                 extra_env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                            "JAX_NUM_PROCESSES": "2",
+                            "JAX_PROCESS_ID": str(i)}) for i in ranks]
+
+
+def test_two_processes_match_one(reference, tmp_path, digits):
+  procs = _two_processes(tmp_path, "--config.num_steps=20",
+                         "--config.checkpoint_every=10")
   for p in procs:
     _finish(p)
   _assert_close(reference, tmp_path, digits)
@@ -462,11 +467,7 @@ def test_sigterm_at_random_moments_saves_and_resumes_bit_identically(
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
   """The processes agree on the stop at each call: both save the same step
   and exit with 143."""
-  port = _free_port()
-  procs = [_train(tmp_path, *PREEMPTIBLE,
-                  extra_env={"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
-                             "JAX_NUM_PROCESSES": "2",
-                             "JAX_PROCESS_ID": str(i)}) for i in (1, 0)]
+  procs = _two_processes(tmp_path, *PREEMPTIBLE, ranks=(1, 0))
   # process 1, which writes nothing, gets the signal; process 0 saves too
   outs, seconds = _sigterm(procs, tmp_path, 0, 0.2)
   print(f"two processes: SIGTERM -> exit {seconds:.2f} s")

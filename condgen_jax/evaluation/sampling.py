@@ -161,18 +161,20 @@ def latent_traversal(run, state, code: int, num_values: int,
   return parallel.to_host(images).astype(np.float32), labels, values
 
 
-def output_path(path) -> epath.Path:
+def output_path(path, flag: str = "") -> epath.Path:
   """`path` as an epath.Path, checked before anything is computed: OSError
-  when it is a folder or a folder above it is a file. Nothing is created:
-  `save_npz` (and `images.save_grid`) make its missing folders."""
+  (naming `flag` when given) when it is a folder or a folder above it is a
+  file. Nothing is created: `save_npz` (and `images.save_grid`) make its
+  missing folders."""
   path = epath.Path(path)
+  name = f"{flag}={path}" if flag else str(path)
   if path.is_dir():
-    raise IsADirectoryError(f"{path} is a folder; give a file name.")
+    raise IsADirectoryError(f"{name} is a folder; give a file name.")
   parent = path.parent
   while not parent.exists() and parent.parent != parent:
     parent = parent.parent
   if parent.exists() and not parent.is_dir():
-    raise NotADirectoryError(f"{path}: {parent} is a file, not a folder.")
+    raise NotADirectoryError(f"{name}: {parent} is a file, not a folder.")
   return path
 
 
