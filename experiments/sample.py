@@ -17,8 +17,8 @@ in the order given; one per row of --cond_file); the output depends only on the
 checkpoint (the newest that restores, or --step's), the seed and the
 sampling options. The sampling options override the run's config for the
 diffusion family (`guidance_scale` w of (1 + w) pred(x, c) - w pred(x, null),
-w = 0 the plain conditional model; `sampler` ddpm | ddim | euler | heun;
-`nfe` network evaluations).
+w = 0 the plain conditional model; `sampler` ddpm | ddim | euler | heun |
+dpmpp_2m | unipc | edm_heun | edm_churn; `nfe` network evaluations).
 On an InfoGAN run the classes are the categorical codes, and
 `--traverse_code=I` writes instead its latent traversal: `images` with one
 row per categorical code and --num_per_class columns of continuous code I

@@ -7,7 +7,8 @@ _GUIDANCE = flags.DEFINE_float("guidance_scale", None, "Diffusion: "
                                "classifier-free guidance w (default: the "
                                "run's config).")
 _SAMPLER = flags.DEFINE_string("sampler", None, "Diffusion: ddpm | ddim | "
-                               "euler | heun (default: the run's config).")
+                               "euler | heun | dpmpp_2m | unipc | edm_heun | "
+                               "edm_churn (default: the run's config).")
 _NFE = flags.DEFINE_integer("nfe", None, "Diffusion: network evaluations "
                             "per sample (default: the run's config).")
 

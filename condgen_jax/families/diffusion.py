@@ -56,10 +56,12 @@ OPTIONS = {
         "(Nichol & Dhariwal 2021)"),
     "sampler": options.choice(
         "ddim", samplers.ALL_SAMPLERS,
-        "'ddpm' | 'ddim' for eps / v, 'euler' | 'heun' for flow_matching "
+        "'ddpm' | 'ddim' for eps / v, 'euler' | 'heun' for flow_matching; "
+        "'dpmpp_2m' | 'unipc' | 'edm_heun' | 'edm_churn' for any objective "
         "(`diffusion.samplers`)"),
     "nfe": options.integer(50, "network evaluations per sample (Heun: two "
-                           "per step)"),
+                           "per step; edm_heun / edm_churn: nfe // 2 + 1 "
+                           "steps)"),
     "guidance_scale": options.number(
         0.75, "w of (1 + w) pred(x, c) - w pred(x, null); 0 = the plain "
         "conditional model"),
@@ -200,18 +202,26 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes):
   model_fn = samplers.guided(
       lambda p, x, t, c: model.apply({"params": p}, x, t, c),
       s.guidance_scale, num_classes)
-  step = jax.jit(samplers.make_step(
-      model_fn, objective=s.objective, sampler=s.sampler,
-      steps=samplers.num_steps(s.sampler, s.nfe),
-      alpha_bar_fn=schedules.SCHEDULES.get(s.schedule), clip_x0=s.clip_x0),
-                 static_argnames="euler")
+  alpha_bar_fn = schedules.SCHEDULES.get(s.schedule)
+  if s.sampler in samplers.FEW_STEP_SAMPLERS:
+    run = functools.partial(
+        samplers.few_step_sample, model_fn, objective=s.objective,
+        sampler=s.sampler, nfe=s.nfe, alpha_bar_fn=alpha_bar_fn,
+        clip_x0=s.clip_x0)
+  else:
+    step = jax.jit(samplers.make_step(
+        model_fn, objective=s.objective, sampler=s.sampler,
+        steps=samplers.num_steps(s.sampler, s.nfe),
+        alpha_bar_fn=alpha_bar_fn, clip_x0=s.clip_x0),
+                   static_argnames="euler")
+    run = functools.partial(samplers.run_steps, step, sampler=s.sampler,
+                            nfe=s.nfe)
 
   def sample(params, labels, rng):
     labels = jnp.asarray(labels, jnp.int32)
     noise_key, step_key = jax.random.split(rng)
     x = jax.random.normal(noise_key, (labels.shape[0],) + image_shape)
-    x = samplers.run_steps(step, params, x, labels, step_key,
-                           sampler=s.sampler, nfe=s.nfe)
+    x = run(params, x, labels, step_key)
     return common.to_unit(x)
 
   return jax.jit(sample)
