@@ -345,13 +345,21 @@ def test_sigkill_at_any_moment_then_resume_finishes(tmp_path, digits):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert target <= _latest(tmp_path) < 120  # it was killed mid-run
-  _finish(_train(tmp_path, *args))
-  straight = tmp_path.parent / (tmp_path.name + "_straight")
+  _finish_like_a_straight_run(
+      tmp_path, tmp_path.parent / (tmp_path.name + "_straight"), args, 120,
+      digits)
+
+
+def _finish_like_a_straight_run(workdir, straight, args, steps, digits):
+  """Finishes the interrupted run in `workdir` with the same command, trains
+  `straight` uninterrupted, and checks both reach `steps` with bit-identical
+  params."""
+  _finish(_train(workdir, *args))
   _finish(_train(straight, *args))
-  step, killed = _params(tmp_path, digits)
+  step, resumed = _params(workdir, digits)
   _, clean = _params(straight, digits)
-  assert step == 120
-  for x, y in zip(killed, clean, strict=True):
+  assert step == steps
+  for x, y in zip(resumed, clean, strict=True):
     np.testing.assert_array_equal(x, y)
 
 
@@ -452,14 +460,8 @@ def test_sigterm_at_random_moments_saves_and_resumes_bit_identically(
   assert steps[0] == 0  # stopped before training: the initial state
   assert 0 < steps[1] < steps[2] < 3000, stops
   print(f"SIGTERM -> exit (step, seconds): {stops}")
-  _finish(_train(workdir, *PREEMPTIBLE))
-  straight = tmp_path / "straight"
-  _finish(_train(straight, *PREEMPTIBLE))
-  step, resumed = _params(workdir, digits)
-  _, clean = _params(straight, digits)
-  assert step == 3000
-  for x, y in zip(resumed, clean, strict=True):
-    np.testing.assert_array_equal(x, y)
+  _finish_like_a_straight_run(workdir, tmp_path / "straight", PREEMPTIBLE,
+                              3000, digits)
   logged = _logged_steps(workdir / "metrics.jsonl")
   assert logged == list(range(50, 3001, 50))  # each logged step once
 

@@ -71,10 +71,10 @@ def catch():
   ending the process (from the main thread only: elsewhere Python cannot
   install handlers, and the request then never fires). A signal taken by
   `early` before it started is carried over."""
-  request = StopRequest()
   if _ACTIVE:  # nested: share the outer request
     yield _ACTIVE[-1]
     return
+  request = StopRequest()
   if threading.current_thread() is not threading.main_thread():
     yield request
     return
