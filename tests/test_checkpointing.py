@@ -132,6 +132,46 @@ def test_restore_newest_skips_a_damaged_checkpoint_and_set_aside_keeps_it(
     checkpointing.restore_newest(tmp_path / "c", {"w": jnp.zeros(5)})
 
 
+def test_a_failed_read_is_skipped_without_asyncio_log_noise(
+    tmp_path, caplog, monkeypatch):
+  """orbax reads a checkpoint's arrays concurrently; when the step is
+  removed mid-read (a training run's max_to_keep) it raises the first
+  failure and leaves the other reads' futures unretrieved, which asyncio
+  logs as errors when they are freed. The reader falls back to step 1 and
+  nothing is logged, then or later."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  import gc  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  mngr = checkpointing.manager(tmp_path / "c", max_to_keep=None)
+  for step in (1, 2):
+    checkpointing.save(mngr, step, {"w": jnp.full(4, float(step))})
+  mngr.close()
+  read = checkpointing.ocp.CheckpointManager.restore
+
+  def restore_while_removed(mngr, step, *args, **kwargs):
+    if step != 2:
+      return read(mngr, step, *args, **kwargs)
+    loop = asyncio.new_event_loop()
+    reads = [loop.create_future() for _ in range(3)]
+    for r in reads:
+      r.set_exception(ValueError(
+          f'NOT_FOUND: Metadata at "w/.zarray" in OCDBT database at local '
+          f'file "{mngr.directory}/2/default/" does not exist'))
+    loop.close()
+    raise reads[0].exception()
+
+  monkeypatch.setattr(checkpointing.ocp.CheckpointManager, "restore",
+                      restore_while_removed)
+  with caplog.at_level(logging.WARNING):
+    state, step, skipped = checkpointing.restore_newest(
+        tmp_path / "c", {"w": jnp.zeros(4)})
+    gc.collect()
+  assert step == 1 and [s for s, _ in skipped] == [2]
+  assert "does not exist" in skipped[0][1]
+  np.testing.assert_array_equal(state["w"], np.ones(4))
+  assert [r.getMessage()[:60] for r in caplog.records] == []
+
+
 def test_check_writable_refuses_an_immutable_workdir_and_file(tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   (tmp_path / "metrics.jsonl").write_text("")

@@ -20,11 +20,13 @@ state first (one compiled reduction).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
 import sys
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -327,13 +329,42 @@ def restore(mngr: ocp.CheckpointManager, step: int, target):
   """Restores checkpoint `step` into the structure, shapes and shardings of
   `target` (a state pytree); ValueError if it does not fit."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  stray = _UnretrievedReads(f"{mngr.directory}/{step}/")
+  asyncio_log = logging.getLogger("asyncio")
+  asyncio_log.addFilter(stray)
   try:
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-  except Exception as e:  # orbax raises many types for foreign data.
-    raise ValueError(
-        f"Checkpoint {step} in {mngr.directory} does not fit this config's "
-        f"model state or is corrupt ({type(e).__name__}: "
-        f"{_first_line(e)})") from e
+    try:
+      return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax raises many types for foreign data.
+      cause = e
+    # The failed reads' futures sit in reference cycles with their
+    # tracebacks: free them now, while their log records are filtered.
+    traceback.clear_frames(cause.__traceback__)
+    gc.collect()
+  finally:
+    asyncio_log.removeFilter(stray)
+  raise ValueError(
+      f"Checkpoint {step} in {mngr.directory} does not fit this config's "
+      f"model state or is corrupt ({type(cause).__name__}: "
+      f"{_first_line(cause)})") from cause
+
+
+class _UnretrievedReads(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" records for reads under
+  `path`. orbax reads a checkpoint's arrays concurrently; when one read
+  fails (a damaged checkpoint, or one a training run removed meanwhile)
+  the first failure is raised, as a ValueError from `restore`, and the
+  others are left unretrieved, which asyncio logs as errors whenever their
+  futures are freed."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self.path = path
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ("exception was never retrieved" in message
+                and self.path in message)
 
 
 def _first_line(e: Exception, limit: int = 200) -> str:
@@ -357,7 +388,7 @@ def restore_newest(directory, target, *, finite: bool = True,
     last = attempt == attempts - 1
     try:
       result = _restore_newest(directory, target, finite)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
       # orbax lists the steps, then reads each one's metadata: a step
       # removed in between by the training run.
       if last:
