@@ -3,6 +3,7 @@ r"""Evaluates a run's latest (or best) checkpoint and writes DIR/eval.json.
   python -m experiments.evaluate --workdir=DIR [--num_per_class=1000] \
       [--parzen=true] [--best] [--seed=0] [--out=eval.json] \
       [--guidance_scale=W --sampler=NAME --nfe=N]   # diffusion runs
+      [--guidance_interval=LO,HI] [--guide_workdir=DIR[:STEP]]
 
 Metrics: class accuracy (overall and per class) under the dataset's reference
 classifier, FID and intra-FID in its feature space, its Inception Score,
@@ -14,7 +15,8 @@ metrics (`test_ncll` of the structured-output CVAE and its baseline;
 pix2pix's `test_l1` and patch metrics) come with the metrics above of the
 outputs for the first --num_per_class test images of each class.
 For diffusion runs the sampling options override the run's config (as in
-`experiments.sample`) and are written into the results; `--out` names the
+`experiments.sample`, --guide_workdir included: autoguidance) and are
+written into the results; `--out` names the
 results file inside DIR, so several settings can be kept side by side.
 """
 
@@ -50,12 +52,15 @@ def main(argv):
                        f"inside --workdir); got {_OUT.value!r}.")
     overrides = sampling_flags.values()
     run = api.load(_WORKDIR.value, best=_BEST.value).with_options(**overrides)
+    run = sampling_flags.with_guide(run)
     state, step = run.state, run.step
     results = {"step": int(step), "model": run.settings.model,
                "dataset": run.settings.dataset, "seed": _SEED.value,
                "checkpoint": "best" if _BEST.value else "latest"}
     results.update({k: run.settings[k] for k in overrides
                     if k in run.settings})
+    if sampling_flags.guide_workdir():
+      results["guide_workdir"] = sampling_flags.guide_workdir()
     results.update(evaluation.evaluate_state(
         run, state, num_per_class=_NUM.value, seed=_SEED.value,
         parzen=_PARZEN.value))

@@ -28,7 +28,8 @@ INFOGAN_ERROR = Anchor("5 % error, i.e. 0.95 matched (Chen et al. 2016)")
 # The diffusion rows' label, from the family's defaults (diffusion.py keeps
 # them): objective, sampler, its evaluations and the guidance scale.
 _D = diffusion_training.OPTIONS
-_OBJECTIVE = {"eps": "ε", "v": "v", "flow_matching": "flow matching"}
+_OBJECTIVE = {"eps": "ε", "v": "v", "flow_matching": "flow matching",
+              "edm": "EDM"}
 
 
 def _diffusion(overrides=()) -> str:

@@ -4,6 +4,7 @@ r"""Samples K images of every class (or of given conditions) from a run.
       [--png=FILE.png] [--seed=0] [--step=N] \
       [--cond=7 | --cond=digit=7,color=red ... | --cond_file=C.npz] \
       [--guidance_scale=W --sampler=NAME --nfe=N]   # diffusion runs
+      [--guidance_interval=LO,HI] [--guide_workdir=DIR[:STEP]]
 
 --cond (repeatable) asks for K samples of each condition given, one grid row
 each: a class name or index for a label-conditional run, every attribute as
@@ -18,7 +19,12 @@ checkpoint (the newest that restores, or --step's), the seed and the
 sampling options. The sampling options override the run's config for the
 diffusion family (`guidance_scale` w of (1 + w) pred(x, c) - w pred(x, null),
 w = 0 the plain conditional model; `sampler` ddpm | ddim | euler | heun |
-dpmpp_2m | unipc | edm_heun | edm_churn; `nfe` network evaluations).
+dpmpp_2m | unipc | edm_heun | edm_churn; `nfe` network evaluations;
+`guidance_interval` LO,HI: guidance only where LO < sigma~ <= HI, sigma~ =
+sigma_t / alpha_t, Kynkaanniemi et al. 2024). --guide_workdir=DIR[:STEP]
+samples with autoguidance (Karras et al. 2024): (1 + w) pred(x, c) -
+w guide(x, c), the guide a weaker diffusion run of the same objective,
+schedule, dataset and classes (e.g. an early checkpoint of the same run).
 On an InfoGAN run the classes are the categorical codes, and
 `--traverse_code=I` writes instead its latent traversal: `images` with one
 row per categorical code and --num_per_class columns of continuous code I
@@ -169,6 +175,7 @@ def main(argv):
     png = sampling.output_path(_PNG.value) if _PNG.value else None
     run = api.load(_WORKDIR.value, step=_STEP.value).with_options(
         **sampling_flags.values())
+    run = sampling_flags.with_guide(run)
     state, step = run.state, run.step
     if sampling.image_condition(run) is not None:
       arrays, grid, rows = _image_samples(run, state)

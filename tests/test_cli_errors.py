@@ -190,6 +190,8 @@ INPUTS = {
         tmp, runs["cvae"], lambda c: {**c, "batch_size": "sixty-four"}),
     "invalid_json": lambda tmp, runs: _copy_with_config(
         tmp, runs["cvae"], lambda c: json.dumps(c)[:-40]),
+    "diffusion_v": lambda tmp, runs: _copy_with_config(
+        tmp, runs["diffusion"], lambda c: {**c, "objective": "v"}),
     "unknown_model": lambda tmp, runs: _copy_with_config(
         tmp, runs["cvae"], lambda c: {**c, "model": "vqvae"}),
     "no_model": lambda tmp, runs: _copy_with_config(
@@ -300,6 +302,24 @@ CASES = [
     ("sample-guidance-not-a-number", (*D, "--guidance_scale=high"),
      ["'high'"]),
     ("sample-nfe-not-diffusion", (*S, "--nfe=3"), ["--nfe", "'cvae'"]),
+    ("sample-guidance-interval-reversed", (*D, "--guidance_interval=5,1"),
+     ["--guidance_interval=5,1", "0 <= LO < HI", "LO=5.0, HI=1.0"]),
+    ("sample-guidance-interval-negative", (*D, "--guidance_interval=-1,2"),
+     ["--guidance_interval=-1,2", "LO=-1.0"]),
+    ("sample-guidance-interval-not-numbers", (*D, "--guidance_interval=low"),
+     ["--guidance_interval", "LO,HI", "'low'"]),
+    ("sample-guidance-interval-not-diffusion",
+     (*S, "--guidance_interval=0.3,5"), ["--guidance_interval", "'cvae'"]),
+    ("sample-guide-another-model", (*D, "--guide_workdir={cvae}"),
+     ["guide model='cvae'", "run model='diffusion'"]),
+    ("sample-guide-another-objective", (*D, "--guide_workdir={diffusion_v}"),
+     ["guide objective='v'", "run objective='eps'"]),
+    ("sample-guide-for-a-cvae", (*S, "--guide_workdir={diffusion}"),
+     ["does not apply to model 'cvae'"]),
+    ("sample-guide-step-missing", (*D, "--guide_workdir={diffusion}:99"),
+     ["99", "[3]"]),
+    ("sample-guide-missing", (*D, "--guide_workdir={missing}"),
+     ["nowhere", "not a condgen-jax workdir"]),
     ("sample-step-missing", (*S, "--step=99"), ["99", "[3]"]),
     ("sample-step-negative", (*S, "--step=-1"), ["-1", "[3]"]),
     ("sample-out-folder", ("sample", "--workdir={cvae}", "--out={tmp}"),
@@ -373,6 +393,10 @@ CASES = [
     ("evaluate-guidance-not-diffusion", (*E, "--workdir={cvae}",
                                          "--guidance_scale=1"),
      ["--guidance_scale", "'cvae'"]),
+    ("evaluate-guidance-interval-reversed",
+     (*ED, "--guidance_interval=5,1"), ["--guidance_interval=5,1"]),
+    ("evaluate-guide-another-model", (*ED, "--guide_workdir={cvae}"),
+     ["guide model='cvae'", "run model='diffusion'"]),
     # report
     ("report-readme-missing", ("report", "--readme={missing}.md"),
      ["nowhere.md"]),
@@ -470,3 +494,20 @@ def test_the_cli_prints_the_one_error_line_alone(runs, tmp_path):
   assert r.stderr.startswith("error: class 'ten'"), r.stderr
   assert len(r.stderr.splitlines()) == 1, r.stderr
   assert not list(tmp_path.iterdir())
+
+
+def test_sample_with_a_guide_and_a_guidance_interval(runs, tmp_path):
+  """The good path of the guidance flags, as a user runs it: autoguidance
+  by the run's own checkpoint 3 (the guide), within sigma~ in (0.3, 5]."""
+  out = tmp_path / "g.npz"
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.sample",
+       f"--workdir={runs['diffusion']}",
+       f"--guide_workdir={runs['diffusion']}:3",
+       "--guidance_interval=0.3,5", "--guidance_scale=1", "--nfe=3",
+       "--num_per_class=1", f"--out={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr
+  with np.load(out) as f:
+    assert f["images"].shape == (10, 8, 8, 1)
+    assert np.all(np.isfinite(f["images"]))

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from condgen_jax.core import checkpointing
+from condgen_jax.core import options
+from condgen_jax.diffusion import autoguidance
 from condgen_jax.diffusion import samplers
 from condgen_jax.families import diffusion as dt
 from condgen_jax.diffusion import schedules
@@ -349,13 +351,17 @@ def test_heun_with_odd_nfe_reaches_t0_with_a_final_euler_step():
 
 @pytest.mark.parametrize("overrides,match", [
     ({"sampler": "heun"}, "'heun' does not fit objective 'eps'"),
-    ({"objective": "flow_matching"},
-     "'ddim' does not fit objective 'flow_matching'"),
+    ({"objective": "flow_matching", "sampler": "ddpm"},
+     "'ddpm' does not fit objective 'flow_matching'"),
     ({"objective": "x0"}, "objective 'x0'"),
     ({"schedule": "sqrt"}, "schedule 'sqrt'"),
     ({"sampler": "dpm"}, "sampler 'dpm'"),
     ({"guidance_scale": -0.5}, "guidance_scale.*-0.5"),
     ({"guidance_scale": math.inf}, "guidance_scale.*inf"),
+    ({"guidance_interval": (5.0, 1.0)},
+     r"config.guidance_interval must be \(\).*lo < hi.*got \(5.0, 1.0\)"),
+    ({"guidance_interval": (-1.0, math.inf)},
+     r"guidance_interval.*got \(-1.0, inf\)"),
     ({"nfe": 0}, "nfe.*0"),
     ({"p_uncond": 1.0}, "p_uncond.*1.0"),
     ({"p_uncond": -0.1}, "p_uncond.*-0.1"),
@@ -389,15 +395,116 @@ def test_sample_with_checks_its_arguments():
     dt.sample_with(config, state, labels, key, (8, 8, 1), nfe=0)
   with pytest.raises(ValueError, match="guidance_scale.*-1"):
     dt.sample_with(config, state, labels, key, (8, 8, 1), guidance_scale=-1)
+  with pytest.raises(ValueError, match=r"guidance_interval.*got \(5, 1\)"):
+    dt.sample_with(config, state, labels, key, (8, 8, 1),
+                   guidance_interval=(5, 1))
 
 
-@pytest.mark.parametrize("objective,sampler,channels", [
-    ("eps", "ddim", (8, 16)), ("v", "ddpm", (8,)),
-    ("flow_matching", "heun", (8,))])
+def _random_state(config, seed: int, scale: float = 0.2):
+  """A tiny U-Net's state with every parameter perturbed by `scale` N(0, 1)
+  (its zero-init output layer would make every prediction 0, guided or
+  not)."""
+  state = jax.jit(lambda k: dt.create_state(config, (8, 8, 1), 10, k))(
+      jax.random.key(seed))
+  leaves, tree = jax.tree.flatten(state.params)
+  keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+  leaves = [p + scale * jax.random.normal(k, p.shape, p.dtype)
+            for p, k in zip(leaves, keys)]
+  return state.replace(params=jax.tree.unflatten(tree, leaves))
+
+
+# One DDIM step to t = 0 of a v prediction without clipping is x_0 =
+# alpha x_1 - sigma v, affine in v, and images are clip((x_0 + 1) / 2, 0,
+# 1): a combination (1 + w) a - w b of predictions gives that combination of
+# the unclipped samples (same noise), clipped; checked in numpy.
+def _one_step(**overrides):
+  return train.resolve(tiny_config(objective="v", nfe=1, clip_x0=False,
+                                   ema_decay=0.0, **overrides))
+
+
+def test_sampling_guides_only_within_the_interval():
+  s = train.resolve(tiny_config(nfe=3, ema_decay=0.0, guidance_scale=2.0))
+  state = _random_state(s, 0)
+  labels, key = jnp.arange(4), jax.random.key(1)
+  sample = lambda **kw: np.asarray(dt.sample_with(s, state, labels, key,
+                                                  (8, 8, 1), **kw))
+  guided, plain = sample(), sample(guidance_scale=0.0)
+  assert not np.allclose(guided, plain, atol=1e-4)
+  # the cosine schedule's sigma~ is at most sqrt((1 - 1e-5) / 1e-5) ~ 316
+  np.testing.assert_allclose(sample(guidance_interval=(1e3, math.inf)),
+                             plain, atol=1e-6)
+  np.testing.assert_allclose(sample(guidance_interval=(0.0, math.inf)),
+                             guided, atol=1e-6)
+  # sigma~ at t = 1, 2/3, 1/3: ~316, ~1.75, ~0.58: the last two steps guided
+  mid = sample(guidance_interval=(0.3, 5.0))
+  assert not np.allclose(mid, plain, atol=1e-4)
+  assert not np.allclose(mid, guided, atol=1e-4)
+  # the same from the config key, through make_sample_fn under jit
+  fn = jax.jit(dt.make_sample_fn(options.replace(
+      s, guidance_interval=(0.3, 5.0)), (8, 8, 1), 10))
+  np.testing.assert_allclose(fn(state, labels, key), mid, atol=1e-6)
+
+
+def test_autoguidance_samples_with_a_smaller_guide():
+  w = 1.5
+  s = _one_step(guidance_scale=w)
+  gs = _one_step(channels=(16,), num_groups=4)  # another U-Net size
+  state, guide_state = _random_state(s, 0, 0.02), _random_state(gs, 1, 0.02)
+  guided = autoguidance.guided_state(s, state, gs, guide_state)
+  labels, key = jnp.arange(4), jax.random.key(2)
+  main = np.asarray(dt.sample_with(s, state, labels, key, (8, 8, 1),
+                                   guidance_scale=0.0))
+  guide = np.asarray(dt.sample_with(gs, guide_state, labels, key, (8, 8, 1),
+                                    guidance_scale=0.0))
+  out = np.asarray(dt.sample_with(s, guided, labels, key, (8, 8, 1)))
+  for x in (main, guide):  # unclipped
+    assert np.all((x > 0) & (x < 1))
+  np.testing.assert_allclose(out, np.clip((1 + w) * main - w * guide, 0, 1),
+                             atol=1e-6)
+  assert not np.allclose(out, main, atol=1e-2)
+  assert np.array_equal(
+      dt.sample_with(s, guided, labels, key, (8, 8, 1), guidance_scale=0.0),
+      main)  # w = 0: the main model exactly
+  # outside the interval (t = 1 only: sigma~ ~ 316) the main model
+  np.testing.assert_allclose(
+      dt.sample_with(s, guided, labels, key, (8, 8, 1),
+                     guidance_interval=(0.3, 5.0)), main, atol=1e-6)
+  fn = jax.jit(dt.make_sample_fn(s, (8, 8, 1), 10))
+  np.testing.assert_allclose(fn(guided, labels, key), out, atol=1e-6)
+  assert guided.params is state.params  # the rest reads the main run's
+
+
+def test_a_guide_must_fit_the_run():
+  from conftest import tiny_cvae_config  # pylint: disable=g-import-not-at-top
+  s = train.resolve(tiny_config())
+  for overrides, match in (
+      ({"objective": "v"}, "guide objective='v', run objective='eps'"),
+      ({"schedule": "linear"},
+       "guide schedule='linear', run schedule='cosine'"),
+      ({"dataset": "mnist"}, "guide dataset='mnist', run dataset='digits'")):
+    with pytest.raises(ValueError, match=match):
+      autoguidance.check_guide(s, train.resolve(tiny_config(**overrides)))
+  with pytest.raises(ValueError, match="guide num_classes=7, run "
+                     "num_classes=10"):
+    autoguidance.check_guide(s, s, 10, 7)
+  cvae = train.resolve(tiny_cvae_config())
+  with pytest.raises(ValueError, match="guide model='cvae', run "
+                     "model='diffusion'"):
+    autoguidance.check_guide(s, cvae)
+  with pytest.raises(ValueError, match="does not apply to model 'cvae'"):
+    autoguidance.check_guide(cvae, s)
+
+
+@pytest.mark.parametrize("objective,sampler,channels,recipe", [
+    ("eps", "ddim", (8, 16), {}), ("v", "ddpm", (8,), {}),
+    ("flow_matching", "heun", (8,),
+     {"time_sampling": "logit_normal", "loss_weighting": "min_snr"}),
+    ("edm", "dpmpp_2m", (8,), {"time_sampling": "log_normal"})])
 def test_runner_trains_then_samples(tmp_path, digits, objective, sampler,
-                                    channels):
+                                    channels, recipe):
   config = tiny_config(objective=objective, sampler=sampler,
-                       channels=channels, attention=len(channels) > 1)
+                       channels=channels, attention=len(channels) > 1,
+                       **recipe)
   state = train.train_and_evaluate(config, tmp_path, digits)
   assert int(state.step) == 6
   assert (tmp_path / "samples" / "step_00000006.png").exists()
@@ -417,6 +524,33 @@ def test_runner_trains_then_samples(tmp_path, digits, objective, sampler,
   out = dt.evaluate(config, state, digits, jax.random.key(0))
   assert out["num_test_examples"] == 360 and np.isfinite(out["test_loss"])
   assert out == dt.evaluate(config, state, digits, jax.random.key(0))
+
+
+@pytest.mark.parametrize("objective", ["eps", "v", "edm"])
+def test_loss_weighting_multiplies_each_example_s_loss(objective):
+  """min_snr: the loss of each example times min(SNR, 5) / SNR (eps),
+  / (SNR + 1) (v), / lambda(sigma) (edm), SNR of the cosine schedule in
+  numpy; 'edm' on objective 'edm' is its own loss."""
+  s = train.resolve(tiny_config(objective=objective))
+  model = dt.make_model(s, 10)
+  rng = np.random.RandomState(0)
+  x0 = rng.uniform(-1, 1, (4, 8, 8, 1)).astype(np.float32)
+  eps = rng.randn(4, 8, 8, 1).astype(np.float32)
+  t = np.array([0.05, 0.3, 0.6, 0.95], np.float32)
+  labels = jnp.arange(4)
+  params = model.init(jax.random.key(0), x0, t, labels)["params"]
+  loss = lambda **kw: np.asarray(dt.per_example_loss(
+      options.replace(s, **kw), model, params, x0, labels, t, eps),
+      np.float64)
+  ab = _np_cosine(t.astype(np.float64))
+  snr = ab / (1 - ab)
+  lam = (1 / snr + 0.25) / (0.25 / snr)
+  scale = {"eps": snr, "v": snr + 1, "edm": lam}[objective]
+  np.testing.assert_allclose(loss(loss_weighting="min_snr"),
+                             loss() * np.minimum(snr, 5.0) / scale,
+                             rtol=1e-4)
+  np.testing.assert_allclose(loss(loss_weighting="edm"),
+                             loss() * lam / scale, rtol=1e-4)
 
 
 def test_resume_is_exact(tmp_path, digits):

@@ -101,3 +101,23 @@ def test_event_ndims_and_leading_shape():
   ab = np.full((2, 3), 0.5, np.float32)
   assert losses.v_prediction_loss(pred, x0, eps, ab, event_ndims=1).shape == \
       (2, 3)
+
+
+def test_edm_loss_is_lambda_weighted_denoiser_error():
+  """Karras et al. 2022, eq. 8 / Table 1: lambda(sigma) ||D - x0||^2 with
+  D = c_skip x~ + c_out F, lambda = (sigma^2 + sd^2) / (sigma sd)^2, at the
+  VE state x~ = x0 + sigma eps of alpha_bar (sigma^2 = (1 - ab) / ab)."""
+  rng = np.random.RandomState(0)
+  x0, eps, f = (rng.randn(3, 4, 4, 1) for _ in range(3))
+  ab = np.array([0.9, 0.3, 0.01])
+  sig = np.sqrt((1 - ab) / ab)[:, None, None, None]
+  sd = 0.5
+  c_skip = sd ** 2 / (sig ** 2 + sd ** 2)
+  c_out = sig * sd / np.sqrt(sig ** 2 + sd ** 2)
+  d = c_skip * (x0 + sig * eps) + c_out * f
+  lam = (sig ** 2 + sd ** 2) / (sig * sd) ** 2
+  expected = np.sum(lam * (d - x0) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(
+      losses.edm_loss(f.astype(np.float32), x0.astype(np.float32),
+                      eps.astype(np.float32), ab.astype(np.float32)),
+      expected, rtol=1e-4)

@@ -2,6 +2,8 @@
 forms (the per-step formulas are checked by hand in
 tests/test_family_diffusion.py)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +19,8 @@ def constant_velocity(x, t, cond):
 
 
 @pytest.mark.parametrize("sampler,nfe", [("euler", 1), ("euler", 7),
-                                         ("heun", 2), ("heun", 5)])
+                                         ("heun", 2), ("heun", 5),
+                                         ("ddim", 3)])
 def test_a_constant_velocity_moves_x_by_it(sampler, nfe):
   noise = np.linspace(-1, 1, 18, dtype=np.float32).reshape(2, 3, 3, 1)
   cond = np.array([0.5, -2.0], np.float32)
@@ -56,9 +59,149 @@ def test_bad_arguments_are_named():
   with pytest.raises(ValueError, match="nfe must be an integer >= 1; got 0"):
     samplers.sample(constant_velocity, x, x[:, 0, 0, 0],
                     objective="flow_matching", sampler="euler", nfe=0)
-  with pytest.raises(ValueError, match="'ddim' does not fit objective"):
+  with pytest.raises(ValueError, match="'ddpm' does not fit objective"):
     samplers.sample(constant_velocity, x, x[:, 0, 0, 0],
-                    objective="flow_matching", sampler="ddim", nfe=2)
+                    objective="flow_matching", sampler="ddpm", nfe=2)
+
+
+# --- Guidance interval and autoguidance, on toy linear models --------------
+
+
+def linear_model(a, b):
+  """A toy network linear in x and t: p x + a t - b c (p: its params)."""
+  def fn(p, x, t, c):
+    return p * x + a * t[:, None] - b * c.astype(jnp.float32)[:, None]
+  return fn
+
+
+def np_linear(p, a, b, x, t, c):
+  return p * x + a * t[:, None] - b * c.astype(np.float32)[:, None]
+
+
+def guided_before_intervals(model_fn, w, null_label):
+  """`samplers.guided` as it was before guidance intervals (the reference
+  of bitwise equality)."""
+  def fn(params, x, t, labels):
+    b = x.shape[0]
+    null = jnp.broadcast_to(jnp.asarray(null_label, labels.dtype),
+                            labels.shape)
+    out = model_fn(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                   jnp.concatenate([labels, null]))
+    return (1.0 + w) * out[:b] - w * out[b:]
+  return fn
+
+
+# sigma~ = t here, so the boundaries are exact: (lo, hi] = (0.25, 0.75].
+T_EDGES = np.array([0.0, 0.25, 0.5, 0.75, 1.0], np.float32)
+X5 = np.arange(10, dtype=np.float32).reshape(5, 2) / 4 - 1
+C5 = np.array([0, 1, 2, 3, 4], np.int32)
+
+
+def test_guidance_interval_is_cfg_inside_and_cond_outside():
+  w, null = 1.5, 9
+  out = samplers.guided(linear_model(0.3, 0.2), w, null, (0.25, 0.75),
+                        lambda t: t)(0.7, X5, T_EDGES, C5)
+  cond = np_linear(0.7, 0.3, 0.2, X5, T_EDGES, C5)
+  uncond = np_linear(0.7, 0.3, 0.2, X5, T_EDGES, np.full(5, null))
+  inside = np.array([False, False, True, True, False])  # lo < sig <= hi
+  expected = np.where(inside[:, None], (1 + w) * cond - w * uncond, cond)
+  np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_guidance_interval_is_one_forward_pass_of_the_doubled_batch():
+  calls = []
+
+  def fn(p, x, t, c):
+    jax.debug.callback(lambda b: calls.append(int(b)), x.shape[0])
+    return linear_model(0.3, 0.2)(p, x, t, c)
+
+  samplers.guided(fn, 2.0, 9, (0.25, 0.75), lambda t: t)(0.7, X5, T_EDGES,
+                                                          C5)
+  jax.effects_barrier()
+  assert calls == [10]
+
+
+def test_guidance_interval_to_inf_guides_flow_matchings_pure_noise():
+  """sigma~(t = 1) = inf for flow matching: inside (lo, inf]."""
+  t = np.array([1.0, 0.5, 0.1], np.float32)  # sigma~ = inf, 1, 1/9
+  sig = lambda u: samplers.sigma_tilde("flow_matching", u)
+  x, c, w = X5[:3], C5[:3], 2.0
+  out = samplers.guided(linear_model(0.3, 0.2), w, 9, (0.5, math.inf),
+                        sig)(0.7, x, t, c)
+  cond = np_linear(0.7, 0.3, 0.2, x, t, c)
+  uncond = np_linear(0.7, 0.3, 0.2, x, t, np.full(3, 9))
+  expected = np.concatenate([((1 + w) * cond - w * uncond)[:2], cond[2:]])
+  np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("interval", [(), None])
+def test_no_interval_is_the_guidance_of_before_bitwise(interval):
+  model = linear_model(0.3, 0.2)
+  old = jax.jit(guided_before_intervals(model, 0.75, 9))(0.7, X5, T_EDGES,
+                                                         C5)
+  new = jax.jit(samplers.guided(model, 0.75, 9, interval, lambda t: t))(
+      0.7, X5, T_EDGES, C5)
+  plain = jax.jit(samplers.guided(model, 0.75, 9))(0.7, X5, T_EDGES, C5)
+  assert np.array_equal(new, old) and np.array_equal(plain, old)
+
+
+def test_autoguidance_is_main_extrapolated_from_the_guide():
+  w = 1.5
+  main, guide = linear_model(0.3, 0.2), linear_model(-0.4, 0.05)
+  out = samplers.autoguided(main, guide, w)((0.7, 0.2), X5, T_EDGES, C5)
+  m = np_linear(0.7, 0.3, 0.2, X5, T_EDGES, C5)
+  g = np_linear(0.2, -0.4, 0.05, X5, T_EDGES, C5)  # the SAME condition
+  np.testing.assert_allclose(out, (1 + w) * m - w * g, rtol=1e-6, atol=1e-6)
+  within = samplers.autoguided(main, guide, w, (0.25, 0.75), lambda t: t)(
+      (0.7, 0.2), X5, T_EDGES, C5)
+  inside = np.array([False, False, True, True, False])
+  np.testing.assert_allclose(
+      within, np.where(inside[:, None], (1 + w) * m - w * g, m), rtol=1e-6,
+      atol=1e-6)
+
+
+def test_autoguidance_at_w0_is_the_main_model_exactly():
+  def guide(p, x, t, c):
+    raise AssertionError("the guide is not evaluated at w = 0")
+
+  main = linear_model(0.3, 0.2)
+  out = jax.jit(samplers.autoguided(main, guide, 0.0, (0.25, 0.75),
+                                    lambda t: t))((0.7, None), X5, T_EDGES,
+                                                  C5)
+  assert np.array_equal(out, jax.jit(main)(0.7, X5, T_EDGES, C5))
+
+
+@pytest.mark.parametrize("interval", [(5.0, 1.0), (1.0, 1.0), (-0.1, 2.0),
+                                      (0.3,), (0.3, 1.0, 2.0), "0.3,5",
+                                      (math.nan, 1.0), (0.3, math.nan),
+                                      (math.inf, math.inf), (True, 2.0)])
+def test_a_bad_guidance_interval_is_one_clear_error(interval):
+  with pytest.raises(ValueError, match=r"guidance_interval must be \(\) .*"
+                     r"0 <= lo < hi <= inf.*got"):
+    samplers.check_guidance_interval(interval)
+  with pytest.raises(ValueError, match="guidance_interval"):
+    samplers.guided(linear_model(0.3, 0.2), 1.0, 9, interval, lambda t: t)
+
+
+def test_good_guidance_intervals_are_float_pairs():
+  assert samplers.check_guidance_interval(()) == ()
+  assert samplers.check_guidance_interval([0, 5]) == (0.0, 5.0)
+  assert samplers.check_guidance_interval((0.28, math.inf)) == (0.28,
+                                                                math.inf)
+
+
+def test_sample_with_an_interval_above_every_level_is_unguided():
+  """The Karras grid of flow matching starts at t = 1 - 0.001, sigma~ =
+  999 (`samplers.FM_T_GAP`): an interval above it never guides."""
+  noise = np.zeros((2, 2, 2, 1), np.float32)
+  cond = np.array([1.0, 3.0], np.float32)
+  run = lambda **kw: samplers.sample(
+      constant_velocity, noise, cond, objective="flow_matching",
+      sampler="dpmpp_2m", nfe=3, null_cond=-1.0, **kw)
+  np.testing.assert_allclose(run(guidance_scale=0.5,
+                                 guidance_interval=(1e4, math.inf)),
+                             run(guidance_scale=0.0), atol=1e-6)
+  assert not np.allclose(run(guidance_scale=0.5), run(guidance_scale=0.0))
 
 
 # --- Few-step solvers against the exact Gaussian denoiser -------------------
@@ -86,8 +229,14 @@ def gaussian_model(objective, alpha_bar_fn, calls=None):
       a, s = jnp.sqrt(ab), jnp.sqrt(1.0 - ab)
     x0 = MU + a * S ** 2 / (a ** 2 * S ** 2 + s ** 2) * (x - a * MU)
     eps = (x - a * x0) / s
+    # EDM (Karras et al. 2022, Table 1): D = c_skip x~ + c_out F at the VE
+    # state x~ = x / a, sigma~ = s / a, sigma_data = 0.5
+    sig, sd = s / a, 0.5
+    c_skip = sd ** 2 / (sig ** 2 + sd ** 2)
+    c_out = sig * sd / jnp.sqrt(sig ** 2 + sd ** 2)
     return {"eps": eps, "v": a * eps - s * x0,
-            "flow_matching": eps - x0}[objective]
+            "flow_matching": eps - x0,
+            "edm": (x0 - c_skip * x / a) / c_out}[objective]
   return fn
 
 
@@ -138,11 +287,13 @@ def test_few_step_solvers_converge_at_their_order(sampler, objective):
   assert errs[-1] < 0.02, errs
 
 
-@pytest.mark.parametrize("sampler", sorted(ORDER_BANDS))
-def test_v_prediction_gives_the_eps_answer(sampler):
-  """eps and v are converted to the same x0, so the solvers agree."""
+@pytest.mark.parametrize("objective", ["v", "edm"])
+@pytest.mark.parametrize("sampler", sorted(ORDER_BANDS) + ["ddim"])
+def test_v_and_edm_predictions_give_the_eps_answer(sampler, objective):
+  """eps, v and EDM's F are converted to the same x0, so the solvers
+  agree."""
   x1 = np.random.RandomState(1).randn(8, 3).astype(np.float32)
-  np.testing.assert_allclose(_run("v", sampler, 12, x1),
+  np.testing.assert_allclose(_run(objective, sampler, 12, x1),
                              _run("eps", sampler, 12, x1), atol=2e-4)
 
 

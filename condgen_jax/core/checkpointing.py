@@ -49,7 +49,8 @@ OBSERVER_KEYS = ("num_steps", "log_every", "checkpoint_every",
                  "data_dir", "tfds_dir", "download", "allow_config_change",
                  "kernels", "param_sharding",
                  # sampling only (the diffusion family's defaults for sample)
-                 "sampler", "nfe", "guidance_scale", "clip_x0")
+                 "sampler", "nfe", "guidance_scale", "guidance_interval",
+                 "clip_x0")
 
 
 class NonFiniteError(FloatingPointError):

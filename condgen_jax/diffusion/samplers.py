@@ -14,7 +14,10 @@ processes). A model is `model_fn(params, x, t, labels)` -> its prediction
   x_s = alpha_s x0_hat + sigma_s eps_hat.
 - 'euler' / 'heun': the ODE dx/dt = v(x, t) of flow matching, integrated
   from t = 1 to 0 with Euler or Heun's second-order method (Karras et al.
-  2022, Alg. 1).
+  2022, Alg. 1). 'ddim' on flow matching is the Euler step: with
+  x0_hat = x - t v and eps_hat = x + (1 - t) v, the DDIM update
+  (1 - s) x0_hat + s eps_hat equals x + (s - t) v, so every objective
+  samples with the default sampler.
 
 - 'dpmpp_2m' | 'unipc' | 'edm_heun' | 'edm_churn': few-step solvers for
   every objective, on the Karras et al. 2022 sigma grid; see "Few-step
@@ -32,7 +35,10 @@ Classifier-free guidance (Ho & Salimans 2022): the prediction is
 conditional model (null: the null label, or every attribute at its
 null); both halves come from one forward pass over a batch of 2B. For eps
 and v the combination commutes with the conversions between them (both
-are affine in the prediction), so guiding v is guiding eps.
+are affine in the prediction), so guiding v is guiding eps. A guidance
+interval (lo, hi] of sigma~ = sigma_t / alpha_t (Kynkaanniemi et al. 2024)
+guides only there (`guided`); autoguidance (Karras et al. 2024) replaces
+the null-condition half by a weaker guide model (`autoguided`).
 
 `clip_x0` (eps / v): x0_hat is clipped to the data range [-1, 1] and
 eps_hat recomputed from it, as in the code of Ho et al.
@@ -50,12 +56,15 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-OBJECTIVES = ("eps", "v", "flow_matching")
+from condgen_jax.diffusion import schedules
+
+OBJECTIVES = ("eps", "v", "flow_matching", "edm")
 # Few-step solvers over every objective (`few_step_sample`).
 FEW_STEP_SAMPLERS = ("dpmpp_2m", "unipc", "edm_heun", "edm_churn")
 SAMPLERS = {"eps": ("ddpm", "ddim") + FEW_STEP_SAMPLERS,
             "v": ("ddpm", "ddim") + FEW_STEP_SAMPLERS,
-            "flow_matching": ("euler", "heun") + FEW_STEP_SAMPLERS}
+            "edm": ("ddpm", "ddim") + FEW_STEP_SAMPLERS,
+            "flow_matching": ("euler", "heun", "ddim") + FEW_STEP_SAMPLERS}
 ALL_SAMPLERS = ("ddpm", "ddim", "euler", "heun") + FEW_STEP_SAMPLERS
 
 
@@ -75,13 +84,78 @@ def combine_guidance(cond, uncond, guidance_scale):
   return (1.0 + guidance_scale) * cond - guidance_scale * uncond
 
 
-def guided(model_fn: Callable, guidance_scale: float, null_label) -> Callable:
+def check_guidance_interval(interval, name: str = "guidance_interval"
+                            ) -> tuple:
+  """`interval` as () (guidance at every noise level) or (lo, hi) floats
+  with 0 <= lo < hi <= inf (hi may be inf); else one ValueError naming
+  `name`, the value and what is allowed. A list is taken as a tuple."""
+  ok = isinstance(interval, (tuple, list)) and (
+      len(interval) == 0 or (
+          len(interval) == 2 and
+          all(isinstance(v, (int, float)) and not isinstance(v, bool)
+              for v in interval) and
+          math.isfinite(interval[0]) and
+          0 <= interval[0] < interval[1] and not math.isnan(interval[1])))
+  if not ok:
+    raise ValueError(
+        f"{name} must be () (guidance at every noise level) or a pair "
+        f"(lo, hi) of sigma~ with 0 <= lo < hi <= inf (hi may be inf); got "
+        f"{interval!r}.")
+  return tuple(float(v) for v in interval)
+
+
+def in_guidance_interval(sig, interval):
+  """The mask lo < sig <= hi of the guidance interval (lo, hi) (Kynkaanniemi
+  et al. 2024, eq. 3); every True for the empty interval ()."""
+  if not interval:
+    return jnp.ones(jnp.shape(sig), bool)
+  lo, hi = interval
+  return (sig > lo) & (sig <= hi)
+
+
+def _within(guided_pred, plain, t, interval, sigma_fn):
+  """`guided_pred` where sigma_fn(t) lies in `interval`, else `plain`, per
+  example (t `[B]`); `guided_pred` itself for the empty interval."""
+  if not interval:
+    return guided_pred
+  keep = in_guidance_interval(sigma_fn(t), interval)
+  return jnp.where(_expand(keep, plain), guided_pred, plain)
+
+
+def guided(model_fn: Callable, guidance_scale: float, null_label,
+           interval=(), sigma_fn: Callable | None = None) -> Callable:
   """model_fn with classifier-free guidance at the static scale w: one
   forward pass on [x; x] with labels [c; null]. w = 0 skips the null half.
-  `null_label`: the null class, or for attribute rows `[B, A]` the tuple of
-  the A attributes' nulls (the whole condition dropped)."""
+
+  With a guidance interval (Kynkaanniemi et al. 2024, "Applying Guidance in
+  a Limited Interval Improves Sample and Distribution Quality in Diffusion
+  Models", eq. 3) the prediction of each example is
+
+    (1 + w) pred(x, t, c) - w pred(x, t, null)   if lo < sigma~(t) <= hi,
+    pred(x, t, c)                                 otherwise,
+
+  picked per example from the same forward pass (jnp.where).
+
+  Args:
+    model_fn: `model_fn(params, x, t, labels)` -> the prediction.
+    guidance_scale: w (static), our convention: the paper's w is 1 + w.
+    null_label: the null class, or for attribute rows `[B, A]` the tuple of
+      the A attributes' nulls (the whole condition dropped).
+    interval: () or None (guidance at every noise level: exactly the
+      function without an interval) or (lo, hi), static, of sigma~
+      (`check_guidance_interval`; hi may be inf).
+    sigma_fn: t `[B]` -> sigma~(t) `[B]`, the noise-to-signal ratio
+      sigma_t / alpha_t (`sigma_tilde`); needed with an interval.
+
+  Returns:
+    `fn(params, x, t, labels)` -> the guided prediction.
+  """
   if guidance_scale == 0:
     return model_fn
+  interval = () if interval is None else check_guidance_interval(interval)
+  if interval and sigma_fn is None:
+    raise ValueError("guided: a guidance interval needs sigma_fn (t -> "
+                     "sigma~).")
 
   def fn(params, x, t, labels):
     b = x.shape[0]
@@ -89,7 +163,50 @@ def guided(model_fn: Callable, guidance_scale: float, null_label) -> Callable:
                             labels.shape)
     out = model_fn(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]),
                    jnp.concatenate([labels, null]))
-    return combine_guidance(out[:b], out[b:], guidance_scale)
+    return _within(combine_guidance(out[:b], out[b:], guidance_scale),
+                   out[:b], t, interval, sigma_fn)
+
+  return fn
+
+
+def autoguided(model_fn: Callable, guide_fn: Callable, guidance_scale: float,
+               interval=(), sigma_fn: Callable | None = None) -> Callable:
+  """Autoguidance (Karras et al. 2024, "Guiding a Diffusion Model with a Bad
+  Version of Itself", eq. 2): the guide is a weaker model of the same task
+  (an earlier checkpoint, a smaller network), evaluated with the SAME
+  condition:
+
+    (1 + w) model(x, t, c) - w guide(x, t, c),
+
+  w = guidance_scale (the paper's w is 1 + w); w = 0 is the main model
+  exactly (the guide is not evaluated). With `interval` (as in `guided`)
+  this holds where lo < sigma~(t) <= hi and the main model's prediction
+  elsewhere, per example.
+
+  Args:
+    model_fn: `model_fn(params, x, t, labels)` -> the main prediction.
+    guide_fn: `guide_fn(guide_params, x, t, labels)` -> the guide's (same
+      objective, so the same quantity).
+    guidance_scale: w (static).
+    interval, sigma_fn: the guidance interval, as in `guided`.
+
+  Returns:
+    `fn(params, x, t, labels)` with `params` the pair (main params, guide
+    params).
+  """
+  if guidance_scale == 0:
+    return lambda params, x, t, labels: model_fn(params[0], x, t, labels)
+  interval = () if interval is None else check_guidance_interval(interval)
+  if interval and sigma_fn is None:
+    raise ValueError("autoguided: a guidance interval needs sigma_fn (t -> "
+                     "sigma~).")
+
+  def fn(params, x, t, labels):
+    main_params, guide_params = params
+    main = model_fn(main_params, x, t, labels)
+    guide = guide_fn(guide_params, x, t, labels)
+    return _within(combine_guidance(main, guide, guidance_scale), main, t,
+                   interval, sigma_fn)
 
   return fn
 
@@ -107,8 +224,10 @@ def denoise(objective: str, pred, x, alpha_bar, clip_x0: bool):
   """(x0_hat, eps_hat) from an eps or v prediction at x = x_t.
 
   eps: x0 = (x - sigma eps) / alpha; v: x0 = alpha x - sigma v and
-  eps = sigma x + alpha v (Salimans & Ho 2022). With `clip_x0`, x0 is clipped
-  to [-1, 1] and eps = (x - alpha x0) / sigma.
+  eps = sigma x + alpha v (Salimans & Ho 2022); edm: x0 = c_skip x~ +
+  c_out F, x~ = x / alpha (`schedules.edm_preconditioning`), and
+  eps = (x - alpha x0) / sigma. With `clip_x0`, x0 is clipped to [-1, 1]
+  and eps = (x - alpha x0) / sigma.
   """
   ab = _expand(jnp.asarray(alpha_bar, x.dtype), x)
   alpha, sigma = jnp.sqrt(ab), jnp.sqrt(1.0 - ab)
@@ -116,8 +235,12 @@ def denoise(objective: str, pred, x, alpha_bar, clip_x0: bool):
     x0, eps = (x - sigma * pred) / alpha, pred
   elif objective == "v":
     x0, eps = alpha * x - sigma * pred, sigma * x + alpha * pred
+  elif objective == "edm":
+    c_skip, c_out, _ = schedules.edm_preconditioning(sigma / alpha)
+    x0 = c_skip * x / alpha + c_out * pred
+    eps = (x - alpha * x0) / sigma
   else:
-    raise ValueError(f"denoise needs objective 'eps' or 'v'; got "
+    raise ValueError(f"denoise needs objective 'eps', 'v' or 'edm'; got "
                      f"{objective!r}.")
   if clip_x0:
     x0 = jnp.clip(x0, -1.0, 1.0)
@@ -185,7 +308,7 @@ def make_step(model_fn: Callable, *, objective: str, sampler: str,
     s = jnp.full((b,), 1.0 - (i + 1) / steps, jnp.float32)
     if objective == "flow_matching":
       velocity = lambda y, u: model_fn(params, y, u, labels)
-      if sampler == "euler" or euler:
+      if sampler in ("euler", "ddim") or euler:
         return euler_step(x, velocity(x, t), t, s)
       return heun_step(velocity, x, t, s)
     ab_t, ab_s = alpha_bar_fn(t), alpha_bar_fn(s)
@@ -229,7 +352,7 @@ def check_guidance_scale(w) -> float:
 def sample(model_fn: Callable, noise, cond, *, objective: str, sampler: str,
            nfe: int, alpha_bar_fn: Callable | None = None,
            guidance_scale: float = 0.0, null_cond=None, clip_x0: bool = True,
-           rng=None) -> jax.Array:
+           rng=None, guidance_interval=()) -> jax.Array:
   """Integrates from `noise` (x at t = 1) to t = 0 over any model callable.
 
   Args:
@@ -244,12 +367,16 @@ def sample(model_fn: Callable, noise, cond, *, objective: str, sampler: str,
     guidance_scale: w of (1 + w) model(x, c) - w model(x, null_cond).
     clip_x0: 'eps' / 'v': clip x0_hat to [-1, 1].
     rng: a `jax.random.key`, for the stochastic 'ddpm' / 'edm_churn'.
+    guidance_interval: () (guide everywhere) or (lo, hi): guide only where
+      lo < sigma~(t) <= hi (`guided`).
 
   Returns:
     x_0, the shape of `noise`, in the model's data space.
   """
   fn = lambda params, x, t, c: model_fn(x, t, c)
-  fn = guided(fn, check_guidance_scale(guidance_scale), null_cond)
+  fn = guided(fn, check_guidance_scale(guidance_scale), null_cond,
+              check_guidance_interval(guidance_interval),
+              lambda t: sigma_tilde(objective, t, alpha_bar_fn))
   if sampler in FEW_STEP_SAMPLERS:
     return few_step_sample(fn, None, jnp.asarray(noise), jnp.asarray(cond),
                            rng, objective=objective, sampler=sampler,

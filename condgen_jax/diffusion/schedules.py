@@ -73,3 +73,32 @@ def flow_matching_path(x0, eps, t, *, event_ndims: int = 3):
   noise (t = 1)."""
   t = _per_example(t, x0, event_ndims)
   return (1.0 - t) * x0 + t * eps
+
+
+# The data's standard deviation assumed by EDM's preconditioning and
+# weighting (Karras et al. 2022, sec. 5, for images in [-1, 1]).
+SIGMA_DATA = 0.5
+
+
+def edm_preconditioning(sigma_tilde, sigma_data: float = SIGMA_DATA):
+  """(c_skip, c_out, c_in) of D(x~; s) = c_skip x~ + c_out F(c_in x~; s)
+  at the VE noise level s = sigma~ (x~ = x0 + s eps):
+
+    c_skip = sd^2 / (s^2 + sd^2),  c_out = s sd / sqrt(s^2 + sd^2),
+    c_in = 1 / sqrt(s^2 + sd^2),   sd = sigma_data.
+
+  Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
+  Generative Models", Table 1 and App. B.6: the network's input and target
+  have unit variance at every noise level. Its noise input is the time t of
+  the schedule (a function of s) rather than their c_noise = ln(s) / 4.
+  """
+  s2 = jnp.square(sigma_tilde)
+  norm = jnp.sqrt(s2 + sigma_data ** 2)
+  return (sigma_data ** 2 / (s2 + sigma_data ** 2),
+          sigma_tilde * sigma_data / norm, 1.0 / norm)
+
+
+def edm_input_scale(alpha, sigma, sigma_data: float = SIGMA_DATA):
+  """The factor on x_t = alpha x0 + sigma eps that gives EDM's network input
+  c_in x~ (x~ = x_t / alpha): 1 / sqrt(sigma^2 + alpha^2 sigma_data^2)."""
+  return 1.0 / jnp.sqrt(jnp.square(sigma) + jnp.square(alpha) * sigma_data ** 2)

@@ -24,6 +24,7 @@ meaning.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -33,6 +34,7 @@ import optax
 from flax.training import train_state
 
 from condgen_jax.data import datasets as data_lib
+from condgen_jax.diffusion import noise_levels
 from condgen_jax.diffusion import samplers
 from condgen_jax.families import common
 from condgen_jax.families import ema
@@ -49,7 +51,25 @@ OPTIONS = {
     "objective": options.choice(
         "eps", samplers.OBJECTIVES,
         "'eps' (Ho et al. 2020), 'v' (Salimans & Ho 2022), 'flow_matching' "
-        "(Lipman et al. 2023; Liu et al. 2023)"),
+        "(Lipman et al. 2023; Liu et al. 2023), 'edm' (Karras et al. 2022's "
+        "preconditioning on the VP schedule)"),
+    "time_sampling": options.choice(
+        "uniform", noise_levels.TIME_SAMPLERS,
+        "training times: 'uniform', 'logit_normal' (Esser et al. 2024) or "
+        "'log_normal' sigma (Karras et al. 2022); `diffusion.noise_levels`"),
+    "logit_normal_mean": options.number(
+        0.0, "logit_normal: t = sigmoid(mean + std z)", -math.inf),
+    "logit_normal_std": options.positive(1.0, "logit_normal: its std"),
+    "log_normal_mean": options.number(
+        -1.2, "log_normal: ln sigma ~ N(mean, std^2) (EDM's P_mean)",
+        -math.inf),
+    "log_normal_std": options.positive(1.2, "log_normal: EDM's P_std"),
+    "loss_weighting": options.choice(
+        "none", noise_levels.WEIGHTINGS,
+        "per-example weight of the loss, stated on the x0 error: 'none' "
+        "(the objective's own), 'min_snr' min(SNR, gamma) (Hang et al. "
+        "2023), 'edm' lambda(sigma) (Karras et al. 2022)"),
+    "min_snr_gamma": options.positive(5.0, "gamma of 'min_snr'"),
     "schedule": options.choice(
         "cosine", SCHEDULES,
         "alpha_bar(t) of eps / v: 'linear' (Ho et al. 2020) or 'cosine' "
@@ -65,6 +85,13 @@ OPTIONS = {
     "guidance_scale": options.number(
         0.75, "w of (1 + w) pred(x, c) - w pred(x, null); 0 = the plain "
         "conditional model"),
+    "guidance_interval": options.Option(
+        (), "guide only where lo < sigma~ <= hi (Kynkaanniemi et al. 2024), "
+        "sigma~ = sigma_t / alpha_t (EDM's sigma for data in [-1, 1]); "
+        "elsewhere the conditional model; () = at every noise level",
+        lambda key, value: samplers.check_guidance_interval(
+            value, f"config.{key}"),
+        "() or (lo, hi) with 0 <= lo < hi <= inf"),
     "clip_x0": options.flag(True, "ddpm / ddim: clip the predicted x0 to "
                             "[-1, 1]"),
     "p_uncond": options.number(0.1, "probability of training on the null "
@@ -147,19 +174,58 @@ def drop_labels(labels, rng, p_uncond: float, null_label):
   return jnp.where(drop, jnp.asarray(null_label, labels.dtype), labels)
 
 
+def network(s, model):
+  """model_fn(params, x_t, t, labels) -> the objective's prediction: the
+  U-Net, its input scaled by EDM's c_in for objective 'edm'
+  (`schedules.edm_input_scale`)."""
+  def apply(params, x, t, labels):
+    return model.apply({"params": params}, x, t, labels)
+
+  if s.objective != "edm":
+    return apply
+  alpha_bar_fn = schedules.SCHEDULES[s.schedule]
+
+  def preconditioned(params, x, t, labels):
+    ab = alpha_bar_fn(t)
+    scale = schedules.edm_input_scale(jnp.sqrt(ab), jnp.sqrt(1.0 - ab))
+    scale = scale.reshape(scale.shape + (1,) * (x.ndim - 1))
+    return apply(params, (x * scale).astype(x.dtype), t, labels)
+
+  return preconditioned
+
+
+def sample_times(s, rng, n: int):
+  """Training times `[n]` from the config's `time_sampling`."""
+  return noise_levels.sample_times(
+      s.time_sampling, rng, n, objective=s.objective,
+      alpha_bar_fn=schedules.SCHEDULES.get(s.schedule),
+      logit_normal=(s.logit_normal_mean, s.logit_normal_std),
+      log_normal=(s.log_normal_mean, s.log_normal_std))
+
+
 def per_example_loss(s, model, params, x0, labels, t, eps):
   """The objective's loss `[B]` at times t `[B]` and noise eps, x0 in
-  [-1, 1]."""
+  [-1, 1], times the config's `loss_weighting` (`noise_levels`)."""
+  apply = network(s, model)
   if s.objective == "flow_matching":
     x_t = schedules.flow_matching_path(x0, eps, t)
-    pred = model.apply({"params": params}, x_t, t, labels)
-    return losses.flow_matching_loss(pred, x0, eps)
-  alpha_bar = schedules.SCHEDULES[s.schedule](t)
-  x_t = schedules.diffuse(x0, eps, alpha_bar)
-  pred = model.apply({"params": params}, x_t, t, labels)
-  if s.objective == "v":
-    return losses.v_prediction_loss(pred, x0, eps, alpha_bar)
-  return losses.ddpm_eps_loss(pred, eps)
+    loss = losses.flow_matching_loss(apply(params, x_t, t, labels), x0, eps)
+    alpha, sigma = 1.0 - t, t
+  else:
+    alpha_bar = schedules.SCHEDULES[s.schedule](t)
+    x_t = schedules.diffuse(x0, eps, alpha_bar)
+    pred = apply(params, x_t, t, labels)
+    if s.objective == "v":
+      loss = losses.v_prediction_loss(pred, x0, eps, alpha_bar)
+    elif s.objective == "edm":
+      loss = losses.edm_loss(pred, x0, eps, alpha_bar)
+    else:
+      loss = losses.ddpm_eps_loss(pred, eps)
+    alpha, sigma = jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar)
+  if s.loss_weighting == "none":
+    return loss
+  return loss * noise_levels.loss_weight(
+      s.loss_weighting, s.objective, alpha, sigma, gamma=s.min_snr_gamma)
 
 
 def make_train_step(s, image_shape, num_classes):
@@ -174,7 +240,7 @@ def make_train_step(s, image_shape, num_classes):
     x0 = common.to_signed(batch["image"])
     b = x0.shape[0]
     labels = drop_labels(batch["label"], drop_key, s.p_uncond, num_classes)
-    t = jax.random.uniform(t_key, (b,))
+    t = sample_times(s, t_key, b)
     eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
 
     def loss_fn(params):
@@ -195,14 +261,24 @@ def sampling_params(s, state):
 
 
 @functools.lru_cache(maxsize=32)
-def _sampler(s, image_shape: tuple[int, ...], num_classes):
+def _sampler(s, image_shape: tuple[int, ...], num_classes, guide=None):
   """sample(params, labels, rng) -> images in [0, 1] for the settings `s`,
-  jitted once per (settings, shape) around a `lax.fori_loop`."""
+  jitted once per (settings, shape) around a `lax.fori_loop`. With `guide`
+  (the guide run's settings) it is autoguidance (`samplers.autoguided`)
+  and `params` is the pair (main params, guide params); else
+  classifier-free guidance (`samplers.guided`). Both only within
+  `s.guidance_interval` when it is set."""
   model = make_model(s, num_classes)
-  model_fn = samplers.guided(
-      lambda p, x, t, c: model.apply({"params": p}, x, t, c),
-      s.guidance_scale, num_classes)
   alpha_bar_fn = schedules.SCHEDULES.get(s.schedule)
+  interval = samplers.check_guidance_interval(s.guidance_interval)
+  sigma_fn = lambda t: samplers.sigma_tilde(s.objective, t, alpha_bar_fn)
+  if guide is None:
+    model_fn = samplers.guided(
+        network(s, model), s.guidance_scale, num_classes, interval, sigma_fn)
+  else:
+    model_fn = samplers.autoguided(
+        network(s, model), network(guide, make_model(guide, num_classes)),
+        s.guidance_scale, interval, sigma_fn)
   if s.sampler in samplers.FEW_STEP_SAMPLERS:
     run = functools.partial(
         samplers.few_step_sample, model_fn, objective=s.objective,
@@ -229,20 +305,29 @@ def _sampler(s, image_shape: tuple[int, ...], num_classes):
 
 def sample_with(s, state, labels, rng, image_shape, *,
                 sampler: str | None = None, nfe: int | None = None,
-                guidance_scale: float | None = None):
+                guidance_scale: float | None = None,
+                guidance_interval=None):
   """Samples for `labels` (ints in [0, num_classes), or attribute rows
   `[B, A]`): float32 images in [0, 1], `[B, *image_shape]`. `sampler`,
-  `nfe` and `guidance_scale` default to the config's and are checked like
-  it. num_classes is read off the state (each
-  label embedding has its size + 1 rows)."""
+  `nfe`, `guidance_scale` and `guidance_interval` (() or (lo, hi) of
+  sigma~) default to the config's and are checked like it. num_classes is
+  read off the state (each label embedding has its size + 1 rows). A
+  `diffusion.autoguidance.GuidedState` as `state` samples with
+  autoguidance: (1 + w) main(x, t, c) - w guide(x, t, c)."""
   s = options.replace(
       s, sampler=s.sampler if sampler is None else sampler,
       nfe=s.nfe if nfe is None else samplers.check_nfe(nfe),
       guidance_scale=s.guidance_scale if guidance_scale is None
-      else samplers.check_guidance_scale(guidance_scale))
+      else samplers.check_guidance_scale(guidance_scale),
+      guidance_interval=s.guidance_interval if guidance_interval is None
+      else samplers.check_guidance_interval(guidance_interval))
   samplers.check_sampler(s.objective, s.sampler)
-  return _sampler(s, tuple(image_shape), num_classes_of(state.params))(
-      sampling_params(s, state), labels, rng)
+  guide = getattr(state, "guide_settings", None)
+  params = sampling_params(s, state)
+  if guide is not None:
+    params = (params, state.guide_params)
+  return _sampler(s, tuple(image_shape), num_classes_of(state.params),
+                  guide)(params, labels, rng)
 
 
 def num_classes_of(params):
@@ -259,11 +344,18 @@ def num_classes_of(params):
 
 def make_sample_fn(s, image_shape, num_classes):
   """sample(state, labels, rng) -> float32 images in [0, 1], `[B, H, W, C]`,
-  with the config's sampler, nfe and guidance_scale."""
+  with the config's sampler, nfe, guidance_scale and guidance_interval.
+  `state` may be a `diffusion.autoguidance.GuidedState` (its guide
+  settings are static): autoguidance with its guide, whose U-Net is built
+  from the guide's own settings."""
   fn = _sampler(s, tuple(image_shape), num_classes)
 
   def sample(state, labels, rng):
-    return fn(sampling_params(s, state), labels, rng)
+    guide = getattr(state, "guide_settings", None)
+    if guide is None:
+      return fn(sampling_params(s, state), labels, rng)
+    return _sampler(s, tuple(image_shape), num_classes, guide)(
+        (sampling_params(s, state), state.guide_params), labels, rng)
 
   return sample
 
@@ -278,7 +370,7 @@ def _test_loss_fn(s, num_classes, max_value: float):
   def batch_loss(params, images, labels, key):
     x0 = common.to_signed(data_lib.to_float(images, max_value))
     t_key, eps_key = jax.random.split(key)
-    t = jax.random.uniform(t_key, (x0.shape[0],))
+    t = sample_times(s, t_key, x0.shape[0])
     eps = jax.random.normal(eps_key, x0.shape, x0.dtype)
     return jnp.sum(per_example_loss(s, model, params, x0, labels, t, eps))
 
@@ -289,7 +381,8 @@ def evaluate(s, state, dataset: data_lib.Dataset, rng,
              batch_size: int = 500) -> dict:
   """The training objective on the test split, with the true labels and the
   sampling (EMA) params: mean per-image loss at t ~ U[0, 1], eps ~ N(0, I)
-  drawn from `rng`, so a pure function of (params, rng)."""
+  drawn from `rng` (t from the config's `time_sampling`, the loss with its
+  `loss_weighting`), so a pure function of (params, rng)."""
   batch_loss = _test_loss_fn(s, dataset.num_classes, float(dataset.max_value))
   params = sampling_params(s, state)
   means, n = common.test_split_mean(

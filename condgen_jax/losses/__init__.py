@@ -3,7 +3,7 @@
 Reduction (mean over the batch, weighting) is always the caller's. Every
 function accepts any leading shape; per-example terms sum over the event
 axes. By role: `vae` (ELBO terms), `gan` (GAN losses and penalties),
-`diffusion` (eps, v and flow-matching losses), `gan_objectives` (a GAN loss
+`diffusion` (eps, v, EDM and flow-matching losses), `gan_objectives` (a GAN loss
 as one object the families compose), `estimators` (importance-sampled
 likelihoods). The functions of the first three are re-exported here, as
 optax re-exports its losses.
@@ -11,6 +11,7 @@ optax re-exports its losses.
 
 # pylint: disable=g-importing-member,unused-import
 from condgen_jax.losses.diffusion import ddpm_eps_loss
+from condgen_jax.losses.diffusion import edm_loss
 from condgen_jax.losses.diffusion import flow_matching_loss
 from condgen_jax.losses.diffusion import v_prediction_loss
 from condgen_jax.losses.gan import minimax_discriminator_loss

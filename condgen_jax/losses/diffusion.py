@@ -1,6 +1,7 @@
 """Diffusion losses: the network's prediction against the target made from
 the data and the noise: the eps loss (Ho et al. 2020), the v loss (Salimans
-& Ho 2022) and conditional flow matching on the linear path (Lipman et al.
+& Ho 2022), EDM's preconditioned loss (Karras et al. 2022) and conditional
+flow matching on the linear path (Lipman et al.
 2023; Liu et al. 2023). One value per example, summed over the event axes.
 """
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from condgen_jax.diffusion.schedules import SIGMA_DATA
+from condgen_jax.diffusion.schedules import edm_preconditioning
 from condgen_jax.diffusion.schedules import v_target
 from condgen_jax.losses.vae import _sum_event
 
@@ -48,3 +51,22 @@ def flow_matching_loss(v_pred, x0, eps, *, event_ndims: int = 3):
   t = 0.
   """
   return _sum_event(jnp.square(v_pred - (eps - x0)), event_ndims)
+
+
+def edm_loss(f_pred, x0, eps, alpha_bar, *, sigma_data: float = SIGMA_DATA,
+             event_ndims: int = 3):
+  """||F_theta - (x0 - c_skip x~) / c_out||^2, summed over the event axes:
+  EDM's lambda(sigma) ||D(x~; sigma) - x0||^2 with D = c_skip x~ + c_out F.
+
+  Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
+  Generative Models", eq. 8 and Table 1: with lambda(sigma) = 1 / c_out^2
+  the network's own error has weight 1 at every noise level. Here
+  x~ = x0 + sigma eps is the VE state at sigma = sqrt((1 - ab) / ab) of
+  the VP state x_t = `diffuse(x0, eps, ab)` (x~ = x_t / sqrt(ab)), and
+  (c_skip, c_out) = `edm_preconditioning(sigma, sigma_data)`.
+  """
+  ab = jnp.asarray(alpha_bar, jnp.result_type(x0))
+  sigma = jnp.sqrt((1.0 - ab) / ab).reshape(ab.shape + (1,) * event_ndims)
+  c_skip, c_out, _ = edm_preconditioning(sigma, sigma_data)
+  target = (x0 - c_skip * (x0 + sigma * eps)) / c_out
+  return _sum_event(jnp.square(f_pred - target), event_ndims)
