@@ -37,6 +37,7 @@ MODELS = {
                    {"architecture": "conv", "class_head": True,
                     "d_conditioning": "none"}),
     "diffusion": Entry("condgen_jax.families.diffusion"),
+    "diffusion_distill": Entry("condgen_jax.families.distillation"),
     "cvae_sop": Entry("condgen_jax.families.sop"),
     "pix2pix": Entry("condgen_jax.families.pix2pix"),
 }
