@@ -146,8 +146,9 @@ def export_sampler(run, platforms: Sequence[str] = ("cpu",),
   exported = jax.export.export(jax.jit(sampler), platforms=platforms)(
       conditions, jax.ShapeDtypeStruct(key_data.shape, key_data.dtype))
   images = exported.out_avals[0]
-  sampling_keys = [k for k in ("sampler", "nfe", "guidance_scale", "clip_x0",
-                               "kernels") if k in s]
+  sampling_keys = [k for k in ("sampler", "nfe", "guidance_scale",
+                               "guidance_interval", "clip_x0", "kernels",
+                               "student_steps") if k in s]
   info = {
       "format": "jax.export serialized Exported (jax.export.deserialize)",
       "calling_convention_version": exported.calling_convention_version,
