@@ -54,7 +54,9 @@ def test_cli_prints_one_json_line():
 
 @pytest.mark.parametrize("flag, message", [
     ("--peak_size=0", "error: --peak_size must be >= 1; got 0."),
-    ("--sample_nfe=-1", "error: --sample_nfe must be >= 0; got -1.")])
+    ("--sample_nfe=-1", "error: --sample_nfe must be >= 0; got -1."),
+    ("--samplers=unipc", "error: --samplers=unipc needs --sample_nfe > 0 "
+     "(the NFE they are timed at).")])
 def test_bad_flags_are_one_error_line(flag, message):
   r = subprocess.run(
       [sys.executable, "-m", "experiments.benchmark",
@@ -89,6 +91,12 @@ def test_sampling_speed_sets_the_nfe_of_families_that_have_one(digits):
   assert calls == [2] and run.settings.nfe == 7
   assert out["sample_nfe"] == 2 and out["sample_batch_size"] == 8
   assert out["sample_images_per_s"] > 0
+  out = benchmark.sampling_speed(spied, run.state, batch_size=8, nfe=3,
+                                 min_seconds=0.05, sampler="unipc")
+  assert calls[-1] == 3 and out["sample_images_per_s"] > 0
+  with pytest.raises(ValueError, match="sampler 'dpm'"):
+    benchmark.sampling_speed(spied, run.state, batch_size=8, nfe=3,
+                             sampler="dpm")
   cvae = train.setup(tiny_cvae_config(), digits)
   out = benchmark.sampling_speed(cvae, cvae.state, batch_size=8,
                                  min_seconds=0.05)

@@ -56,12 +56,15 @@ def step_flops(compiled) -> float:
 
 
 def sampling_speed(run, state, *, batch_size: int = 256, nfe: int = 20,
-                   min_seconds: float = 2.0) -> dict:
+                   min_seconds: float = 2.0, sampler: str | None = None
+                   ) -> dict:
   """Images/s of the run's sampler on one batch of `batch_size` conditions
-  (compiled first); `nfe` applies to families with that option (the
-  diffusion family; guidance as configured)."""
+  (compiled first); `nfe` (and `sampler`, None = the run's) apply to
+  families with that option (the diffusion family; guidance as
+  configured)."""
   has_nfe = "nfe" in getattr(run.family, "OPTIONS", {})
-  run = train.with_sampling_options(run, nfe=nfe if has_nfe else None)
+  run = train.with_sampling_options(run, nfe=nfe if has_nfe else None,
+                                    sampler=sampler)
   ds = run.dataset
   fn = jax.jit(run.family.make_sample_fn(run.settings, ds.image_shape,
                                          ds.num_classes))
@@ -80,9 +83,11 @@ def sampling_speed(run, state, *, batch_size: int = 256, nfe: int = 20,
 
 def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
               dataset=None, peak: dict | None = None, peak_size: int = 4096,
-              sample_nfe: int | None = None) -> dict:
+              sample_nfe: int | None = None,
+              samplers: tuple[str, ...] = ()) -> dict:
   """Times `config`'s training call; returns the JSON-able report. With
-  `sample_nfe`, also the sampler's images/s (`sampling_speed`). The peak is
+  `sample_nfe`, also the sampler's images/s (`sampling_speed`), and with
+  `samplers` each named sampler's at that nfe ('sampler_images_per_s'). The peak is
   `peak`, else measured on `peak_size` x `peak_size` matrices (the report's
   `peak_matmul_size`, None for a given `peak`). In-memory datasets only:
   the step of a streaming one ('tfds:NAME') waits on the host's reads."""
@@ -145,4 +150,7 @@ def benchmark(config, *, min_seconds: float = 5.0, warmup_calls: int = 2,
   }
   if sample_nfe is not None:
     report.update(sampling_speed(run, state, nfe=sample_nfe))
+    report["sampler_images_per_s"] = {
+        name: sampling_speed(run, state, nfe=sample_nfe, sampler=name)[
+            "sample_images_per_s"] for name in samplers}
   return report
