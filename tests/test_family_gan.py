@@ -349,6 +349,11 @@ def test_sample_fn_range_and_shape():
      "clip_value must be finite and > 0; got 0.0"),
     ({"fake_class_weight": -1.0},
      "fake_class_weight must be a finite number >= 0.0; got -1.0"),
+    ({"augment": "crop"}, "Unknown augment 'crop'; expected one of"),
+    ({"augment_policy": "color,flip"}, "Unknown augment_policy"),
+    ({"ada_target": 1.5}, r"ada_target must be a finite number in \[0.0, "
+     r"1.0\]"),
+    ({"class_loss": "d2d_ce"}, "class_loss='d2d_ce' needs class_head=True"),
 ])
 def test_config_errors(kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -446,3 +451,100 @@ def test_code_augmentation_changes_only_the_class_term_on_fakes():
                   jax.tree.leaves(warped_state.d_stats)):
     np.testing.assert_array_equal(a, b)
   assert jax.tree.leaves(plain_state.d_stats)  # batch norm has statistics
+
+
+# ----------------------------------------------------------------------------
+# Augmentation and regularisers (docs/gan_quality.md).
+
+
+def test_ada_at_p_zero_is_the_plain_step_and_diffaugment_changes_both_players():
+  plain_state, plain = run_steps(make_config("cgan_conv"))
+  ada_state, ada = run_steps(make_config("cgan_conv", augment="ada"))
+  # p starts at 0: every op passes the images through unchanged
+  for key in ("d_adv_loss", "g_adv_loss", "d_real", "d_fake"):
+    assert float(plain[key]) == float(ada[key]), key
+  assert isinstance(ada_state, gan_training.RegularizedGANState)
+  assert not isinstance(plain_state, gan_training.RegularizedGANState)
+  assert float(ada["ada_p"]) == 0.0  # no adjustment before ada_interval
+  assert float(ada_state.extras["ada_count"]) == 16
+  _, diff = run_steps(make_config("cgan_conv", augment="diffaugment"))
+  assert float(diff["d_real"]) != float(plain["d_real"])
+  assert float(diff["g_adv_loss"]) != float(plain["g_adv_loss"])  # G too
+
+
+def test_real_and_fake_batches_get_independent_augmentation_draws():
+  config = make_config("cgan_conv", augment="diffaugment")
+  step = gan_training._GANStep(config, IMAGE_SHAPE, NUM_CLASSES)
+  x = jnp.ones((8,) + IMAGE_SHAPE)
+  keys = jax.random.split(jax.random.key(0), 3)  # as d_loss' keys[0], [1]
+  real, fake = step.augment(keys[0], x, None), step.augment(keys[1], x, None)
+  assert not np.array_equal(real, fake)
+  g = jax.grad(lambda im: jnp.sum(step.augment(keys[1], im, None)))(x)
+  assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+def test_regularisers_enter_the_discriminator_loss_with_their_weights():
+  config = make_config("cgan_conv", r2_gamma=4.0, lecam_weight=0.5,
+                       bcr_weight=2.0, gan_loss="relativistic_pairing")
+  state, m = run_steps(config, num_steps=2, jit=True)
+  assert_finite_metrics(m, ("r2_penalty", "lecam_penalty", "bcr_penalty",
+                            "lecam_real", "lecam_fake"))
+  np.testing.assert_allclose(
+      m["d_loss"], m["d_adv_loss"] + 2.0 * m["r2_penalty"]
+      + 0.5 * m["lecam_penalty"] + 2.0 * m["bcr_penalty"], rtol=1e-5)
+  assert float(m["r2_penalty"]) > 0 and float(m["bcr_penalty"]) > 0
+  # the EMAs are in the state, as the last D update left them
+  assert float(state.extras["lecam_real"]) == float(m["lecam_real"])
+
+
+def test_lecam_anchors_start_at_the_first_batch_then_decay():
+  config = make_config("cgan_conv", lecam_weight=1.0, lecam_decay=0.5)
+  step = gan_training._GANStep(config, IMAGE_SHAPE, NUM_CLASSES)
+  extras = {"lecam_real": jnp.float32(1.0), "lecam_fake": jnp.float32(-1.0)}
+  real, fake = {"logit": jnp.array([2.0, 4.0])}, {"logit": jnp.array([0.0])}
+  first = step.lecam_anchors(extras, real, fake, jnp.bool_(True))
+  later = step.lecam_anchors(extras, real, fake, jnp.bool_(False))
+  assert [float(a) for a in first] == [3.0, 0.0]
+  assert [float(a) for a in later] == [2.0, -0.5]
+
+
+def test_d2d_ce_head_trains_and_reports_class_accuracy():
+  config = make_config("acgan", class_loss="d2d_ce", d2d_embed_dim=8)
+  before = gan_training.create_state(config, IMAGE_SHAPE, NUM_CLASSES,
+                                     jax.random.key(0))
+  after, m = run_steps(config)
+  assert_finite_metrics(m, ("d_real_class_loss", "g_fake_class_loss",
+                            "real_class_acc"))
+  head = lambda s: jax.tree.leaves(s.d_params[gan_training.D2D_HEAD])
+  assert not all(np.array_equal(a, b) for a, b in zip(head(before),
+                                                       head(after)))
+
+
+def test_new_keys_train_on_digits_through_the_runner(tmp_path, digits):
+  import json  # pylint: disable=g-import-not-at-top
+  from condgen_jax.configs import acgan  # pylint: disable=g-import-not-at-top
+  c = acgan.get_config()
+  c.update(dict(
+      dataset="digits", batch_size=8, num_steps=4, log_every=2,
+      checkpoint_every=4, sample_every=0, samples_per_class=1, z_dim=8,
+      g_width=8, d_width=8, augment="ada", ada_interval=1, ada_target=0.0,
+      ada_kimg=1.0, lecam_weight=0.3, bcr_weight=1.0, r2_gamma=0.1,
+      gan_loss="relativistic_pairing", class_loss="d2d_ce",
+      d2d_embed_dim=8))
+  state = train.train_and_evaluate(c, tmp_path, digits)
+  assert int(state.step) == 4
+  records = [json.loads(l) for l in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  last = records[-1]
+  for key in ("d_adv_loss", "g_adv_loss", "r2_penalty", "lecam_penalty",
+              "bcr_penalty", "d_real_class_loss", "ada_p"):
+    assert np.isfinite(last[key]), key
+  p = float(state.extras["ada_p"])
+  assert 0.0 <= p <= 1.0 and p == pytest.approx(last["ada_p"])
+  # ada_target=0: p moves by 8 / 1000 per step, up or down (from 0: up
+  # unless no D(real) was positive)
+  assert p > 0.0 or last["ada_rt"] <= 0.0
+  # the run resumes from its checkpoint, extras included
+  _, restored, step = train.restore_run(tmp_path, dataset=digits)
+  assert step == 4
+  assert float(restored.extras["ada_p"]) == p

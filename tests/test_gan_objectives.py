@@ -229,3 +229,83 @@ def test_a_loss_defined_in_a_test_module_trains_through_the_cli(tmp_path):
                      text=True, timeout=300, env=env)
   assert r.returncode == 0, r.stderr[-2000:]
   assert np.load(out)["images"].shape == (20, 8, 8, 1)
+
+
+def test_regularizer_terms_follow_their_keys_and_compose_with_any_loss():
+  names = lambda ts: [(t.name, t.weight) for t in ts]
+  for gan_loss in ("hinge", "relativistic_pairing", "wasserstein_gp"):
+    cfg = _config(gan_loss=gan_loss, r1_gamma=2.0, r2_gamma=4.0,
+                  lecam_weight=0.3, bcr_weight=10.0)
+    objective = gan_objectives.get_objective(cfg)
+    adversarial = names(gan_objectives.adversarial_discriminator_terms(
+        cfg, objective))
+    d_terms = names(gan_objectives.discriminator_terms(
+        cfg, objective, lambda key, x: x))
+    assert d_terms == adversarial + [("r2_penalty", 2.0),
+                                     ("lecam_penalty", 0.3),
+                                     ("bcr_penalty", 10.0)]
+  plain = _config()
+  assert [t.name for t in gan_objectives.regularizer_terms(plain)] == []
+  with pytest.raises(ValueError, match="bcr_weight=1.0 needs"):
+    gan_objectives.regularizer_terms(_config(bcr_weight=1.0))
+
+
+def test_regularizer_terms_read_the_context():
+  cfg = _config(r2_gamma=1.0, lecam_weight=1.0, bcr_weight=1.0)
+  shift = lambda key, x: x + 1.0  # T: a fixed shift, for the test
+  terms = {t.name: t for t in gan_objectives.regularizer_terms(cfg, shift)}
+  w = np.array([0.5, -1.0, 2.0], np.float32)
+  critic = lambda x: jnp.sum(w * x ** 2, -1)
+  fake_critic = lambda x: jnp.sum(w * x, -1)
+  x_real = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], np.float32)
+  x_fake = np.array([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]], np.float32)
+  real = {"logit": critic(x_real)}
+  fake = {"logit": fake_critic(x_fake)}
+  context = gan_objectives.Context(
+      real, fake, None, critic, x_real, x_fake, jax.random.key(0),
+      fake_critic=fake_critic, lecam_anchors=(0.5, -0.25))
+  np.testing.assert_allclose(terms["r2_penalty"].fn(context),
+                             np.full(2, np.sum(w ** 2)), rtol=1e-6)
+  r, f = np.asarray(real["logit"]), np.asarray(fake["logit"])
+  np.testing.assert_allclose(terms["lecam_penalty"].fn(context),
+                             (r + 0.25) ** 2 + (f - 0.5) ** 2, rtol=1e-6)
+  real_t = np.sum(w * (x_real + 1) ** 2, -1)
+  fake_t = np.sum(w * (x_fake + 1), -1)
+  np.testing.assert_allclose(terms["bcr_penalty"].fn(context),
+                             (r - real_t) ** 2 + (f - fake_t) ** 2,
+                             rtol=1e-6)
+
+
+def test_relativistic_pairing_is_a_builtin_reading_both_logits():
+  rp = gan_objectives.get_objective(_config(gan_loss="relativistic_pairing"))
+  assert rp.generator_needs_real
+  real = {"logit": jnp.array([2.0, -1.0])}
+  fake = {"logit": jnp.array([0.5, 3.0])}
+  softplus = lambda x: np.logaddexp(0.0, x)
+  np.testing.assert_allclose(rp.discriminator_loss(real, fake),
+                             softplus(-np.array([1.5, -4.0])), rtol=1e-6)
+  np.testing.assert_allclose(rp.generator_loss(real, fake),
+                             softplus(-np.array([-1.5, 4.0])), rtol=1e-6)
+
+
+def test_class_loss_d2d_ce_swaps_the_acgan_terms_at_their_weights():
+  cfg = _config(model="acgan", class_loss="d2d_ce", real_class_weight=0.5,
+                d2d_temperature=0.2)
+  d_terms = {t.name: t for t in gan_objectives.acgan_discriminator_terms(cfg)}
+  (g_term,) = gan_objectives.acgan_generator_terms(cfg)
+  assert d_terms["d_real_class_loss"].weight == 0.5
+  rng = np.random.default_rng(1)
+  out = {"logit": np.zeros(4, np.float32),
+         "class_embedding": rng.normal(size=(4, 3)).astype(np.float32),
+         "class_proxies": rng.normal(size=(2, 3)).astype(np.float32)}
+  labels = np.array([0, 1, 1, 0], np.int32)
+  want = gan_objectives.losses.d2d_ce_loss(
+      out["class_embedding"], out["class_proxies"], labels, temperature=0.2)
+  context = gan_objectives.Context(out, out, labels)
+  np.testing.assert_allclose(d_terms["d_real_class_loss"].fn(context), want)
+  np.testing.assert_allclose(g_term.fn(context), want)
+  with pytest.raises(ValueError, match="Unknown class_loss 'triplet'"):
+    _config(model="acgan", class_loss="triplet")
+  with pytest.raises(ValueError, match="class_loss='d2d_ce' needs "
+                     "class_head=True"):
+    _config(class_loss="d2d_ce")

@@ -273,6 +273,8 @@ PAIRED = {
     "least_squares_g": lambda r, f: losses.least_squares_generator_loss(f),
     "wasserstein_g": lambda r, f: losses.wasserstein_generator_loss(f),
     "hinge_g": lambda r, f: losses.hinge_generator_loss(f),
+    "relativistic_pairing_d": losses.relativistic_pairing_discriminator_loss,
+    "relativistic_pairing_g": losses.relativistic_pairing_generator_loss,
 }
 
 
@@ -374,3 +376,83 @@ def test_r1_penalty_is_the_squared_input_gradient_norm():
   expected = np.sum((2 * w * x) ** 2, axis=(1, 2))
   np.testing.assert_allclose(losses.r1_penalty(critic, x), expected,
                              rtol=1e-6)
+
+
+def test_r2_penalty_is_the_squared_input_gradient_norm_at_fakes():
+  # D(x) = sum(w * x^3) per example: grad = 3 w x^2.
+  w = np.array([[1.0, -2.0], [0.5, 3.0]], np.float32)
+  x = np.array([[[1.0, 2.0], [0.0, -1.0]], [[3.0, 0.5], [2.0, 1.0]]],
+               np.float32)
+  critic = lambda xs: jnp.sum(w * xs ** 3, axis=(1, 2))
+  expected = np.sum((3 * w * x ** 2) ** 2, axis=(1, 2))
+  np.testing.assert_allclose(losses.r2_penalty(critic, x), expected,
+                             rtol=1e-6)
+
+
+def test_relativistic_pairing_losses_match_numpy():
+  r = np.array([2.0, -1.0, 0.3, 30.0], np.float64)
+  f = np.array([0.5, 3.0, -2.0, -30.0], np.float64)
+  softplus = lambda x: np.logaddexp(0.0, x)
+  np.testing.assert_allclose(
+      losses.relativistic_pairing_discriminator_loss(r, f),
+      softplus(-(r - f)), rtol=1e-6, atol=1e-12)
+  np.testing.assert_allclose(
+      losses.relativistic_pairing_generator_loss(r, f),
+      softplus(-(f - r)), rtol=1e-6)
+
+
+def test_lecam_penalty_matches_numpy():
+  r = np.array([2.0, -1.0, 0.3], np.float32)
+  f = np.array([0.5, 3.0, -2.0], np.float32)
+  alpha_r, alpha_f = 0.7, -0.4
+  want = (r - alpha_f) ** 2 + (f - alpha_r) ** 2
+  np.testing.assert_allclose(losses.lecam_penalty(r, f, alpha_r, alpha_f),
+                             want, rtol=1e-6)
+
+
+def test_balanced_consistency_loss_matches_numpy():
+  r, rt = np.array([2.0, -1.0]), np.array([1.5, 0.0])
+  f, ft = np.array([0.5, 3.0]), np.array([0.5, 1.0])
+  np.testing.assert_allclose(losses.consistency_loss(r, rt), (r - rt) ** 2)
+  np.testing.assert_allclose(
+      losses.balanced_consistency_loss(r, rt, f, ft),
+      (r - rt) ** 2 + (f - ft) ** 2, rtol=1e-6)
+
+
+def np_d2d_ce(embed, proxies, labels, tau, m_p, m_n):
+  """The paper's formula, one example at a time, in float64."""
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+  f, v = unit(embed.astype(np.float64)), unit(proxies.astype(np.float64))
+  out = []
+  for i in range(len(labels)):
+    pos = np.exp(min(f[i] @ v[labels[i]] - m_p, 0.0) / tau)
+    neg = sum(np.exp(max(f[i] @ f[j] - m_n, 0.0) / tau)
+              for j in range(len(labels)) if labels[j] != labels[i])
+    out.append(-np.log(pos / (pos + neg)))
+  return np.array(out)
+
+
+@pytest.mark.parametrize("tau,m_p,m_n", [(0.5, 0.98, 0.02), (0.1, 0.5, 0.0)])
+def test_d2d_ce_matches_the_papers_formula(tau, m_p, m_n):
+  rng = np.random.default_rng(0)
+  embed = rng.normal(size=(6, 5)).astype(np.float32)
+  proxies = rng.normal(size=(3, 5)).astype(np.float32)
+  labels = np.array([0, 1, 1, 2, 0, 0], np.int32)
+  got = losses.d2d_ce_loss(embed, proxies, labels, temperature=tau,
+                           positive_margin=m_p, negative_margin=m_n)
+  np.testing.assert_allclose(got, np_d2d_ce(embed, proxies, labels, tau, m_p,
+                                            m_n), rtol=1e-5)
+  g = jax.grad(lambda e: jnp.sum(losses.d2d_ce_loss(
+      e, proxies, labels, temperature=tau, positive_margin=m_p,
+      negative_margin=m_n)))(jnp.asarray(embed))
+  assert np.all(np.isfinite(g))
+
+
+def test_d2d_ce_without_negatives_is_the_positive_margin_term():
+  # every sample of one class: no negatives, the loss is exactly 0
+  embed = np.eye(3, 4, dtype=np.float32)
+  proxies = np.ones((2, 4), np.float32)
+  got = losses.d2d_ce_loss(embed, proxies, np.zeros(3, np.int32))
+  np.testing.assert_allclose(got, 0.0, atol=1e-6)
+  with pytest.raises(ValueError, match="integer class labels"):
+    losses.d2d_ce_loss(embed, proxies, np.zeros(3, np.float32))

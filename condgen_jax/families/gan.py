@@ -35,6 +35,16 @@ cross-entropies (`losses.acgan_real_class_loss`). InfoGAN's codes are
 drawn in place of the label, so `code_prior='uniform'` and
 `continuous_codes` are refused with attributes (`check_condition`).
 
+Augmentation and D's regularisers (docs/gan_quality.md, "Augmentation and
+regularisers"): `augment` ('diffaugment' or 'ada', `condgen_jax.nn.
+diffaugment`) transforms every image D sees, real and generated, in both
+players' updates, with independent draws per batch; ADA's p and LeCam's
+EMAs live in the state (`RegularizedGANState.extras`, only when used);
+R2, LeCam and bCR are named terms of D's loss
+(`gan_objectives.regularizer_terms`), `class_loss='d2d_ce'` swaps AC-GAN's
+class terms for ReACGAN's D2D-CE on a head of its own (`D2DHead`). All off
+by default.
+
 Data range: the conv models, and cgan_mlp with g_output='tanh', generate in
 [-1, 1] (tanh), so real images are mapped x -> 2x - 1 for D and samples back
 to [0, 1] by `sample`; cgan_mlp with g_output='sigmoid' (the paper's)
@@ -46,12 +56,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import flax.linen as nn
 import flax.struct as struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from condgen_jax.nn import augmentation
+from condgen_jax.nn import diffaugment
 from condgen_jax.data import datasets as data_lib
 from condgen_jax.families import common
 from condgen_jax.families import ema as ema_lib
@@ -199,6 +211,55 @@ TRAIN_OPTIONS = {
     "adam_b2": options.number(0.999, "Adam beta2", 0.0, 1.0),
     "vbn_batch_size": options.integer(
         64, "size of the virtual-batch-norm reference batch"),
+    # Augmentation of every image D sees, and D's regularisers
+    # (docs/gan_quality.md, "Augmentation and regularisers").
+    "augment": options.choice(
+        "none", diffaugment.MODES,
+        "augmentation of every image D sees, real and generated, in D's "
+        "and G's updates (`condgen_jax.nn.diffaugment`): DiffAugment (Zhao "
+        "et al. 2020), or ADA (Karras et al. 2020) with DiffAugment's ops, "
+        "each applied with the adaptive probability p"),
+    "augment_policy": options.choice(
+        "color,translation,cutout", diffaugment.POLICIES,
+        "the ops of augment (DiffAugment's policy names)"),
+    "ada_target": options.number(
+        0.6, "ADA: the target of r_t = E[sign(D(real))]", 0.0, 1.0,
+        high_open=False),
+    "ada_kimg": options.positive(
+        100.0, "ADA: p moves by at most 1 per ada_kimg thousand real images "
+        "(paper: 500; 100 for MNIST-sized budgets)"),
+    "ada_interval": options.integer(
+        4, "ADA: steps between adjustments of p (paper: 4)"),
+    "r2_gamma": options.number(
+        0.0, "gamma of the R2 penalty gamma/2 E||grad D(G(z))||^2 "
+        "(Mescheder et al. 2018), with any objective; 0 = off"),
+    "lecam_weight": options.number(
+        0.0, "lambda of LeCam regularisation (Tseng et al. 2021; their "
+        "CIFAR runs: 0.3); 0 = off"),
+    "lecam_decay": options.number(
+        0.99, "LeCam: decay of the EMAs alpha_R, alpha_F of D's mean "
+        "outputs", 0.0, 1.0),
+    "bcr_weight": options.number(
+        0.0, "lambda_real = lambda_fake of balanced consistency "
+        "regularisation (Zhao et al. 2021; paper: 10); 0 = off"),
+    "bcr_policy": options.choice(
+        "translation", diffaugment.POLICIES,
+        "bCR's augmentation T (DiffAugment ops; the paper: flips and "
+        "translations, no flips for digits)"),
+    "class_loss": options.choice(
+        "ce", gan_objectives.CLASS_LOSSES,
+        "AC-GAN's class term: the cross-entropy of the class head, or "
+        "ReACGAN's data-to-data cross-entropy (Kang et al. 2021) on a "
+        "projection of D's features and learned class proxies"),
+    "d2d_embed_dim": options.integer(
+        128, "D2D-CE: size of the embedding and the class proxies"),
+    "d2d_temperature": options.positive(0.5, "D2D-CE: temperature tau"),
+    "d2d_positive_margin": options.number(
+        0.98, "D2D-CE: m_p, no pull past this cosine to the proxy", -1.0,
+        1.0, high_open=False),
+    "d2d_negative_margin": options.number(
+        0.02, "D2D-CE: m_n, no push under this cosine to a negative", -1.0,
+        1.0, high_open=False),
 }
 OPTIONS = {**MODEL_OPTIONS, **TRAIN_OPTIONS}
 
@@ -233,6 +294,12 @@ def validate_config(s) -> None:
     raise ValueError("virtual_batch_norm=True needs a generator with "
                      "normalisation layers (cgan_conv or acgan); cgan_mlp "
                      "has none.")
+  if s.class_loss != "ce" and not s.class_head:
+    raise ValueError(f"class_loss={s.class_loss!r} needs class_head=True "
+                     "(model acgan).")
+  if s.class_loss != "ce" and s.condition_kind == "attributes":
+    raise ValueError(f"class_loss={s.class_loss!r} takes one label; "
+                     "condition_kind='attributes' needs class_loss='ce'.")
   check_condition(s, s.condition_kind == "attributes")
   common.check_precision(s)
   gan_objectives.get_objective(s)
@@ -323,6 +390,57 @@ class GANState(common.TwoPlayerState):
   d_stats: Any
   ema_params: Any
   vbn_ref: Any
+
+
+@struct.dataclass
+class RegularizedGANState(GANState):
+  """`GANState` and `extras`, the state of ADA and LeCam: {'ada_p',
+  'ada_sign_sum', 'ada_count'} (`diffaugment.ada_init`) with augment='ada',
+  {'lecam_real', 'lecam_fake'} (the EMAs alpha_R, alpha_F) with
+  lecam_weight > 0. A subclass, so that the runs without either keep
+  GANState's tree, and their checkpoints, unchanged."""
+  extras: Any
+
+
+def has_extras(s) -> bool:
+  """Whether the state carries `RegularizedGANState.extras`."""
+  return s.augment == "ada" or s.lecam_weight > 0
+
+
+def initial_extras(s) -> dict:
+  extras = {}
+  if s.augment == "ada":
+    extras.update(diffaugment.ada_init())
+  if s.lecam_weight > 0:
+    extras.update(lecam_real=jnp.zeros((), jnp.float32),
+                  lecam_fake=jnp.zeros((), jnp.float32))
+  return extras
+
+
+D2D_HEAD = "d2d_ce_head"  # its parameters' key in d_params
+
+
+class D2DHead(nn.Module):
+  """ReACGAN's D2D-CE head on D's `features`: a linear embedding of them and
+  one learned proxy per class, both L2-normalised (Kang et al. 2021; their
+  D: a linear layer on the pooled features and a class embedding). The
+  class logits are the cosines to the proxies / temperature (accuracy and
+  `evaluate` read them: the nearest proxy is the prediction)."""
+  num_classes: int
+  embed_dim: int
+  temperature: float
+
+  @nn.compact
+  def __call__(self, features):
+    embedding = nn.Dense(self.embed_dim, name="embedding")(
+        features.astype(jnp.float32))
+    proxies = self.param("proxies", nn.initializers.normal(1.0),
+                         (self.num_classes, self.embed_dim))
+    unit = lambda x: x / jnp.sqrt(jnp.sum(jnp.square(x), -1, keepdims=True)
+                                  + 1e-12)
+    embedding, proxies = unit(embedding), unit(proxies)
+    return {"class_embedding": embedding, "class_proxies": proxies,
+            "class_logits": embedding @ proxies.T / self.temperature}
 
 
 def sample_z(key, shape, prior: str):
@@ -416,13 +534,25 @@ def create_state(s, image_shape, num_classes, rng) -> GANState:
                              s.init)
   d_params = gans.initialize(d_vars["params"], jax.random.fold_in(d_key, 1),
                              s.init)
-  return GANState(
+  if s.class_loss == "d2d_ce":
+    head = _d2d_head(s, num_classes)
+    out = discriminator.apply(d_vars, x, c)
+    d_params = {**d_params, D2D_HEAD: head.init(
+        jax.random.fold_in(d_key, 2), out["features"])["params"]}
+  fields = dict(
       step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
       g_stats=g_vars.get("batch_stats", {}),
       d_stats=d_vars.get("batch_stats", {}),
       g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
       ema_params=g_params if s.ema_decay > 0 else None, vbn_ref=vbn_ref,
       g_tx=g_tx, d_tx=d_tx)
+  if has_extras(s):
+    return RegularizedGANState(**fields, extras=initial_extras(s))
+  return GANState(**fields)
+
+
+def _d2d_head(s, num_classes):
+  return D2DHead(num_classes, s.d2d_embed_dim, float(s.d2d_temperature))
 
 
 class _Players:
@@ -431,6 +561,8 @@ class _Players:
   def __init__(self, s, image_shape, num_classes):
     self.generator, self.discriminator = make_models(
         s, image_shape, num_classes)
+    self.d2d_head = (_d2d_head(s, num_classes)
+                     if s.class_loss == "d2d_ce" else None)
 
   def generate(self, params, stats, z, labels, *, ref, train, rng=None):
     variables = {"params": params, "batch_stats": stats}
@@ -444,14 +576,22 @@ class _Players:
 
   def discriminate(self, params, stats, x, labels, *, train, rng=None,
                    update_stats=None):
+    head = None
+    if self.d2d_head is not None:
+      head = params[D2D_HEAD]
+      params = {k: v for k, v in params.items() if k != D2D_HEAD}
     variables = {"params": params, "batch_stats": stats}
     rngs = {"dropout": rng} if rng is not None else {}
     if not train:
-      return self.discriminator.apply(variables, x, labels), stats
-    out, updates = self.discriminator.apply(
-        variables, x, labels, train=True, update_stats=update_stats,
-        rngs=rngs, mutable=["batch_stats"])
-    return out, updates.get("batch_stats", stats)
+      out = self.discriminator.apply(variables, x, labels)
+    else:
+      out, updates = self.discriminator.apply(
+          variables, x, labels, train=True, update_stats=update_stats,
+          rngs=rngs, mutable=["batch_stats"])
+      stats = updates.get("batch_stats", stats)
+    if head is not None:  # D2D-CE: its embedding, proxies and class logits
+      out = {**out, **self.d2d_head.apply({"params": head}, out["features"])}
+    return out, stats
 
 
 def _correct(class_logits, labels):
@@ -503,12 +643,15 @@ def make_train_step(s, image_shape, num_classes):
   discriminator_terms` / `generator_terms`); every term's mean is a metric
   (d_adv_loss, g_adv_loss, gradient_penalty, r1_penalty, feature_matching,
   d_real_class_loss, d_fake_class_loss, g_fake_class_loss,
-  d_twin_class_loss, g_twin_class_loss), with d_loss, g_loss, loss (their
+  d_twin_class_loss, g_twin_class_loss, r2_penalty, lecam_penalty,
+  bcr_penalty), with d_loss, g_loss, loss (their
   sum, for progress displays only), d_real and d_fake (mean sigmoid(D)
   before the last D update), the objective's metrics (wasserstein_estimate)
   and, with a class head, real/fake_class_acc (and fake_twin_class_acc);
   with attributes those are joint (every attribute right), and
-  real/fake_class_acc_<a> are attribute a's.
+  real/fake_class_acc_<a> are attribute a's. With augment='ada': ada_p
+  (after this step's adjustment) and ada_rt (E[sign(D(real))] of the last
+  D update); with LeCam: lecam_real, lecam_fake (the EMAs).
   """
   parts = _GANStep(s, image_shape, num_classes)
 
@@ -525,10 +668,31 @@ class _GANStep:
     self.num_classes = num_classes
     self.players = _Players(s, image_shape, num_classes)
     self.objective = objective = gan_objectives.get_objective(s)
-    self.d_terms = gan_objectives.discriminator_terms(s, objective)
+    self.augmentation = diffaugment.Augmentation(s.augment, s.augment_policy)
+    bcr = diffaugment.Augmentation("diffaugment", s.bcr_policy)
+    self.d_terms = gan_objectives.discriminator_terms(s, objective, bcr)
     self.g_terms = gan_objectives.generator_terms(s, objective)
     self.g_needs_real = (objective.generator_needs_real
                          or s.feature_matching > 0)
+
+  def augment(self, key, x, extras):
+    """x as D sees it (`config.augment`; the identity by default). The key
+    is folded with 3 from the pass's key, so each batch has its own draw."""
+    if not self.augmentation.active:
+      return x
+    p = extras["ada_p"] if self.s.augment == "ada" else None
+    return self.augmentation(jax.random.fold_in(key, 3), x, p)
+
+  def lecam_anchors(self, extras, real_out, fake_out, first):
+    """LeCam's (alpha_R, alpha_F) after this batch: EMAs of D's mean real
+    and fake outputs (no gradient), the first update taking the batch's
+    means; None when lecam_weight is 0."""
+    if not self.s.lecam_weight > 0:
+      return None
+    decay = jnp.where(first, 0.0, float(self.s.lecam_decay))
+    mean = lambda out: jax.lax.stop_gradient(jnp.mean(out["logit"]))
+    return (decay * extras["lecam_real"] + (1 - decay) * mean(real_out),
+            decay * extras["lecam_fake"] + (1 - decay) * mean(fake_out))
 
   def warped_class_logits(self, fake_out, d_params, d_stats, fake,
                           fake_labels, key):
@@ -544,43 +708,65 @@ class _GANStep:
     out, _ = self.players.discriminate(
         d_params, d_stats, warped, fake_labels, train=True,
         rng=jax.random.fold_in(key, 2), update_stats=False)
-    return {**fake_out, "class_logits": out["class_logits"]}
+    return {**fake_out, **{k: out[k] for k in ("class_logits",
+                                               "class_embedding")
+                           if k in out}}
 
-  def d_loss(self, d_params, d_stats, x_real, fake, labels, latents, keys):
+  def d_loss(self, d_params, d_stats, x_real, fake, labels, latents, keys,
+             extras=None, first=False):
     """D's loss on a real and a generated batch; (loss, (stats, metrics)).
-    `latents`: (fake_labels, codes), what G was given."""
+    `latents`: (fake_labels, codes), what G was given. `extras`: the
+    state's ADA / LeCam values (`RegularizedGANState`), `first`: whether
+    this is the run's first D update (LeCam's EMAs start there)."""
     players = self.players
     fake_labels, codes = latents
-    real_out, d_stats = players.discriminate(d_params, d_stats, x_real,
-                                             labels, train=True, rng=keys[0])
-    fake_out, d_stats = players.discriminate(d_params, d_stats, fake,
-                                             fake_labels, train=True,
-                                             rng=keys[1])
+    real_aug = lambda x: self.augment(keys[0], x, extras)
+    fake_aug = lambda x: self.augment(keys[1], x, extras)
+    real_out, d_stats = players.discriminate(d_params, d_stats,
+                                             real_aug(x_real), labels,
+                                             train=True, rng=keys[0])
+    fake_out, d_stats = players.discriminate(d_params, d_stats,
+                                             fake_aug(fake), fake_labels,
+                                             train=True, rng=keys[1])
     fake_out = self.warped_class_logits(fake_out, d_params, d_stats, fake,
                                         fake_labels, keys[2])
 
     def critic(x):  # for penalties: D at the updated statistics, frozen
-      out, _ = players.discriminate(d_params, d_stats, x, labels, train=True,
-                                    rng=keys[0], update_stats=False)
+      out, _ = players.discriminate(d_params, d_stats, real_aug(x), labels,
+                                    train=True, rng=keys[0],
+                                    update_stats=False)
       return out["logit"]
+
+    def fake_critic(x):  # the same, of generated batches (R2, bCR)
+      out, _ = players.discriminate(d_params, d_stats, fake_aug(x),
+                                    fake_labels, train=True, rng=keys[1],
+                                    update_stats=False)
+      return out["logit"]
+    anchors = self.lecam_anchors(extras, real_out, fake_out, first)
     context = gan_objectives.Context(real_out, fake_out, labels, critic,
                                      x_real, fake, keys[2], fake_labels,
-                                     codes)
+                                     codes, fake_critic, anchors)
     loss, m = gan_objectives.total(self.d_terms, context)
     m.update(_d_metrics(self.objective, real_out, fake_out, labels, self.s,
                         fake_labels))
+    if self.s.augment == "ada":  # r_t of this batch: E[sign(D(real))]
+      m["ada_rt"] = jnp.mean(jnp.sign(
+          jax.lax.stop_gradient(real_out["logit"])))
+    if anchors is not None:
+      m["lecam_real"], m["lecam_fake"] = anchors
     m["d_loss"] = loss
     return loss, (d_stats, m)
 
   def g_loss(self, g_params, g_stats, d_params, d_stats, z, labels, latents,
-             ref, real_out, keys):
-    """G's loss through the current D; (loss, (stats, metrics))."""
+             ref, real_out, keys, extras=None):
+    """G's loss through the current D (and the augmentation: G's gradient
+    flows through it); (loss, (stats, metrics))."""
     fake_labels, codes = latents
     fake, g_stats = self.players.generate(g_params, g_stats, z, fake_labels,
                                           ref=ref, train=True, rng=keys[0])
-    fake_out, _ = self.players.discriminate(d_params, d_stats, fake,
-                                            fake_labels, train=True,
-                                            rng=keys[1], update_stats=False)
+    fake_out, _ = self.players.discriminate(
+        d_params, d_stats, self.augment(keys[1], fake, extras), fake_labels,
+        train=True, rng=keys[1], update_stats=False)
     fake_out = self.warped_class_logits(fake_out, d_params, d_stats, fake,
                                         fake_labels, keys[1])
     loss, m = gan_objectives.total(self.g_terms, gan_objectives.Context(
@@ -589,7 +775,7 @@ class _GANStep:
     return loss, (g_stats, m)
 
   def d_update(self, state, d_params, d_stats, d_opt_state, x_real, labels,
-               rng):
+               rng, extras=None, first=False):
     z_key, g_key, *d_keys = jax.random.split(rng, 5)
     z, fake_labels, codes = sample_latents(self.s, z_key, labels,
                                            self.num_classes)
@@ -598,25 +784,25 @@ class _GANStep:
                                     train=True, rng=g_key)
     grads, (d_stats, m) = jax.grad(self.d_loss, has_aux=True)(
         d_params, d_stats, x_real, jax.lax.stop_gradient(fake), labels,
-        (fake_labels, codes), d_keys)
+        (fake_labels, codes), d_keys, extras, first)
     d_params, d_opt_state = common.optimizer_step(state.d_tx, grads,
                                                   d_opt_state, d_params)
     return d_params, d_stats, d_opt_state, m
 
-  def g_update(self, state, d_params, d_stats, x_real, labels, rng):
+  def g_update(self, state, d_params, d_stats, x_real, labels, rng,
+               extras=None):
     z_key, real_key, *g_keys = jax.random.split(rng, 4)
     z, fake_labels, codes = sample_latents(self.s, z_key, labels,
                                            self.num_classes)
     real_out = None
     if self.g_needs_real:
-      real_out, _ = self.players.discriminate(d_params, d_stats, x_real,
-                                              labels, train=True,
-                                              rng=real_key,
-                                              update_stats=False)
+      real_out, _ = self.players.discriminate(
+          d_params, d_stats, self.augment(real_key, x_real, extras), labels,
+          train=True, rng=real_key, update_stats=False)
       real_out = jax.lax.stop_gradient(real_out)
     grads, (g_stats, m) = jax.grad(self.g_loss, has_aux=True)(
         state.g_params, state.g_stats, d_params, d_stats, z, labels,
-        (fake_labels, codes), _ref(state.vbn_ref), real_out, g_keys)
+        (fake_labels, codes), _ref(state.vbn_ref), real_out, g_keys, extras)
     g_params, g_opt_state = common.optimizer_step(
         state.g_tx, grads, state.g_opt_state, state.g_params)
     return g_params, g_stats, g_opt_state, m
@@ -628,21 +814,41 @@ class _GANStep:
     if tanh_output(s):
       x_real = common.to_signed(x_real)
     d_params, d_stats, d_opt = state.d_params, state.d_stats, state.d_opt_state
+    extras = getattr(state, "extras", None)
+    new_extras = dict(extras) if extras is not None else None
     for i in range(s.n_critic):  # unrolled: n_critic is small and static
       d_params, d_stats, d_opt, d_m = self.d_update(
           state, d_params, d_stats, d_opt, x_real, labels,
-          jax.random.fold_in(rng, i))
+          jax.random.fold_in(rng, i), extras,
+          first=(state.step == 0) if i == 0 else False)
+      if s.lecam_weight > 0:  # the EMAs advance with every D update
+        extras = {**extras, "lecam_real": d_m["lecam_real"],
+                  "lecam_fake": d_m["lecam_fake"]}
+        new_extras.update(lecam_real=d_m["lecam_real"],
+                          lecam_fake=d_m["lecam_fake"])
+      if s.augment == "ada":  # signs of D(real) over every D update
+        new_extras = diffaugment.ada_accumulate(new_extras, d_m["ada_rt"],
+                                                x_real.shape[0])
     g_params, g_stats, g_opt, g_m = self.g_update(
         state, d_params, d_stats, x_real, labels,
-        jax.random.fold_in(rng, s.n_critic))
+        jax.random.fold_in(rng, s.n_critic), extras)
     ema = state.ema_params
     if s.ema_decay > 0:
       ema = ema_lib.update(ema, g_params, s.ema_decay, state.step + 1)
     metrics = {**d_m, **g_m, "loss": d_m["d_loss"] + g_m["g_loss"]}
+    changes = {}
+    if new_extras is not None:
+      if s.augment == "ada":  # every ada_interval steps, p moves
+        new_extras = diffaugment.ada_update(
+            new_extras, (state.step + 1) % s.ada_interval == 0,
+            target=float(s.ada_target), kimg=float(s.ada_kimg))
+        metrics["ada_p"] = new_extras["ada_p"]
+      changes["extras"] = {k: jnp.asarray(v, jnp.float32)
+                           for k, v in new_extras.items()}
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params,
         g_stats=g_stats, d_stats=d_stats, g_opt_state=g_opt,
-        d_opt_state=d_opt, ema_params=ema)
+        d_opt_state=d_opt, ema_params=ema, **changes)
     return new_state, {k: jnp.asarray(v, jnp.float32)
                        for k, v in metrics.items()}
 

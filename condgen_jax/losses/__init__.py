@@ -33,6 +33,13 @@ from condgen_jax.losses.gan import feature_matching_loss
 from condgen_jax.losses.gan import relativistic_average_discriminator_loss
 from condgen_jax.losses.gan import relativistic_average_generator_loss
 from condgen_jax.losses.gan import r1_penalty
+from condgen_jax.losses.gan import r2_penalty
+from condgen_jax.losses.gan import relativistic_pairing_discriminator_loss
+from condgen_jax.losses.gan import relativistic_pairing_generator_loss
+from condgen_jax.losses.gan import lecam_penalty
+from condgen_jax.losses.gan import consistency_loss
+from condgen_jax.losses.gan import balanced_consistency_loss
+from condgen_jax.losses.gan import d2d_ce_loss
 from condgen_jax.losses.vae import gaussian_kl
 from condgen_jax.losses.vae import LOG_2PI
 from condgen_jax.losses.vae import gaussian_log_prob

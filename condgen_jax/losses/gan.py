@@ -15,7 +15,12 @@ elementwise in the logits and keep their leading shape (`[B]`, or
   needs the real logits, and the R1 penalty (Mescheder et al. 2018);
 - AC-GAN class terms (Odena et al. 2017), one cross-entropy per attribute
   summed for a condition of several attributes;
-- feature matching (Salimans et al. 2016).
+- feature matching (Salimans et al. 2016);
+- the relativistic pairing loss (RpGAN: Jolicoeur-Martineau 2019; Huang
+  et al. 2024) and the R2 penalty (Mescheder et al. 2018);
+- LeCam regularisation (Tseng et al. 2021), balanced consistency
+  regularisation (bCR, Zhao et al. 2021) and ReACGAN's data-to-data
+  cross-entropy (D2D-CE, Kang et al. 2021).
 """
 
 from __future__ import annotations
@@ -300,3 +305,110 @@ def r1_penalty(critic_fn: Callable, real):
   real = jnp.asarray(real)
   grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(real)
   return jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1)
+
+
+def r2_penalty(critic_fn: Callable, fake):
+  """||grad_x D(x)||_2^2 at generated samples x = G(z), per example.
+
+  The zero-centred gradient penalty on the generated distribution
+  (Mescheder et al. 2018, eq. 10: R2 = gamma/2 E_z ||grad D(G(z))||^2;
+  Roth et al. 2017, "Stabilizing Training of Generative Adversarial
+  Networks through Regularization"). `r1_penalty` at the generated batch
+  (held fixed: no gradient to G); gamma/2 is the caller's weight.
+  """
+  return r1_penalty(critic_fn, fake)
+
+
+def relativistic_pairing_discriminator_loss(real_logits, fake_logits):
+  """softplus(-(D(x_i) - D(G(z_i)))), one value per (real, fake) pair.
+
+  The relativistic pairing GAN (RpGAN) of Jolicoeur-Martineau 2019,
+  "The relativistic discriminator: a key element missing from standard
+  GAN", RSGAN (f = softplus(-.)); the loss of Huang et al. 2024,
+  "The GAN is dead; long live the GAN! A Modern GAN Baseline" (R3GAN),
+  there with R1 and R2. Real and fake logits are paired by index.
+  """
+  return jax.nn.softplus(-(jnp.asarray(real_logits)
+                           - jnp.asarray(fake_logits)))
+
+
+def relativistic_pairing_generator_loss(real_logits, fake_logits):
+  """softplus(-(D(G(z_i)) - D(x_i))): RpGAN's D loss, roles swapped."""
+  return relativistic_pairing_discriminator_loss(fake_logits, real_logits)
+
+
+def lecam_penalty(real_logits, fake_logits, real_anchor, fake_anchor):
+  """(D(x) - alpha_F)^2 + (D(G(z)) - alpha_R)^2, per (real, fake) pair.
+
+  LeCam regularisation of Tseng et al. 2021, "Regularizing Generative
+  Adversarial Networks under Limited Data":
+  R_LC = E_x ||D(x) - alpha_F||^2 + E_z ||D(G(z)) - alpha_R||^2, with
+  alpha_R, alpha_F exponential moving averages of D's mean output on real
+  and generated images (the caller keeps them; constants here). D is the
+  raw output (the logit). The authors' code squares relu(D(x) - alpha_F)
+  and relu(alpha_R - D(G(z))) instead (only outputs past the other side's
+  anchor are penalised); this is the paper's two-sided formula.
+  """
+  return (jnp.square(real_logits - fake_anchor)
+          + jnp.square(fake_logits - real_anchor))
+
+
+def consistency_loss(logits, augmented_logits):
+  """(D(x) - D(T(x)))^2, per example: one side of bCR.
+
+  Balanced consistency regularisation of Zhao et al. 2021, "Improved
+  Consistency Regularization for GANs" (AAAI; Alg. 1):
+  lambda_real ||D(x) - D(T(x))||^2 + lambda_fake ||D(G(z)) - D(T(G(z)))||^2,
+  D the raw output, T a semantics-preserving augmentation; this is one of
+  the two terms (the caller adds both with its lambdas).
+  """
+  return jnp.square(jnp.asarray(logits) - jnp.asarray(augmented_logits))
+
+
+def balanced_consistency_loss(real_logits, real_augmented_logits,
+                              fake_logits, fake_augmented_logits):
+  """bCR with lambda_real = lambda_fake = 1: per example
+  (D(x) - D(T(x)))^2 + (D(G(z)) - D(T(G(z))))^2 (`consistency_loss`)."""
+  return (consistency_loss(real_logits, real_augmented_logits)
+          + consistency_loss(fake_logits, fake_augmented_logits))
+
+
+def _normalize(x, axis=-1, eps=1e-12):
+  return x / jnp.sqrt(jnp.sum(jnp.square(x), axis, keepdims=True) + eps)
+
+
+def d2d_ce_loss(embeddings, proxies, labels, *, temperature: float = 0.5,
+                positive_margin: float = 0.98,
+                negative_margin: float = 0.02):
+  """ReACGAN's data-to-data cross-entropy, one value per example.
+
+  Kang et al. 2021, "Rebooting ACGAN: Auxiliary Classifier GANs with
+  Stable Training" (NeurIPS): with f_i the L2-normalised embedding
+  of example i, v_c the normalised proxy of class c, y_i its label,
+
+    p_i  = min(f_i . v_{y_i} - m_p, 0) / tau,
+    n_ij = max(f_i . f_j - m_n, 0) / tau   for j != i with y_j != y_i,
+    loss_i = -log( exp(p_i) / (exp(p_i) + sum_j exp(n_ij)) ),
+
+  a cross-entropy whose positive is the sample's class proxy and whose
+  negatives are the other classes' samples in the batch (data-to-data);
+  the margins stop pulling a sample once its similarity to its proxy
+  passes m_p and stop pushing once its similarity to a negative is under
+  m_n. Computed with a masked logsumexp. The defaults are StudioGAN's
+  ReACGAN settings (tau 0.5, m_p 0.98; its code's negative margin is
+  1 - m_p = 0.02). `embeddings` `[B, E]`, `proxies` `[K, E]` (normalised
+  here), integer `labels` `[B]`; returns `[B]`.
+  """
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.ndim != 1:
+    raise ValueError("d2d_ce_loss needs integer class labels [B]; got "
+                     f"{labels.dtype} {labels.shape}.")
+  f = _normalize(jnp.asarray(embeddings, jnp.float32))
+  v = _normalize(jnp.asarray(proxies, jnp.float32))
+  positive = jnp.minimum(
+      jnp.sum(f * v[labels], -1) - positive_margin, 0.0) / temperature
+  negative = jnp.maximum(f @ f.T - negative_margin, 0.0) / temperature
+  is_negative = labels[:, None] != labels[None, :]  # excludes i == j too
+  negative = jnp.where(is_negative, negative, -jnp.inf)
+  every = jnp.concatenate([positive[:, None], negative], axis=1)
+  return jax.nn.logsumexp(every, axis=1) - positive

@@ -35,8 +35,10 @@ such object:
 each player's loss in the GAN family: the adversarial ones
 (`adversarial_discriminator_terms`: the objective's loss, its regulariser,
 the R1 penalty, `r1_gamma`, any objective; `adversarial_generator_term`),
-which any discriminator has, then the AC-GAN and TAC-GAN class terms,
-InfoGAN's code term and feature matching.
+which any discriminator has, then the GAN family's regularisers
+(`regularizer_terms`: R2, LeCam, bCR), the AC-GAN (cross-entropy or
+ReACGAN's D2D-CE, `class_loss`) and TAC-GAN class terms, InfoGAN's code
+term and feature matching.
 """
 
 from __future__ import annotations
@@ -154,6 +156,20 @@ def hinge(s):
                  losses.hinge_generator_loss)
 
 
+def relativistic_pairing(s):
+  """RpGAN (Jolicoeur-Martineau 2019; Huang et al. 2024, R3GAN): each real
+  logit against its paired fake one; G's loss reads the real logits."""
+  _no_label_smoothing(s, "relativistic_pairing")
+  return GANObjective(
+      discriminator_loss=lambda real, fake: (
+          losses.relativistic_pairing_discriminator_loss(real["logit"],
+                                                         fake["logit"])),
+      generator_loss=lambda real, fake: (
+          losses.relativistic_pairing_generator_loss(real["logit"],
+                                                     fake["logit"])),
+      generator_needs_real=True)
+
+
 def relativistic_average(s):
   """RaSGAN (Jolicoeur-Martineau 2019): both losses read both logits."""
   _no_label_smoothing(s, "relativistic_average")
@@ -175,6 +191,7 @@ BUILTINS = {
     "wasserstein_gp": wasserstein_gp,
     "hinge": hinge,
     "relativistic_average": relativistic_average,
+    "relativistic_pairing": relativistic_pairing,
 }
 
 
@@ -214,7 +231,13 @@ class Context:
   term reads them), the critic x -> `[B]` and the real and generated
   batches it reads (for penalties), a key, and what G was given: its
   class or categorical code `fake_labels` (the real labels unless
-  `code_prior='uniform'`; None = `labels`) and its continuous `codes`."""
+  `code_prior='uniform'`; None = `labels`) and its continuous `codes`.
+  `fake_critic`: the critic of generated batches (D conditioned on
+  `fake_labels`, with the generated batch's augmentation draw), for R2 and
+  bCR; `lecam_anchors`: LeCam's (alpha_R, alpha_F), D's EMA outputs.
+  With augmentation (`families.gan`, config.augment) `x_real` / `x_fake`
+  are the images before it and the critics include it (the draw of the
+  batch's own D pass), as StyleGAN2-ADA differentiates its penalties."""
   real: Any
   fake: Any
   labels: jax.Array
@@ -224,6 +247,8 @@ class Context:
   key: jax.Array | None = None
   fake_labels: jax.Array | None = None
   codes: jax.Array | None = None
+  fake_critic: Callable | None = None
+  lecam_anchors: tuple | None = None
 
   @property
   def generated_labels(self) -> jax.Array:
@@ -268,12 +293,16 @@ def adversarial_generator_term(objective: GANObjective,
               lambda c: objective.generator_loss(c.real, c.fake), weight)
 
 
-def discriminator_terms(s, objective: GANObjective) -> list[Term]:
-  """The GAN family's D loss: `adversarial_discriminator_terms` and, with
-  a class head, the AC-GAN class terms; with a twin head, TAC-GAN's twin
-  term -log q_mi(c|G(z,c)) (Gong et al. 2019); with continuous codes,
-  InfoGAN's code term."""
+def discriminator_terms(s, objective: GANObjective,
+                        consistency_augment: Callable | None = None
+                        ) -> list[Term]:
+  """The GAN family's D loss: `adversarial_discriminator_terms`, the
+  `regularizer_terms` (none at their defaults; `consistency_augment` is
+  bCR's T) and, with a class head, the AC-GAN class terms; with a twin
+  head, TAC-GAN's twin term -log q_mi(c|G(z,c)) (Gong et al. 2019); with
+  continuous codes, InfoGAN's code term."""
   terms = adversarial_discriminator_terms(s, objective)
+  terms += regularizer_terms(s, consistency_augment)
   if s.class_head:
     terms += acgan_discriminator_terms(s)
   if s.twin_class_head:
@@ -283,6 +312,39 @@ def discriminator_terms(s, objective: GANObjective) -> list[Term]:
                       float(s.twin_class_weight)))
   if s.continuous_codes:
     terms.append(code_term("d_code_loss", s))
+  return terms
+
+
+def regularizer_terms(s, consistency_augment: Callable | None = None
+                      ) -> list[Term]:
+  """The GAN family's extra regularisers of D, each with any objective and
+  absent at weight 0: the R2 penalty (`r2_gamma` / 2, on generated
+  samples, `Context.fake_critic`), LeCam (`lecam_weight`, against
+  `Context.lecam_anchors`) and bCR (`bcr_weight` for both lambdas;
+  `consistency_augment(key, x)` is T, the keys folded from `Context.key`
+  with 5 (real) and 6 (fake), independent draws)."""
+  terms = []
+  r2_gamma = float(s.r2_gamma)
+  if r2_gamma > 0:
+    terms.append(Term("r2_penalty",
+                      lambda c: losses.r2_penalty(c.fake_critic, c.x_fake),
+                      r2_gamma / 2))
+  if float(s.lecam_weight) > 0:
+    terms.append(Term("lecam_penalty", lambda c: losses.lecam_penalty(
+        c.real["logit"], c.fake["logit"], *c.lecam_anchors),
+                      float(s.lecam_weight)))
+  if float(s.bcr_weight) > 0:
+    if consistency_augment is None:
+      raise ValueError(f"bcr_weight={s.bcr_weight} needs an augmentation T "
+                       "(consistency_augment).")
+
+    def bcr(c):
+      real_t = consistency_augment(jax.random.fold_in(c.key, 5), c.x_real)
+      fake_t = consistency_augment(jax.random.fold_in(c.key, 6), c.x_fake)
+      return losses.balanced_consistency_loss(
+          c.real["logit"], c.critic(real_t), c.fake["logit"],
+          c.fake_critic(fake_t))
+    terms.append(Term("bcr_penalty", bcr, float(s.bcr_weight)))
   return terms
 
 
@@ -317,22 +379,46 @@ def acgan_discriminator_terms(s) -> list[Term]:
   always). real_class_weight=0 gives the InfoGAN-style variant. For a
   condition of A attributes, D has one class head per attribute and each
   term is -log q(c|x) = -sum_a log q_a(c_a|x), the sum of the attributes'
-  cross-entropies (`losses.acgan_real_class_loss`)."""
+  cross-entropies (`losses.acgan_real_class_loss`). With
+  class_loss='d2d_ce' each term is ReACGAN's D2D-CE instead
+  (`class_loss_fn`), at the same weights."""
+  loss = class_loss_fn(s)
   return [
-      Term("d_real_class_loss", lambda c: losses.acgan_real_class_loss(
-          c.real["class_logits"], c.labels),
+      Term("d_real_class_loss", lambda c: loss(c.real, c.labels),
            float(s.real_class_weight)),
-      Term("d_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
-          c.fake["class_logits"], c.generated_labels),
+      Term("d_fake_class_loss", lambda c: loss(c.fake, c.generated_labels),
            float(s.fake_class_weight) if s.d_fake_class else None),
   ]
 
 
 def acgan_generator_terms(s) -> list[Term]:
-  """The AC-GAN objective's G side: -log q(c|G(z,c)), fake_class_weight."""
-  return [Term("g_fake_class_loss", lambda c: losses.acgan_fake_class_loss(
-      c.fake["class_logits"], c.generated_labels),
+  """The AC-GAN objective's G side: -log q(c|G(z,c)) (or D2D-CE),
+  fake_class_weight."""
+  loss = class_loss_fn(s)
+  return [Term("g_fake_class_loss", lambda c: loss(c.fake, c.generated_labels),
                float(s.fake_class_weight))]
+
+
+CLASS_LOSSES = ("ce", "d2d_ce")
+
+
+def class_loss_fn(s) -> Callable[[Outputs, jax.Array], jax.Array]:
+  """(outputs, labels) -> `[B]`: the class term of `s.class_loss`. 'ce':
+  the cross-entropy of 'class_logits' (`losses.acgan_real_class_loss`);
+  'd2d_ce': `losses.d2d_ce_loss` of 'class_embedding' and
+  'class_proxies' (the GAN family's D2D-CE head) with `d2d_temperature`,
+  `d2d_positive_margin` and `d2d_negative_margin`."""
+  if s.class_loss == "ce":
+    return lambda out, labels: losses.acgan_real_class_loss(
+        out["class_logits"], labels)
+  if s.class_loss == "d2d_ce":
+    kw = dict(temperature=float(s.d2d_temperature),
+              positive_margin=float(s.d2d_positive_margin),
+              negative_margin=float(s.d2d_negative_margin))
+    return lambda out, labels: losses.d2d_ce_loss(
+        out["class_embedding"], out["class_proxies"], labels, **kw)
+  raise ValueError(f"Unknown class_loss {s.class_loss!r}; expected one of "
+                   f"{CLASS_LOSSES}.")
 
 
 def code_term(name: str, s) -> Term:
