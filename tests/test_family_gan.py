@@ -548,3 +548,25 @@ def test_new_keys_train_on_digits_through_the_runner(tmp_path, digits):
   _, restored, step = train.restore_run(tmp_path, dataset=digits)
   assert step == 4
   assert float(restored.extras["ada_p"]) == p
+
+
+def test_r3gan_config_trains_samples_and_refuses_class_heads(tmp_path,
+                                                            digits):
+  from condgen_jax.configs import r3gan  # pylint: disable=g-import-not-at-top
+  c = r3gan.get_config()
+  c.update(dict(dataset="digits", batch_size=8, num_steps=3, log_every=3,
+                checkpoint_every=3, sample_every=0, samples_per_class=1,
+                z_dim=8, r3gan_g_widths=(16, 16, 16),
+                r3gan_d_widths=(16, 16, 16), r3gan_features=16))
+  s = train.resolve(c)
+  assert (s.architecture, s.gan_loss) == ("r3gan", "relativistic_pairing")
+  assert gan_training.has_convolutions(s)
+  state = train.train_and_evaluate(c, tmp_path, digits)
+  assert int(state.step) == 3
+  assert "block2_0" in state.g_params and "embed" in state.d_params
+  x = gan_training.make_sample_fn(s, (8, 8, 1), 10)(
+      state, jnp.arange(10), jax.random.key(0))
+  assert x.shape == (10, 8, 8, 1) and np.isfinite(np.asarray(x)).all()
+  c.class_head = True
+  with pytest.raises(ValueError, match="r3gan.*class_head=True"):
+    train.resolve(c)

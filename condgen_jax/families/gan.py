@@ -69,6 +69,7 @@ from condgen_jax.families import common
 from condgen_jax.families import ema as ema_lib
 from condgen_jax.losses import gan_objectives
 from condgen_jax.models import gans
+from condgen_jax.models import r3gan
 from condgen_jax.core import options
 
 # A label, or every attribute of the dataset (concatenated one-hots into G
@@ -82,8 +83,21 @@ CODE_PRIORS = ("data", "uniform")
 # `families.MODELS` take precedence over these defaults.
 MODEL_OPTIONS = {
     "architecture": options.choice(
-        "conv", gans.ARCHITECTURES,
-        "'mlp': Mirza & Osindero's fixed MLPs; 'conv': DCGAN"),
+        "conv", gans.ARCHITECTURES + ("r3gan",),
+        "'mlp': Mirza & Osindero's fixed MLPs; 'conv': DCGAN; 'r3gan': "
+        "Huang et al. 2024's residual networks without normalisation "
+        "(`models.r3gan`)"),
+    "r3gan_g_widths": options.integers(
+        (128, 64, 32), "r3gan: G's stage widths from the lowest "
+        "resolution (image side = basis side * 2^(stages - 1))"),
+    "r3gan_d_widths": options.integers(
+        (32, 64, 128), "r3gan: D's stage widths from the image's "
+        "resolution"),
+    "r3gan_blocks": options.integer(1, "r3gan: residual blocks per stage"),
+    "r3gan_group_size": options.integer(
+        16, "r3gan: channels per group of the blocks' 3x3 convs"),
+    "r3gan_features": options.integer(
+        128, "r3gan: D's last features (logit and projection)"),
     "class_head": options.flag(False, "AC-GAN: D also predicts the class"),
     "q_hidden": options.integer(
         0, "InfoGAN's Q network: a hidden LeakyReLU layer of this width "
@@ -294,6 +308,16 @@ def validate_config(s) -> None:
     raise ValueError("virtual_batch_norm=True needs a generator with "
                      "normalisation layers (cgan_conv or acgan); cgan_mlp "
                      "has none.")
+  if s.architecture == "r3gan":
+    bad = [f"{k}={s[k]!r}" for k, off in (
+        ("class_head", False), ("continuous_codes", 0), ("g_hidden", 0),
+        ("d_hidden", 0), ("virtual_batch_norm", False), ("init", "flax"),
+        ("spectral_norm", False), ("minibatch_discrimination", False))
+           if s[k] != off]
+    if bad:
+      raise ValueError(f"architecture='r3gan' does not take {', '.join(bad)}"
+                       ": its D conditions by projection, without class "
+                       "heads or norms, and its fix-up init is its own.")
   if s.class_loss != "ce" and not s.class_head:
     raise ValueError(f"class_loss={s.class_loss!r} needs class_head=True "
                      "(model acgan).")
@@ -316,6 +340,16 @@ def make_models(s, image_shape, num_classes):
   image_shape = tuple(int(n) for n in image_shape)
   kernels = common.layer_kernels(s)
   dtype = common.compute_dtype(s)
+  if s.architecture == "r3gan":
+    return (r3gan.Generator(image_shape, num_classes,
+                            widths=tuple(s.r3gan_g_widths),
+                            blocks=s.r3gan_blocks,
+                            group_size=s.r3gan_group_size, dtype=dtype),
+            r3gan.Discriminator(image_shape, num_classes,
+                                widths=tuple(s.r3gan_d_widths),
+                                blocks=s.r3gan_blocks,
+                                group_size=s.r3gan_group_size,
+                                features=s.r3gan_features, dtype=dtype))
   if s.architecture == "mlp":
     return (gans.MLPGenerator(image_shape, num_classes,
                               dropout_rate=s.g_dropout_rate, norm=s.g_norm,
@@ -365,8 +399,8 @@ def check_condition(s, attributes: bool) -> None:
 
 
 def has_convolutions(s) -> bool:
-  """The conv GANs convolve; Mirza & Osindero's MLPs do not."""
-  return s.architecture == "conv"
+  """The conv GANs and R3GAN convolve; Mirza & Osindero's MLPs do not."""
+  return s.architecture != "mlp"
 
 
 def metric_modes(s) -> dict:
