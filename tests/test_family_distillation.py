@@ -2,6 +2,8 @@
 against a numpy Alg. 2, and a tiny teacher distilled through the runner,
 resumed exactly."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,9 +89,12 @@ def _student_config(teacher_dir, **overrides):
 def test_a_teacher_is_distilled_through_the_runner_and_resumes_exactly(
     tmp_path, digits):
   train.train_and_evaluate(_teacher_config(), tmp_path / "teacher", digits)
+  # an eps teacher is refused from its config.json, before its checkpoint
+  (tmp_path / "eps").mkdir()
+  eps = json.loads((tmp_path / "teacher" / "config.json").read_text())
+  (tmp_path / "eps" / "config.json").write_text(
+      json.dumps({**eps, "objective": "eps"}))
   with pytest.raises(ValueError, match="eps-prediction run"):
-    train.train_and_evaluate(_teacher_config(objective="eps"),
-                             tmp_path / "eps", digits)
     train.resolve(_student_config(tmp_path / "eps"))
   with pytest.raises(ValueError, match="times a power of 2"):
     train.resolve(_student_config(tmp_path / "teacher", teacher_steps=6,
