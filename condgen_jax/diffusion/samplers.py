@@ -411,7 +411,9 @@ EDM_SIGMA_MIN = 0.002
 EDM_RHO = 7.0
 
 
-def _alpha_sigma(objective, t, alpha_bar_fn):
+def alpha_sigma(objective, t, alpha_bar_fn):
+  """(alpha_t, sigma_t) of x_t = alpha_t x0 + sigma_t eps: flow matching
+  (1 - t, t); eps / v / edm sqrt(ab), sqrt(1 - ab) of `alpha_bar_fn`."""
   if objective == "flow_matching":
     return 1.0 - t, t
   ab = alpha_bar_fn(t)
@@ -420,7 +422,7 @@ def _alpha_sigma(objective, t, alpha_bar_fn):
 
 def sigma_tilde(objective: str, t, alpha_bar_fn=None):
   """sigma~(t) = sigma_t / alpha_t (eps / v: sqrt((1 - ab) / ab))."""
-  alpha, sigma = _alpha_sigma(objective, jnp.asarray(t, jnp.float32),
+  alpha, sigma = alpha_sigma(objective, jnp.asarray(t, jnp.float32),
                               alpha_bar_fn)
   return sigma / alpha
 
@@ -465,7 +467,7 @@ def _setup(model_fn, params, x, labels, objective, alpha_bar_fn, clip_x0):
   """(x~ at the top time, D(x~, t) -> x0_hat with t a scalar)."""
   b = x.shape[0]
   t_top = _top_t(objective)
-  alpha_top, sigma_top = _alpha_sigma(objective, jnp.float32(t_top),
+  alpha_top, sigma_top = alpha_sigma(objective, jnp.float32(t_top),
                                       alpha_bar_fn)
   if objective == "flow_matching":
     xt = x * sigma_top / alpha_top  # x_{1-gap} ~ (1 - gap) x_1, over alpha
@@ -474,7 +476,7 @@ def _setup(model_fn, params, x, labels, objective, alpha_bar_fn, clip_x0):
 
   def denoiser(xt, t):
     tb = jnp.full((b,), t, jnp.float32)
-    alpha, _ = _alpha_sigma(objective, tb, alpha_bar_fn)
+    alpha, _ = alpha_sigma(objective, tb, alpha_bar_fn)
     xs = _expand(alpha.astype(xt.dtype), xt) * xt
     return predict_x0(objective, model_fn(params, xs, tb, labels), xs, tb,
                       alpha_bar_fn, clip_x0)

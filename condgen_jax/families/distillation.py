@@ -190,12 +190,7 @@ def _col(a, x):
   return a.reshape(a.shape + (1,) * (x.ndim - a.ndim)).astype(x.dtype)
 
 
-def alpha_sigma(objective, t, alpha_bar_fn):
-  """(alpha_t, sigma_t) of x_t = alpha_t x0 + sigma_t eps."""
-  if objective == "flow_matching":
-    return 1.0 - t, t
-  ab = alpha_bar_fn(t)
-  return jnp.sqrt(ab), jnp.sqrt(1.0 - ab)
+alpha_sigma = samplers.alpha_sigma
 
 
 def distillation_target(teacher_x0, z, t, student_steps: int, objective,
